@@ -21,8 +21,14 @@ export interface Lease {
   readonly subnet?: IpNet;
   readonly ipv6Subnet?: IpNet;
   readonly attrs: LeaseAttrs;
-  /** Milliseconds since the epoch on the manager's clock; null for a reservation, which never expires. */
-  readonly expiresAt: number | null;
+  /** A reservation never expires and is only ever used by the node whose public IP it names. */
+  readonly reservation: boolean;
+  /** When the lease runs out (ms, on the manager's clock); known for this node's own lease only. */
+  readonly expiresAt?: number;
+}
+
+export function sameAttrs(a: LeaseAttrs, b: LeaseAttrs): boolean {
+  return encodeLeaseAttrs(a) === encodeLeaseAttrs(b);
 }
 
 export interface LeaseEvent {

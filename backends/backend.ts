@@ -1,0 +1,43 @@
+/**
+ * The backend contract, small on purpose (upstream's common.go idea): a backend registers the network once, which
+ * yields this node's lease and MTU, then `run` keeps the datapath converged until the daemon stops.
+ */
+import type { Logger } from 'pino';
+import type { NetworkConfig } from '../flanneld/config/network-config-types.js';
+import type { ExternalInterface } from '../flanneld/ip/external-interface.js';
+import type { Lease, LeaseAttrs } from '../flanneld/lease/lease.js';
+import type { Clock } from '../flanneld/runtime/clock.js';
+import type { SubnetManager } from '../flanneld/subnet/subnet-manager.js';
+
+export interface BackendDeps {
+  readonly subnets: SubnetManager;
+  readonly extIface: ExternalInterface;
+  /** Claims this node's lease with the backend's attrs, retrying transient failures until it succeeds or aborts. */
+  readonly acquireLease: (attrs: LeaseAttrs, signal: AbortSignal) => Promise<Lease>;
+  readonly clock: Clock;
+  readonly log: Logger;
+}
+
+export type BackendFactory = (deps: BackendDeps) => Backend;
+
+export interface Backend {
+  /** Parses its own Backend block, prepares devices and acquires the lease with its attrs. */
+  registerNetwork(config: NetworkConfig, signal: AbortSignal): Promise<Network>;
+}
+
+export interface Network {
+  readonly lease: Lease;
+  /** MTU for pods, as reported in subnet.env. */
+  readonly mtu: number;
+  /** Follows peer leases and keeps the datapath converged; settles only when `signal` aborts. */
+  run(signal: AbortSignal): Promise<void>;
+}
+
+/** The lease attrs every backend shares: the public addresses of this node. */
+export function baseLeaseAttrs(extIface: ExternalInterface, backendType: string): LeaseAttrs {
+  return {
+    ...(extIface.publicIP ? { publicIP: extIface.publicIP } : {}),
+    ...(extIface.publicIPv6 ? { publicIPv6: extIface.publicIPv6 } : {}),
+    backendType,
+  };
+}

@@ -1,0 +1,7 @@
+/** The built-in backends by upstream name; a value, not a module-level registry that imports fill in. */
+import type { BackendFactory } from './backend.js';
+import { createAllocBackend } from './alloc/alloc-backend.js';
+
+export const builtInBackends: ReadonlyMap<string, BackendFactory> = new Map<string, BackendFactory>([
+  ['alloc', createAllocBackend],
+]);

@@ -1,0 +1,158 @@
+/**
+ * flanneld's startup sequence and run phase (upstream main.go's order, compat.md Appendix A) over injected deps:
+ * no process access here, so the whole daemon runs in tests against real etcd with a ManualClock.
+ */
+import type { Logger } from 'pino';
+import type { BackendFactory } from '../backends/backend.js';
+import type { NetworkConfig } from './config/network-config-types.js';
+import { chooseExternalInterface, type ExternalInterfaceOptions, type HostView } from './ip/external-interface.js';
+import { formatIp } from './ip/address.js';
+import { formatCidr } from './ip/cidr.js';
+import type { Lease, LeaseAttrs } from './lease/lease.js';
+import { formatSubnetKey } from './lease/subnet-key.js';
+import { Backoff } from './runtime/backoff.js';
+import type { Clock } from './runtime/clock.js';
+import { ConfigError, FlannelError, LeaseLostError, errorMessage } from './runtime/errors.js';
+import type { Random } from './runtime/random.js';
+import { keepLease } from './subnet/lease-keeper.js';
+import { previousSubnets, renderSubnetEnv } from './subnet/subnet-env.js';
+import type { SubnetManager } from './subnet/subnet-manager.js';
+
+export interface DaemonOptions extends Omit<ExternalInterfaceOptions, 'enableIPv4' | 'enableIPv6'> {
+  readonly subnetFile: string;
+  readonly ipMasq: boolean;
+  readonly renewMarginMs: number;
+}
+
+export interface DaemonDeps {
+  readonly subnets: SubnetManager;
+  readonly backends: ReadonlyMap<string, BackendFactory>;
+  readonly host: HostView;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly log: Logger;
+  readonly readFile: (path: string) => Promise<string | undefined>;
+  readonly writeFile: (path: string, text: string) => Promise<void>;
+  /** Called once subnet.env is written (readiness). */
+  readonly onReady?: (lease: Lease) => void;
+}
+
+export type DaemonResult = { readonly kind: 'stopped' } | { readonly kind: 'lease-lost'; readonly message: string };
+
+const STARTUP_RETRY = { initialMs: 1000, maxMs: 30_000, jitter: 0.1 };
+
+export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: AbortSignal): Promise<DaemonResult> {
+  const { log } = deps;
+  const config = await retryUntilDone(deps, signal, 'network config', () => deps.subnets.getNetworkConfig(signal));
+  log.info({ backend: config.backend.type, network: describeNetworks(config) }, 'network config loaded');
+
+  const extIface = await chooseExternalInterface(deps.host, {
+    ...opts,
+    enableIPv4: config.enableIPv4,
+    enableIPv6: config.enableIPv6,
+  });
+  log.info(
+    {
+      iface: extIface.name,
+      publicIP: extIface.publicIP && formatIp(extIface.publicIP),
+      publicIPv6: extIface.publicIPv6 && formatIp(extIface.publicIPv6),
+    },
+    'using external interface',
+  );
+
+  const factory = deps.backends.get(config.backend.type);
+  if (!factory) {
+    throw new ConfigError('Backend.Type', config.backend.type, `unknown backend type (known: ${[...deps.backends.keys()].join(', ')})`);
+  }
+  const previousText = await deps.readFile(opts.subnetFile);
+  const previous = previousText ? previousSubnets(previousText) : undefined;
+  const acquireLease = (attrs: LeaseAttrs, acquireSignal: AbortSignal): Promise<Lease> =>
+    retryUntilDone(deps, acquireSignal, 'subnet lease', () =>
+      deps.subnets.acquireLease({ attrs, ...(previous ? { previous } : {}) }, acquireSignal),
+    );
+  const backend = factory({
+    subnets: deps.subnets,
+    extIface,
+    acquireLease,
+    clock: deps.clock,
+    log: log.child({ component: `backend-${config.backend.type}` }),
+  });
+  const network = await backend.registerNetwork(config, signal);
+  log.info({ subnet: formatSubnetKey(network.lease), mtu: network.mtu }, 'lease acquired');
+
+  const envText = renderSubnetEnv({
+    ...(config.enableIPv4 && config.network ? { network: config.network } : {}),
+    ...(network.lease.subnet ? { subnet: network.lease.subnet } : {}),
+    ...(config.enableIPv6 && config.ipv6Network ? { ipv6Network: config.ipv6Network } : {}),
+    ...(network.lease.ipv6Subnet ? { ipv6Subnet: network.lease.ipv6Subnet } : {}),
+    mtu: network.mtu,
+    ipMasq: opts.ipMasq,
+  });
+  try {
+    await deps.writeFile(opts.subnetFile, envText);
+    log.info({ file: opts.subnetFile }, 'wrote subnet file');
+    deps.onReady?.(network.lease);
+  } catch (err) {
+    // Upstream keeps running without becoming ready; pods on this node cannot start until this is fixed.
+    log.warn({ err, file: opts.subnetFile }, 'failed to write subnet file');
+  }
+
+  const phase = new AbortController();
+  const stopPhase = (): void => phase.abort(signal.reason);
+  signal.addEventListener('abort', stopPhase, { once: true });
+  let lost: LeaseLostError | undefined;
+  const keeper = keepLease(
+    network.lease,
+    {
+      subnets: deps.subnets,
+      clock: deps.clock,
+      random: deps.random,
+      log: log.child({ component: 'lease-keeper' }),
+      renewMarginMs: opts.renewMarginMs,
+    },
+    phase.signal,
+  ).catch((err: unknown) => {
+    if (phase.signal.aborted) return;
+    if (err instanceof LeaseLostError) lost = err;
+    else log.error({ err }, 'lease keeper failed');
+    phase.abort(err);
+  });
+  const running = network.run(phase.signal).catch((err: unknown) => {
+    if (!phase.signal.aborted) log.error({ err }, 'backend stopped');
+    phase.abort(err);
+  });
+  await Promise.allSettled([keeper, running]);
+  signal.removeEventListener('abort', stopPhase);
+  return lost ? { kind: 'lease-lost', message: lost.message } : { kind: 'stopped' };
+}
+
+/**
+ * Retries `fn` with backoff until it succeeds or `signal` aborts. Config errors and store outages alike are
+ * conditions an operator fixes while the daemon waits, so none of them ends the process; each distinct error is
+ * logged once at warn level, repeats at debug.
+ */
+async function retryUntilDone<T>(deps: DaemonDeps, signal: AbortSignal, what: string, fn: () => Promise<T>): Promise<T> {
+  const backoff = new Backoff(STARTUP_RETRY, deps.random);
+  let lastMessage = '';
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (signal.aborted) throw err;
+      const message = errorMessage(err);
+      const retryInMs = backoff.next();
+      const fields = { err, code: err instanceof FlannelError ? err.code : undefined, retryInMs };
+      if (message !== lastMessage) deps.log.warn(fields, `cannot get ${what} yet; retrying`);
+      else deps.log.debug(fields, `cannot get ${what} yet; retrying`);
+      lastMessage = message;
+      await deps.clock.sleep(retryInMs, signal);
+    }
+  }
+}
+
+function describeNetworks(config: NetworkConfig): string {
+  return [config.network, config.ipv6Network]
+    .filter((n) => n !== undefined)
+    .map((n) => formatCidr(n))
+    .join(',');
+}

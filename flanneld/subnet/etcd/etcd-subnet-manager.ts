@@ -1,0 +1,259 @@
+/**
+ * The etcd lease policy, over the LeaseStore port: reuse this node's lease (or reservation) when it still fits the
+ * network config, else the subnet recorded in the last subnet.env, else a random free one; every claim is a
+ * compare-and-swap, retried with a fresh listing while other nodes keep winning. Expiry runs on the injected Clock.
+ */
+import type { Logger } from 'pino';
+import { allocationRanges, parseNetworkConfig } from '../../config/network-config.js';
+import type { AllocationRanges, NetworkConfig } from '../../config/network-config-types.js';
+import { formatIp, sameIp, type IpAddress } from '../../ip/address.js';
+import { formatCidr, overlaps, type IpNet } from '../../ip/cidr.js';
+import type { Lease, LeaseAttrs, LeaseEvent } from '../../lease/lease.js';
+import { LeaseTable } from '../../lease/lease-table.js';
+import { formatSubnetKey, type SubnetPair } from '../../lease/subnet-key.js';
+import { Backoff, watchBackoff } from '../../runtime/backoff.js';
+import type { Clock } from '../../runtime/clock.js';
+import { FlannelError, LeaseLostError, NoFreeSubnetError } from '../../runtime/errors.js';
+import type { Random } from '../../runtime/random.js';
+import { fitsRange, pickFreeSubnet } from '../allocator.js';
+import type { LeaseRequest, SubnetManager } from '../subnet-manager.js';
+import { configKey } from './keys.js';
+import type { LeaseStore, SkippedEntry, StoredLease } from './lease-store.js';
+
+/** Upstream's subnetTTL. */
+export const SUBNET_TTL_SECONDS = 24 * 60 * 60;
+/** Conflicts that did not come with a fuller store; upstream's raceRetries. */
+const MAX_STALLED_CONFLICTS = 10;
+
+export interface EtcdSubnetManagerDeps {
+  readonly store: LeaseStore;
+  readonly prefix: string;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly log: Logger;
+  readonly ttlSeconds?: number;
+}
+
+export class EtcdSubnetManager implements SubnetManager {
+  readonly name = 'etcd';
+  private readonly ttl: number;
+
+  constructor(private readonly deps: EtcdSubnetManagerDeps) {
+    this.ttl = deps.ttlSeconds ?? SUBNET_TTL_SECONDS;
+  }
+
+  async getNetworkConfig(signal: AbortSignal): Promise<NetworkConfig> {
+    const { config, warnings } = await this.readConfig(signal);
+    for (const warning of warnings) this.deps.log.warn({ key: configKey(this.deps.prefix) }, warning);
+    return config;
+  }
+
+  async findPreviousLease(publicIP: IpAddress | undefined, signal: AbortSignal): Promise<Lease | undefined> {
+    if (!publicIP) return undefined;
+    const snapshot = await this.deps.store.list(signal);
+    return findOwn(snapshot.leases, { publicIP, backendType: '' })?.lease;
+  }
+
+  async acquireLease(request: LeaseRequest, signal: AbortSignal): Promise<Lease> {
+    let stalled = 0;
+    let lastCount = -1;
+    for (let attempt = 1; ; attempt++) {
+      const ranges = allocationRanges((await this.readConfig(signal)).config);
+      const snapshot = await this.deps.store.list(signal);
+      const result = await this.tryAcquire(ranges, snapshot.leases, request, signal);
+      if (result !== 'conflict') return result;
+      // Each conflict means another node claimed a subnet after our listing; that is progress while the store
+      // keeps filling up, so only conflicts without a fuller store count against the retry budget.
+      if (snapshot.leases.length <= lastCount) stalled++;
+      lastCount = snapshot.leases.length;
+      this.deps.log.debug({ attempt }, 'subnet claim lost a race; retrying with a fresh listing');
+      if (stalled >= MAX_STALLED_CONFLICTS) {
+        throw new FlannelError('ERR_SUBNET_CONFLICT', `gave up claiming a subnet after ${attempt} conflicting attempts`);
+      }
+    }
+  }
+
+  async renewLease(lease: Lease, signal: AbortSignal): Promise<Lease> {
+    const wanted: Lease = withoutExpiry(lease);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const { stored } = await this.deps.store.get(lease, signal);
+      if (!stored) {
+        const created = await this.deps.store.createIfAbsent(wanted, lease.reservation ? null : this.ttl, signal);
+        if (created !== 'taken') return this.own(created);
+        continue;
+      }
+      if (!isOwnedBy(stored.lease, lease.attrs)) {
+        throw new LeaseLostError(
+          `lease ${stored.key} is now held by ${describeOwner(stored.lease.attrs)}, not by this node`,
+        );
+      }
+      const replaced = await this.deps.store.replaceIfUnchanged(wanted, stored, stored.lease.reservation ? null : this.ttl, signal);
+      if (replaced !== 'changed') return this.own(replaced);
+    }
+    throw new LeaseLostError(`lease ${formatSubnetKey(lease)} kept changing under us while renewing it`);
+  }
+
+  async *watchOwnLease(lease: Lease, signal: AbortSignal): AsyncIterable<void> {
+    const backoff = new Backoff(watchBackoff, this.deps.random);
+    while (!signal.aborted) {
+      let read: { stored?: StoredLease; revision: bigint };
+      try {
+        read = await this.deps.store.get(lease, signal);
+        backoff.reset();
+      } catch (err) {
+        if (signal.aborted) return;
+        this.deps.log.warn({ err, subnet: formatSubnetKey(lease) }, 'cannot read own lease; retrying');
+        await this.deps.clock.sleep(backoff.next(), signal);
+        continue;
+      }
+      if (!read.stored) {
+        yield;
+        continue;
+      }
+      for await (const batch of this.deps.store.watch(read.revision + 1n, signal, lease)) {
+        if (batch.kind === 'resync') break;
+        if (batch.changes.some((c) => c.type === 'delete')) yield;
+      }
+    }
+  }
+
+  async *watchLeases(signal: AbortSignal): AsyncIterable<readonly LeaseEvent[]> {
+    const table = new LeaseTable();
+    const backoff = new Backoff(watchBackoff, this.deps.random);
+    let first = true;
+    while (!signal.aborted) {
+      let snapshot;
+      try {
+        snapshot = await this.deps.store.list(signal);
+        backoff.reset();
+      } catch (err) {
+        if (signal.aborted) return;
+        this.deps.log.warn({ err }, 'cannot list leases; retrying');
+        await this.deps.clock.sleep(backoff.next(), signal);
+        continue;
+      }
+      this.warnSkipped(snapshot.skipped);
+      const events = table.replaceAll(snapshot.leases.map((s) => s.lease));
+      if (first || events.length > 0) yield events;
+      first = false;
+      for await (const batch of this.deps.store.watch(snapshot.revision + 1n, signal)) {
+        if (batch.kind === 'resync') {
+          this.deps.log.info({ reason: batch.reason }, 'lease watch cannot resume; re-listing');
+          break;
+        }
+        this.warnSkipped(batch.skipped);
+        const delta: LeaseEvent[] = [];
+        for (const change of batch.changes) {
+          const event = change.type === 'put' ? table.put(change.stored.lease) : table.remove(change.key);
+          if (event) delta.push(event);
+        }
+        if (delta.length > 0) yield delta;
+      }
+      if (!signal.aborted) await this.deps.clock.sleep(backoff.next(), signal);
+    }
+  }
+
+  private async readConfig(signal: AbortSignal): Promise<{ config: NetworkConfig; warnings: string[] }> {
+    const key = configKey(this.deps.prefix);
+    const text = await this.deps.store.getConfig(signal);
+    if (text === undefined) {
+      throw new FlannelError(
+        'ERR_CONFIG_NOT_FOUND',
+        `flannel config not found in etcd store at ${key}. Did you create your config using etcdv3 API?`,
+      );
+    }
+    const parsed = parseNetworkConfig(text);
+    allocationRanges(parsed.config);
+    return parsed;
+  }
+
+  private async tryAcquire(
+    ranges: AllocationRanges,
+    leases: readonly StoredLease[],
+    request: LeaseRequest,
+    signal: AbortSignal,
+  ): Promise<Lease | 'conflict'> {
+    const { store, log } = this.deps;
+    let taken = leases;
+    const mine = findOwn(leases, request.attrs);
+    if (mine) {
+      if (fitsRanges(ranges, mine.lease)) {
+        const wanted: Lease = { ...pairOf(mine.lease), attrs: request.attrs, reservation: mine.lease.reservation };
+        const replaced = await store.replaceIfUnchanged(wanted, mine, mine.lease.reservation ? null : this.ttl, signal);
+        return replaced === 'changed' ? 'conflict' : this.own(replaced);
+      }
+      if (mine.lease.reservation) {
+        throw new FlannelError(
+          'ERR_CONFIG_INVALID',
+          `reservation ${mine.key} for this node does not fit the network config (SubnetLen/SubnetMin/SubnetMax)`,
+        );
+      }
+      log.info({ subnet: mine.key }, 'previous lease does not fit the network config; releasing it');
+      if (!(await store.deleteIfUnchanged(mine, signal))) return 'conflict';
+      taken = leases.filter((l) => l !== mine);
+    }
+    const pair = this.choose(ranges, taken, request.previous);
+    const created = await store.createIfAbsent({ ...pair, attrs: request.attrs, reservation: false }, this.ttl, signal);
+    return created === 'taken' ? 'conflict' : this.own(created);
+  }
+
+  private choose(ranges: AllocationRanges, taken: readonly StoredLease[], previous?: SubnetPair): SubnetPair {
+    const pick = (family: 'subnet' | 'ipv6Subnet', range = family === 'subnet' ? ranges.v4 : ranges.v6): IpNet | undefined => {
+      if (!range) return undefined;
+      const held = taken.map((s) => s.lease[family]).filter((n): n is IpNet => n !== undefined);
+      const prev = previous?.[family];
+      if (prev && fitsRange(range, prev) && !held.some((n) => overlaps(n, prev))) return prev;
+      const chosen = pickFreeSubnet(range, held, this.deps.random);
+      if (!chosen) {
+        throw new NoFreeSubnetError(
+          `no free subnet: every /${range.subnetLen} of ${formatCidr(range.network)} from ` +
+            `${formatIp(range.subnetMin)} to ${formatIp(range.subnetMax)} is leased (${held.length} leases)`,
+        );
+      }
+      return chosen;
+    };
+    const subnet = pick('subnet');
+    const ipv6Subnet = pick('ipv6Subnet');
+    return { ...(subnet ? { subnet } : {}), ...(ipv6Subnet ? { ipv6Subnet } : {}) };
+  }
+
+  private own(stored: StoredLease): Lease {
+    const lease = withoutExpiry(stored.lease);
+    if (lease.reservation) return lease;
+    return Object.freeze({ ...lease, expiresAt: this.deps.clock.now() + this.ttl * 1000 });
+  }
+
+  private warnSkipped(skipped: readonly SkippedEntry[]): void {
+    for (const entry of skipped) this.deps.log.warn({ key: entry.path, reason: entry.reason }, 'skipping malformed lease');
+  }
+}
+
+function pairOf(lease: SubnetPair): SubnetPair {
+  return { ...(lease.subnet ? { subnet: lease.subnet } : {}), ...(lease.ipv6Subnet ? { ipv6Subnet: lease.ipv6Subnet } : {}) };
+}
+
+function withoutExpiry(lease: Lease): Lease {
+  return Object.freeze({ ...pairOf(lease), attrs: lease.attrs, reservation: lease.reservation });
+}
+
+/** Leases follow the node's public IP, as upstream (IPv4 when the node has one, else IPv6); reservations first. */
+function findOwn(leases: readonly StoredLease[], attrs: LeaseAttrs): StoredLease | undefined {
+  const mine = leases.filter((s) => isOwnedBy(s.lease, attrs));
+  return mine.find((s) => s.lease.reservation) ?? mine[0];
+}
+
+function isOwnedBy(lease: Lease, attrs: LeaseAttrs): boolean {
+  if (attrs.publicIP) return sameIp(lease.attrs.publicIP, attrs.publicIP);
+  return attrs.publicIPv6 !== undefined && sameIp(lease.attrs.publicIPv6, attrs.publicIPv6);
+}
+
+function describeOwner(attrs: LeaseAttrs): string {
+  const ip = attrs.publicIP ?? attrs.publicIPv6;
+  return ip ? formatIp(ip) : 'another node';
+}
+
+function fitsRanges(ranges: AllocationRanges, lease: SubnetPair): boolean {
+  const fits = (range: AllocationRanges['v4'], net: IpNet | undefined): boolean =>
+    range ? net !== undefined && fitsRange(range, net) : net === undefined;
+  return fits(ranges.v4, lease.subnet) && fits(ranges.v6, lease.ipv6Subnet);
+}
