@@ -23,9 +23,9 @@ export interface HostView {
 export interface ExternalInterfaceOptions {
   readonly iface: readonly string[];
   readonly ifaceRegex: readonly string[];
-  readonly ifaceCanReach: string;
-  readonly publicIP: string;
-  readonly publicIPv6: string;
+  readonly ifaceCanReach?: IpAddress | undefined;
+  readonly publicIP?: IpAddress | undefined;
+  readonly publicIPv6?: IpAddress | undefined;
   readonly enableIPv4: boolean;
   readonly enableIPv6: boolean;
 }
@@ -43,14 +43,13 @@ export interface ExternalInterface {
 
 export async function chooseExternalInterface(host: HostView, opts: ExternalInterfaceOptions): Promise<ExternalInterface> {
   const all = await host.interfaces();
-  const publicIP = opts.publicIP !== '' ? parseIp(opts.publicIP) : undefined;
-  const publicIPv6 = opts.publicIPv6 !== '' ? parseIp(opts.publicIPv6) : undefined;
+  const { publicIP, publicIPv6, ifaceCanReach } = opts;
   const byAddr = (ip: IpAddress): HostInterface | undefined => all.find((i) => i.addrs.some((a) => sameIp(a, ip)));
   const tried: string[] = [];
   let chosen: HostInterface | undefined;
   let src: IpAddress | undefined;
 
-  const explicit = opts.iface.length > 0 || opts.ifaceRegex.length > 0 || opts.ifaceCanReach !== '';
+  const explicit = opts.iface.length > 0 || opts.ifaceRegex.length > 0 || ifaceCanReach !== undefined;
   if (explicit) {
     for (const entry of opts.iface) {
       const ip = parseIp(entry);
@@ -65,12 +64,11 @@ export async function chooseExternalInterface(host: HostView, opts: ExternalInte
       tried.push(`--iface-regex=${pattern}`);
       if (chosen) break;
     }
-    if (!chosen && opts.ifaceCanReach !== '') {
-      const target = parseIp(opts.ifaceCanReach);
-      const route = target ? await host.routeTo(target) : undefined;
+    if (!chosen && ifaceCanReach) {
+      const route = await host.routeTo(ifaceCanReach);
       chosen = route ? all.find((i) => i.name === route.name) : undefined;
       src = route?.src;
-      tried.push(`--iface-can-reach=${opts.ifaceCanReach}`);
+      tried.push(`--iface-can-reach=${formatIp(ifaceCanReach)}`);
     }
     if (!chosen) {
       throw new FlannelError(

@@ -1,0 +1,111 @@
+#!/usr/bin/env node
+/**
+ * flanneld's composition root: the only place that reads argv and env, installs signal handlers, builds the real
+ * clients and decides the exit code. Everything it wires is injected into runDaemon.
+ */
+import { readFile } from 'node:fs/promises';
+import { builtInBackends } from '../backends/index.js';
+import { loadOptions, type FlanneldOptions } from './config/options.js';
+import { runDaemon } from './daemon.js';
+import { systemHostView } from './ip/system-host-view.js';
+import { systemClock } from './runtime/clock.js';
+import { createRootLogger } from './runtime/logger.js';
+import { mathRandom } from './runtime/random.js';
+import { abortOnSignals } from './runtime/signals.js';
+import { createEtcdClient, planEtcdClient } from './subnet/etcd/etcd-client.js';
+import { EtcdLeaseStore } from './subnet/etcd/etcd-lease-store.js';
+import { EtcdSubnetManager } from './subnet/etcd/etcd-subnet-manager.js';
+import { writeFileAtomic } from './subnet/subnet-env.js';
+import { readVersion } from './version.js';
+
+async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  const loaded = loadOptions(argv, env);
+  switch (loaded.kind) {
+    case 'help':
+      process.stdout.write(loaded.text);
+      return 0;
+    case 'version':
+      process.stdout.write(`${readVersion()}\n`);
+      return 0;
+    case 'error':
+      process.stderr.write(`flanneld: ${loaded.message}\n\n${loaded.usage}`);
+      return 2;
+    case 'run':
+      break;
+  }
+  const options: FlanneldOptions = loaded.options;
+  const log = createRootLogger(options.v);
+  log.info({ version: readVersion() }, 'starting flanneld');
+  for (const warning of loaded.warnings) log.warn(warning);
+  if (options.kubeSubnetMgr) {
+    log.error('--kube-subnet-mgr is not available yet in this release; use the etcd subnet manager');
+    return 1;
+  }
+  const stop = abortOnSignals((name) => log.info({ signal: name }, 'shutting down'));
+
+  const plan = planEtcdClient({
+    endpoints: options.etcdEndpoints,
+    keyFile: options.etcdKeyfile,
+    certFile: options.etcdCertfile,
+    caFile: options.etcdCafile,
+    username: options.etcdUsername,
+    password: options.etcdPassword,
+  });
+  if (plan.insecure) log.warn({ endpoints: options.etcdEndpoints }, 'talking to etcd without TLS');
+  const client = createEtcdClient(plan);
+  const subnets = new EtcdSubnetManager({
+    store: new EtcdLeaseStore(client, options.etcdPrefix),
+    prefix: options.etcdPrefix,
+    clock: systemClock,
+    random: mathRandom,
+    log: log.child({ component: 'subnet-etcd' }),
+  });
+  try {
+    const result = await runDaemon(
+      {
+        subnets,
+        backends: builtInBackends,
+        host: systemHostView(),
+        clock: systemClock,
+        random: mathRandom,
+        log: log.child({ component: 'daemon' }),
+        readFile: (path) => readFile(path, 'utf8').catch(() => undefined),
+        writeFile: writeFileAtomic,
+      },
+      {
+        subnetFile: options.subnetFile,
+        ipMasq: options.ipMasq,
+        renewMarginMs: options.subnetLeaseRenewMargin * 60_000,
+        iface: options.iface,
+        ifaceRegex: options.ifaceRegex,
+        ifaceCanReach: options.ifaceCanReach,
+        publicIP: options.publicIp,
+        publicIPv6: options.publicIpv6,
+      },
+      stop.signal,
+    );
+    if (result.kind === 'lease-lost') {
+      log.error({ reason: result.message }, 'lease lost to another node; exiting');
+      return 1;
+    }
+    log.info('Exiting cleanly...');
+    return 0;
+  } catch (err) {
+    if (stop.signal.aborted) {
+      log.info('Exiting cleanly...');
+      return 0;
+    }
+    log.error({ err }, 'fatal');
+    return 1;
+  } finally {
+    client.close();
+  }
+}
+
+main(process.argv.slice(2), process.env).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`flanneld: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

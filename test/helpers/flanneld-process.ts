@@ -1,0 +1,16 @@
+/** Runs the built flanneld (dist/) as a child process inside a test namespace, tracked by PID. */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { spawnTracked, type TrackedProcess } from './processes.js';
+
+export const FLANNELD_BIN = fileURLToPath(new URL('../../dist/flanneld/main.js', import.meta.url));
+
+export function startFlanneld(netns: string, args: readonly string[], env: Record<string, string> = {}): TrackedProcess {
+  if (!existsSync(FLANNELD_BIN)) throw new Error(`${FLANNELD_BIN} is missing: run "npm run build" first`);
+  return spawnTracked(
+    'ip',
+    ['netns', 'exec', netns, process.execPath, FLANNELD_BIN, ...args],
+    { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env } },
+    FLANNELD_BIN,
+  );
+}
