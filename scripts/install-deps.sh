@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what flannel-ts needs on a Debian machine, idempotently: Debian packages (etcd, iproute2, iptables,
+# nftables, the reference CNI plugins, ping, iperf3), npm dependencies, and the build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "flannel-ts: this needs root (it creates network namespaces and runs etcd); try: sudo $0" >&2
+  exit 1
+fi
+
+packages=(etcd-server etcd-client iproute2 iptables nftables containernetworking-plugins iputils-ping iperf3 openssl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "flannel-ts: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# npm ci only when the lock file changed since the last install.
+stamp=node_modules/.flannel-ts-lock
+if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+  echo "flannel-ts: installing npm dependencies"
+  npm ci --no-audit --no-fund --loglevel=error </dev/null
+  cp package-lock.json "$stamp"
+fi
+
+npm run --silent build
