@@ -1,14 +1,22 @@
 /**
  * HostView from what the kernel exposes to this process's network namespace without spawning anything:
- * addresses from os.networkInterfaces(), index and MTU from /sys/class/net, default routes from /proc/net.
- * (The rtnetlink datapath will provide route lookups for --iface-can-reach.)
+ * addresses from os.networkInterfaces(), index and MTU from /sys/class/net, routes from /proc/net.
  */
 import { networkInterfaces } from 'node:os';
 import { readFile } from 'node:fs/promises';
-import { parseIp, type Family, type IpAddress } from './address.js';
+import { parseIp, type IpAddress } from './address.js';
 import type { HostInterface, HostView } from './external-interface.js';
+import { defaultRouteDev, lookupRoute, parseProcRoutes, type ProcRoute } from './proc-routes.js';
 
-export function systemHostView(routeTo: HostView['routeTo'] = () => Promise.resolve(undefined)): HostView {
+async function readRoutes(): Promise<ProcRoute[]> {
+  const [v4, v6] = await Promise.all([
+    readFile('/proc/net/route', 'utf8').catch(() => ''),
+    readFile('/proc/net/ipv6_route', 'utf8').catch(() => ''),
+  ]);
+  return parseProcRoutes(v4, v6);
+}
+
+export function systemHostView(): HostView {
   return {
     async interfaces(): Promise<HostInterface[]> {
       const out: HostInterface[] = [];
@@ -20,22 +28,12 @@ export function systemHostView(routeTo: HostView['routeTo'] = () => Promise.reso
       }
       return out;
     },
-    async defaultRouteInterface(family: Family): Promise<string | undefined> {
-      if (family === 4) {
-        const text = await readFile('/proc/net/route', 'utf8').catch(() => '');
-        for (const line of text.split('\n').slice(1)) {
-          const cols = line.trim().split(/\s+/);
-          if (cols[1] === '00000000' && cols[7] === '00000000') return cols[0];
-        }
-        return undefined;
-      }
-      const text = await readFile('/proc/net/ipv6_route', 'utf8').catch(() => '');
-      for (const line of text.split('\n')) {
-        const cols = line.trim().split(/\s+/);
-        if (cols[0] === '0'.repeat(32) && cols[1] === '00' && cols[9] !== 'lo') return cols[9];
-      }
-      return undefined;
+    async defaultRouteInterface(family) {
+      return defaultRouteDev(await readRoutes(), family);
     },
-    routeTo,
+    async routeTo(dst) {
+      const route = lookupRoute(await readRoutes(), dst);
+      return route ? { name: route.dev } : undefined;
+    },
   };
 }
