@@ -19,6 +19,10 @@ export interface EtcdServerOptions {
   readonly tls?: EtcdTlsFiles;
   /** Run etcd inside this network namespace (its loopback), e.g. to share it with a flanneld under test. */
   readonly netns?: string;
+  /** Client listen address (default 127.0.0.1), e.g. an underlay address inside `netns` that other hosts reach. */
+  readonly listenHost?: string;
+  /** Client port (default: a free loopback port), e.g. 2379 inside a namespace of our own. */
+  readonly clientPort?: number;
 }
 
 export interface EtcdServer {
@@ -38,11 +42,11 @@ export async function startEtcd(options: EtcdServerOptions = {}): Promise<EtcdSe
   if (!existsSync(ETCD_BINARY)) {
     throw new Error(`${ETCD_BINARY} is missing: install Debian's etcd-server (npm test does this)`);
   }
-  const clientPort = await freePort();
+  const clientPort = options.clientPort ?? (await freePort());
   const peerPort = await freePort();
   const dataDir = mkdtempSync(join(tmpdir(), 'flannel-ts-etcd-'));
   const scheme = options.tls ? 'https' : 'http';
-  const endpoint = `${scheme}://127.0.0.1:${clientPort}`;
+  const endpoint = `${scheme}://${options.listenHost ?? '127.0.0.1'}:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
   const args = [
     '--name', 'test',
