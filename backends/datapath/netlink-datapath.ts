@@ -86,13 +86,16 @@ export class NetlinkDatapath implements Datapath {
   async dump(scope: DatapathScope): Promise<readonly DatapathEntry[]> {
     const families = [...new Set(scope.routeNetworks.map((n) => n.family))];
     const wantNeigh = scope.neighLinks.length > 0;
-    const dumps = await Promise.all([
-      ...families.map((f) => this.sock.dump(dumpRoutes(f), `dump IPv${f} routes`)),
-      ...(wantNeigh ? families.map((f: Family) => this.sock.dump(dumpNeighbours(f), `dump IPv${f} neighbours`)) : []),
-      ...(wantNeigh ? [this.sock.dump(dumpNeighbours('bridge'), 'dump fdb')] : []),
-    ]);
+    const requests: [MessageBuilder, string][] = [
+      ...families.map((f): [MessageBuilder, string] => [dumpRoutes(f), `dump IPv${f} routes`]),
+      ...(wantNeigh ? families.map((f: Family): [MessageBuilder, string] => [dumpNeighbours(f), `dump IPv${f} neighbours`]) : []),
+      ...(wantNeigh ? [[dumpNeighbours('bridge'), 'dump fdb'] as [MessageBuilder, string]] : []),
+    ];
+    // A netlink socket runs one dump at a time (EBUSY otherwise).
+    const messages = [];
+    for (const [build, what] of requests) messages.push(...(await this.sock.dump(build, what)));
     const out: DatapathEntry[] = [];
-    for (const msg of dumps.flat()) {
+    for (const msg of messages) {
       const entry = decodeRoute(msg) ?? decodeNeighbour(msg);
       if (entry && inScope(scope, entry)) out.push(entry);
     }

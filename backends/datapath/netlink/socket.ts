@@ -150,7 +150,8 @@ export class RtnlSocket {
       for (const seq of seqToIndex.keys()) this.pending.set(seq, { onMessage });
       this.pending.set(fenceSeq, { onMessage });
       chunk.push(encodeMessage(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, fenceSeq, Buffer.alloc(0), []));
-      this.raw.send(chunk, {}, (err) => {
+      // One buffer, not an iovec per message: sendmsg refuses more than UIO_MAXIOV (1024) pieces.
+      this.raw.send(Buffer.concat(chunk), {}, (err) => {
         if (err) {
           for (const seq of seqToIndex.keys()) this.pending.delete(seq);
           this.pending.delete(fenceSeq);
