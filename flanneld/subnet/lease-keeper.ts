@@ -33,7 +33,12 @@ export async function keepLease(
   const { clock, log } = deps;
   const subnet = formatSubnetKey(initial);
   let lease = initial;
-  const vanishing = deps.subnets.watchOwnLease(initial, signal)[Symbol.asyncIterator]();
+  // The watch gets its own signal, stopped on every exit: an async generator's return() waits for the body to reach
+  // a yield, so after LeaseLostError the finally below would otherwise hang until the caller aborted.
+  const watchStop = new AbortController();
+  const stopWatch = (): void => watchStop.abort(signal.reason);
+  signal.addEventListener('abort', stopWatch, { once: true });
+  const vanishing = deps.subnets.watchOwnLease(initial, watchStop.signal)[Symbol.asyncIterator]();
   let vanished = vanishing.next();
   try {
     while (!signal.aborted) {
@@ -57,7 +62,12 @@ export async function keepLease(
       onRenewed(lease);
       if (why === 'vanished') vanished = vanishing.next();
     }
+  } catch (err) {
+    if (signal.aborted) return;
+    throw err;
   } finally {
+    watchStop.abort();
+    signal.removeEventListener('abort', stopWatch);
     await vanishing.return?.();
   }
 }
