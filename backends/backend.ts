@@ -4,9 +4,12 @@
  */
 import type { Logger } from 'pino';
 import type { NetworkConfig } from '../flanneld/config/network-config-types.js';
-import type { ExternalInterface } from '../flanneld/ip/external-interface.js';
+import type { ExternalInterface, HostView } from '../flanneld/ip/external-interface.js';
 import type { Lease, LeaseAttrs } from '../flanneld/lease/lease.js';
 import type { Clock } from '../flanneld/runtime/clock.js';
+import type { Random } from '../flanneld/runtime/random.js';
+import type { Datapath } from './datapath/datapath.js';
+import type { ReconcilerObserver } from './peer-reconciler.js';
 import type { SubnetManager } from '../flanneld/subnet/subnet-manager.js';
 
 export interface BackendDeps {
@@ -14,8 +17,14 @@ export interface BackendDeps {
   readonly extIface: ExternalInterface;
   /** Claims this node's lease with the backend's attrs, retrying transient failures until it succeeds or aborts. */
   readonly acquireLease: (attrs: LeaseAttrs, signal: AbortSignal) => Promise<Lease>;
+  readonly datapath: Datapath;
+  readonly host: HostView;
   readonly clock: Clock;
+  readonly random: Random;
   readonly log: Logger;
+  /** Full datapath dump-and-diff period (--datapath-resync), in ms. */
+  readonly resyncMs: number;
+  readonly observer?: ReconcilerObserver;
 }
 
 export type BackendFactory = (deps: BackendDeps) => Backend;

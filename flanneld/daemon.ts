@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import type { BackendFactory } from '../backends/backend.js';
+import type { Datapath } from '../backends/datapath/datapath.js';
 import type { NetworkConfig } from './config/network-config-types.js';
 import { chooseExternalInterface, type ExternalInterfaceOptions, type HostView } from './ip/external-interface.js';
 import { formatIp } from './ip/address.js';
@@ -22,12 +23,15 @@ export interface DaemonOptions extends Omit<ExternalInterfaceOptions, 'enableIPv
   readonly subnetFile: string;
   readonly ipMasq: boolean;
   readonly renewMarginMs: number;
+  /** Full datapath resync period (--datapath-resync), in ms. */
+  readonly datapathResyncMs: number;
 }
 
 export interface DaemonDeps {
   readonly subnets: SubnetManager;
   readonly backends: ReadonlyMap<string, BackendFactory>;
   readonly host: HostView;
+  readonly datapath: Datapath;
   readonly clock: Clock;
   readonly random: Random;
   readonly log: Logger;
@@ -74,7 +78,11 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     subnets: deps.subnets,
     extIface,
     acquireLease,
+    datapath: deps.datapath,
+    host: deps.host,
     clock: deps.clock,
+    random: deps.random,
+    resyncMs: opts.datapathResyncMs,
     log: log.child({ component: `backend-${config.backend.type}` }),
   });
   const network = await backend.registerNetwork(config, signal);

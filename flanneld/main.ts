@@ -4,6 +4,7 @@
  * clients and decides the exit code. Everything it wires is injected into runDaemon.
  */
 import { readFile } from 'node:fs/promises';
+import { NetlinkDatapath } from '../backends/datapath/netlink-datapath.js';
 import { builtInBackends } from '../backends/index.js';
 import { loadOptions, type FlanneldOptions } from './config/options.js';
 import { runDaemon } from './daemon.js';
@@ -53,6 +54,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
   });
   if (plan.insecure) log.warn({ endpoints: options.etcdEndpoints }, 'talking to etcd without TLS');
   const client = createEtcdClient(plan);
+  const datapath = new NetlinkDatapath();
   const subnets = new EtcdSubnetManager({
     store: new EtcdLeaseStore(client, options.etcdPrefix),
     prefix: options.etcdPrefix,
@@ -66,6 +68,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         subnets,
         backends: builtInBackends,
         host: systemHostView(),
+        datapath,
         clock: systemClock,
         random: mathRandom,
         log: log.child({ component: 'daemon' }),
@@ -76,6 +79,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         subnetFile: options.subnetFile,
         ipMasq: options.ipMasq,
         renewMarginMs: options.subnetLeaseRenewMargin * 60_000,
+        datapathResyncMs: options.datapathResync * 1000,
         iface: options.iface,
         ifaceRegex: options.ifaceRegex,
         ifaceCanReach: options.ifaceCanReach,
@@ -99,6 +103,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
     return 1;
   } finally {
     client.close();
+    datapath.close();
   }
 }
 

@@ -101,6 +101,6 @@ export interface Datapath {
   /** Many messages per send; failures are reported per change, never thrown mid-batch. */
   apply(changes: readonly DatapathChange[]): Promise<ApplyReport>;
   dump(scope: DatapathScope): Promise<readonly DatapathEntry[]>;
-  /** Kernel notifications relevant to `scope` until `signal` aborts. */
-  events(scope: DatapathScope, signal: AbortSignal): AsyncIterable<DatapathEvent>;
+  /** Kernel notifications of deletions (any device, any route) until `signal` aborts; callers filter by scope. */
+  events(signal: AbortSignal): AsyncIterable<DatapathEvent>;
 }

@@ -4,13 +4,14 @@
  * never switches namespaces itself.
  */
 import { RawNetlinkSocket } from 'netlink';
-import { containsIp, containsNet, sameNet, type IpNet } from '../../flanneld/ip/cidr.js';
+import { containsIp, type IpNet } from '../../flanneld/ip/cidr.js';
 import { sameIp, type Family } from '../../flanneld/ip/address.js';
 import { AsyncQueue } from '../../flanneld/runtime/async-queue.js';
 import type {
   AddressInfo, ApplyReport, Datapath, DatapathChange, DatapathEntry, DatapathEvent, DatapathScope, LinkInfo,
   VxlanLinkSpec,
 } from './datapath.js';
+import { inScope } from '../entry-diff.js';
 import { describeEntry } from './entry-key.js';
 import { addAddress, decodeAddress, deleteAddress, dumpAddresses } from './netlink/address.js';
 import {
@@ -97,12 +98,12 @@ export class NetlinkDatapath implements Datapath {
     const out: DatapathEntry[] = [];
     for (const msg of messages) {
       const entry = decodeRoute(msg) ?? decodeNeighbour(msg);
-      if (entry && inScope(scope, entry)) out.push(entry);
+      if (entry && inScope(entry, scope)) out.push(entry);
     }
     return out;
   }
 
-  events(scope: DatapathScope, signal: AbortSignal): AsyncIterable<DatapathEvent> {
+  events(signal: AbortSignal): AsyncIterable<DatapathEvent> {
     const queue = new AsyncQueue<DatapathEvent>();
     const raw = new RawNetlinkSocket(0, { recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 32 * 1024 });
     for (const group of [RTNLGRP_LINK, RTNLGRP_NEIGH, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE]) raw.addMembership(group);
@@ -113,7 +114,7 @@ export class NetlinkDatapath implements Datapath {
           if (link) queue.push({ type: 'link-deleted', index: link.index, name: link.name });
         } else if (msg.type === RTM_DELROUTE || msg.type === RTM_DELNEIGH) {
           const entry = decodeRoute(msg) ?? decodeNeighbour(msg, true);
-          if (entry && inScope(scope, entry)) queue.push({ type: 'entry-deleted', entry });
+          if (entry) queue.push({ type: 'entry-deleted', entry });
         }
       }
     });
@@ -140,16 +141,6 @@ function builderFor(change: DatapathChange): MessageBuilder {
     case 'fdb':
       return del ? deleteFdb(e) : replaceFdb(e);
   }
-}
-
-export function inScope(scope: DatapathScope, entry: DatapathEntry): boolean {
-  if (entry.kind === 'route') {
-    return (
-      scope.routeNetworks.some((n) => containsNet(n, entry.dst) && entry.dst.prefixLen > n.prefixLen) &&
-      !scope.excludeRoutes.some((n) => sameNet(n, entry.dst))
-    );
-  }
-  return scope.neighLinks.includes(entry.linkIndex);
 }
 
 function vxlanMatches(link: LinkInfo, spec: VxlanLinkSpec): boolean {

@@ -5,6 +5,7 @@
  */
 import { FlannelError } from '../runtime/errors.js';
 import { formatIp, parseIp, sameIp, type Family, type IpAddress } from './address.js';
+import type { IpNet } from './cidr.js';
 
 export interface HostInterface {
   readonly name: string;
@@ -18,6 +19,8 @@ export interface HostView {
   defaultRouteInterface(family: Family): Promise<string | undefined>;
   /** Interface (and source address) the kernel would use to reach `dst`. */
   routeTo(dst: IpAddress): Promise<{ readonly name: string; readonly src?: IpAddress } | undefined>;
+  /** Networks on directly connected links (routes without a gateway). */
+  connectedNetworks(): Promise<readonly IpNet[]>;
 }
 
 export interface ExternalInterfaceOptions {

@@ -6,7 +6,7 @@ import { networkInterfaces } from 'node:os';
 import { readFile } from 'node:fs/promises';
 import { parseIp, type IpAddress } from './address.js';
 import type { HostInterface, HostView } from './external-interface.js';
-import { defaultRouteDev, lookupRoute, parseProcRoutes, type ProcRoute } from './proc-routes.js';
+import { connectedNetworks, defaultRouteDev, lookupRoute, parseProcRoutes, type ProcRoute } from './proc-routes.js';
 
 async function readRoutes(): Promise<ProcRoute[]> {
   const [v4, v6] = await Promise.all([
@@ -30,6 +30,9 @@ export function systemHostView(): HostView {
     },
     async defaultRouteInterface(family) {
       return defaultRouteDev(await readRoutes(), family);
+    },
+    async connectedNetworks() {
+      return connectedNetworks(await readRoutes());
     },
     async routeTo(dst) {
       const route = lookupRoute(await readRoutes(), dst);

@@ -4,7 +4,6 @@
  * rtnetlink sockets live in that namespace: the test runner itself never opens one in the root namespace.
  */
 import { createInterface } from 'node:readline';
-import type { DatapathScope } from '../../backends/datapath/datapath.js';
 import { NetlinkDatapath } from '../../backends/datapath/netlink-datapath.js';
 import { decodeJson, encodeJson } from './json-bigint.js';
 
@@ -24,7 +23,7 @@ async function handle(call: Call): Promise<unknown> {
   switch (call.method) {
     case 'events': {
       void (async () => {
-        for await (const event of datapath.events(call.args[0] as DatapathScope, stopEvents.signal)) write({ event });
+        for await (const event of datapath.events(stopEvents.signal)) write({ event });
       })();
       return null;
     }

@@ -1,7 +1,7 @@
 /** A Datapath whose calls run in a child process inside a test namespace (see test/drivers/datapath-rpc.ts). */
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import type { Datapath, DatapathEvent, DatapathScope } from '../../backends/datapath/datapath.js';
+import type { Datapath, DatapathEvent } from '../../backends/datapath/datapath.js';
 import { AsyncQueue } from '../../flanneld/runtime/async-queue.js';
 import { decodeJson, encodeJson } from '../drivers/json-bigint.js';
 import { spawnTracked, type TrackedProcess } from './processes.js';
@@ -51,8 +51,8 @@ export async function startRemoteDatapath(netns: string): Promise<RemoteDatapath
     ensureAddress: (index, wanted, within) => call('ensureAddress', index, wanted, within),
     apply: (changes) => call('apply', changes),
     dump: (scope) => call('dump', scope),
-    events(scope: DatapathScope) {
-      void call('events', scope);
+    events() {
+      void call('events');
       return events;
     },
     async close() {

@@ -12,6 +12,7 @@ import { ConfigError, FlannelError, LeaseLostError, NoFreeSubnetError } from '..
 import { seededRandom } from '../../flanneld/runtime/random.js';
 import type { LeaseRequest } from '../../flanneld/subnet/subnet-manager.js';
 import { FakeSubnetManager } from '../helpers/fake-subnet-manager.js';
+import { FakeDatapath } from '../helpers/fake-datapath.js';
 import { ManualClock } from '../helpers/manual-clock.js';
 
 const HOUR = 3_600_000;
@@ -47,6 +48,7 @@ function fakeHost(): HostView {
     interfaces: () => Promise.resolve([eth0]),
     defaultRouteInterface: (_family: Family) => Promise.resolve('eth0'),
     routeTo: () => Promise.resolve(undefined),
+    connectedNetworks: () => Promise.resolve([]),
   };
 }
 
@@ -69,7 +71,7 @@ function setup(files: Record<string, string> = {}) {
     expiresAt: clock.now() + TTL,
   });
   let writeFails = false;
-  const opts: DaemonOptions = { subnetFile: SUBNET_FILE, ipMasq: true, renewMarginMs: HOUR, iface: [], ifaceRegex: [] };
+  const opts: DaemonOptions = { subnetFile: SUBNET_FILE, ipMasq: true, renewMarginMs: HOUR, datapathResyncMs: 60_000, iface: [], ifaceRegex: [] };
   let result: DaemonResult | { error: unknown } | undefined;
   const start = (overrides: Partial<DaemonOptions> = {}): Promise<void> =>
     runDaemon(
@@ -77,6 +79,7 @@ function setup(files: Record<string, string> = {}) {
         subnets,
         backends: builtInBackends,
         host: fakeHost(),
+        datapath: new FakeDatapath(),
         clock,
         random: seededRandom(42),
         log,
@@ -365,10 +368,10 @@ describe('runDaemon', () => {
 
   it('rejects a backend type it does not have, naming the known ones', async () => {
     const d = setup();
-    d.subnets.config.then(config('{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}'));
+    d.subnets.config.then(config('{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}'));
     await d.start();
     const outcome = d.result();
-    expect(outcome).toMatchObject({ error: { code: 'ERR_CONFIG_INVALID', key: 'Backend.Type', value: 'host-gw' } });
-    expect(String((outcome as { error: Error }).error.message)).toContain('known: alloc');
+    expect(outcome).toMatchObject({ error: { code: 'ERR_CONFIG_INVALID', key: 'Backend.Type', value: 'udp' } });
+    expect(String((outcome as { error: Error }).error.message)).toContain('known: alloc, vxlan, host-gw');
   });
 });

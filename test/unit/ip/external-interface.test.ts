@@ -44,6 +44,7 @@ function fakeHost(
       if (!route) return Promise.resolve(undefined);
       return Promise.resolve({ name: route.name, ...(route.src ? { src: ip(route.src) } : {}) });
     },
+    connectedNetworks: () => Promise.resolve([]),
   };
 }
 

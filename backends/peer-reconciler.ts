@@ -1,0 +1,218 @@
+/**
+ * The one loop that keeps the kernel equal to what the peer leases want, shared by vxlan and host-gw. Upstream
+ * writes entries only on lease events and never looks again (its issue #2554); here every input (lease batches,
+ * kernel notifications of deletions, device loss, a periodic timer) funnels into one queue, and each turn applies
+ * the difference in one batch. Startup waits for the first full lease snapshot, then diffs against a dump, so
+ * peers that vanished while the daemon was down are cleaned up and the rest is left untouched.
+ */
+import type { Logger } from 'pino';
+import type { Lease, LeaseEvent } from '../flanneld/lease/lease.js';
+import { formatSubnetKey } from '../flanneld/lease/subnet-key.js';
+import { AsyncQueue } from '../flanneld/runtime/async-queue.js';
+import type { Clock } from '../flanneld/runtime/clock.js';
+import { errorMessage } from '../flanneld/runtime/errors.js';
+import type { Datapath, DatapathChange, DatapathEntry, DatapathScope } from './datapath/datapath.js';
+import { describeEntry, entryIdentity } from './datapath/entry-key.js';
+import { diffEntries, entrySatisfies, inScope } from './entry-diff.js';
+
+export interface PeerPlan {
+  /** What this network owns in the kernel now (device indexes change when a device is re-created). */
+  scope(): DatapathScope;
+  /** Creates or repairs this network's devices; runs at start and whenever one of them disappears. */
+  ensureDevices(signal: AbortSignal): Promise<void>;
+  ownsLink(name: string): boolean;
+  entriesFor(peer: Lease): { readonly entries: readonly DatapathEntry[]; readonly skipped: readonly string[] };
+}
+
+export interface ReconcilerDeps {
+  readonly datapath: Datapath;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** Full dump-and-diff period (--datapath-resync). */
+  readonly resyncMs: number;
+  readonly observer?: ReconcilerObserver;
+}
+
+/** Hooks for metrics; all optional. */
+export interface ReconcilerObserver {
+  applied?(changes: number, durationMs: number): void;
+  repaired?(kind: DatapathEntry['kind'], count: number): void;
+  resynced?(durationMs: number, drift: number): void;
+  peers?(count: number): void;
+  /** A lease batch has been programmed; `seenAt` is when the batch arrived. */
+  leaseBatchApplied?(seenAt: number): void;
+}
+
+type Input =
+  | { readonly type: 'leases'; readonly events: readonly LeaseEvent[]; readonly at: number }
+  | { readonly type: 'entry-deleted'; readonly entry: DatapathEntry }
+  | { readonly type: 'device-lost'; readonly name: string }
+  | { readonly type: 'resync'; readonly why: string };
+
+export async function runPeerReconciler(
+  plan: PeerPlan,
+  ownLease: Lease,
+  leases: AsyncIterable<readonly LeaseEvent[]>,
+  deps: ReconcilerDeps,
+  signal: AbortSignal,
+): Promise<void> {
+  const { log, datapath } = deps;
+  const ownKey = formatSubnetKey(ownLease);
+  const inputs = new AsyncQueue<Input>();
+  const peers = new Map<string, Lease>();
+  /** Desired entries by identity, and which peer wants each (for incremental removal). */
+  const desired = new Map<string, DatapathEntry>();
+  const byPeer = new Map<string, string[]>();
+  const failing = new Map<string, string>();
+  const skippedOnce = new Set<string>();
+  let haveSnapshot = false;
+
+  const stop = (): void => inputs.end();
+  signal.addEventListener('abort', stop, { once: true });
+  const pumps = [
+    pump(async () => {
+      for await (const events of leases) inputs.push({ type: 'leases', events, at: deps.clock.now() });
+    }),
+    pump(async () => {
+      for await (const event of datapath.events(signal)) {
+        if (event.type === 'link-deleted' && plan.ownsLink(event.name)) inputs.push({ type: 'device-lost', name: event.name });
+        else if (event.type === 'entry-deleted' && inScope(event.entry, plan.scope())) inputs.push({ type: 'entry-deleted', entry: event.entry });
+        else if (event.type === 'overrun') inputs.push({ type: 'resync', why: 'netlink notifications overran' });
+      }
+    }),
+    pump(async () => {
+      for (;;) {
+        await deps.clock.sleep(deps.resyncMs, signal);
+        inputs.push({ type: 'resync', why: 'periodic' });
+      }
+    }),
+  ];
+
+  const setPeer = (key: string, lease: Lease | undefined): void => {
+    for (const id of byPeer.get(key) ?? []) desired.delete(id);
+    byPeer.delete(key);
+    if (!lease) {
+      peers.delete(key);
+      return;
+    }
+    peers.set(key, lease);
+    const { entries, skipped } = plan.entriesFor(lease);
+    for (const reason of skipped) {
+      if (!skippedOnce.has(reason)) log.warn({ peer: key }, reason);
+      skippedOnce.add(reason);
+    }
+    byPeer.set(key, entries.map(entryIdentity));
+    for (const e of entries) desired.set(entryIdentity(e), e);
+  };
+
+  const apply = async (changes: DatapathChange[]): Promise<void> => {
+    if (changes.length === 0) return;
+    const started = deps.clock.now();
+    const report = await datapath.apply(changes);
+    deps.observer?.applied?.(changes.length, deps.clock.now() - started);
+    const failedIds = new Set<string>();
+    for (const f of report.failures) {
+      const id = entryIdentity(f.change.entry);
+      // A delete of something already gone is success for us.
+      if (f.change.op === 'delete' && (f.errno === 'ESRCH' || f.errno === 'ENOENT')) continue;
+      failedIds.add(id);
+      if (failing.get(id) !== f.errno) log.error({ entry: describeEntry(f.change.entry), err: f.errno }, 'cannot program entry');
+      failing.set(id, f.errno);
+    }
+    for (const c of changes) {
+      const id = entryIdentity(c.entry);
+      if (!failedIds.has(id) && failing.delete(id)) log.info({ entry: describeEntry(c.entry) }, 'entry programmed after earlier failures');
+    }
+  };
+
+  const fullResync = async (why: string): Promise<void> => {
+    const started = deps.clock.now();
+    const actual = await datapath.dump(plan.scope());
+    const changes = diffEntries([...desired.values()], actual);
+    if (changes.length > 0) log.info({ why, changes: changes.length }, 'datapath drifted from the leases; converging');
+    for (const c of changes) if (c.op === 'replace') deps.observer?.repaired?.(c.entry.kind, 1);
+    await apply(changes);
+    deps.observer?.resynced?.(deps.clock.now() - started, changes.length);
+  };
+
+  try {
+    await plan.ensureDevices(signal);
+    for await (const first of inputs) {
+      const batch = [first];
+      while (inputs.size > 0) {
+        const next = await inputs[Symbol.asyncIterator]().next();
+        if (next.done) break;
+        batch.push(next.value);
+      }
+      let full: string | undefined;
+      const before = new Map(desired);
+      const leaseTimes: number[] = [];
+      const lost: DatapathEntry[] = [];
+      for (const input of batch) {
+        if (input.type === 'leases') {
+          for (const ev of input.events) {
+            const key = formatSubnetKey(ev.lease);
+            if (key !== ownKey) setPeer(key, ev.type === 'added' ? ev.lease : undefined);
+          }
+          leaseTimes.push(input.at);
+          if (!haveSnapshot) full = 'initial lease snapshot';
+          haveSnapshot = true;
+        } else if (input.type === 'device-lost') {
+          log.warn({ device: input.name }, 'device removed behind our back; re-creating it');
+          await plan.ensureDevices(signal);
+          // Device indexes changed: every peer's entries must be recomputed against the new device.
+          for (const [key, lease] of [...peers]) setPeer(key, lease);
+          full = 'device re-created';
+        } else if (input.type === 'resync') {
+          full ??= input.why;
+        } else {
+          lost.push(input.entry);
+        }
+      }
+      deps.observer?.peers?.(peers.size);
+      if (!haveSnapshot) continue;
+      try {
+        if (full !== undefined) {
+          await fullResync(full);
+        } else {
+          const changes = incremental(before, desired);
+          for (const entry of lost) {
+            const want = desired.get(entryIdentity(entry));
+            if (want && entrySatisfies(want, entry) && !changes.some((c) => entryIdentity(c.entry) === entryIdentity(want))) {
+              log.info({ entry: describeEntry(want) }, 'entry removed behind our back; restoring it');
+              deps.observer?.repaired?.(want.kind, 1);
+              changes.push({ op: 'replace', entry: want });
+            }
+          }
+          await apply(changes);
+        }
+        for (const at of leaseTimes) deps.observer?.leaseBatchApplied?.(at);
+      } catch (err) {
+        if (signal.aborted) break;
+        log.error({ err: errorMessage(err) }, 'datapath update failed; will resync');
+        setTimeout(() => inputs.push({ type: 'resync', why: 'after failure' }), 1000).unref();
+      }
+    }
+  } finally {
+    signal.removeEventListener('abort', stop);
+    inputs.end();
+    await Promise.allSettled(pumps);
+  }
+}
+
+/** Changes between two desired states: deletes for identities that went away, replaces for new or changed ones. */
+function incremental(before: ReadonlyMap<string, DatapathEntry>, after: ReadonlyMap<string, DatapathEntry>): DatapathChange[] {
+  const gone: DatapathEntry[] = [];
+  const wanted: DatapathEntry[] = [];
+  for (const [id, entry] of before) if (!after.has(id)) gone.push(entry);
+  for (const [id, entry] of after) {
+    const old = before.get(id);
+    if (!old || !entrySatisfies(entry, old) || !entrySatisfies(old, entry)) wanted.push(entry);
+  }
+  // The two lists are disjoint by identity, so diffEntries yields exactly these changes, in its safe order.
+  return diffEntries(wanted, gone);
+}
+
+function pump(fn: () => Promise<void>): Promise<void> {
+  return fn().catch(() => undefined);
+}

@@ -1,0 +1,115 @@
+/**
+ * vxlan: one kernel VXLAN device per enabled family (flannel.<VNI>, flannel-v6.<VNI>) and, per peer, a permanent
+ * neighbour, FDB entry and onlink route (or a plain route with DirectRouting on a shared segment). The VTEP MAC
+ * comes from this node's previous lease when there is one, so a restart or a re-created device needs no change
+ * on any peer (upstream keeps it in kube mode only).
+ */
+import type { Family } from '../../flanneld/ip/address.js';
+import { containsIp, ipNet, networkAddress, type IpNet } from '../../flanneld/ip/cidr.js';
+import type { Lease } from '../../flanneld/lease/lease.js';
+import { FlannelError } from '../../flanneld/runtime/errors.js';
+import type { Backend, BackendDeps, Network } from '../backend.js';
+import { baseLeaseAttrs } from '../backend.js';
+import type { VxlanLinkSpec } from '../datapath/datapath.js';
+import { runPeerReconciler, type PeerPlan } from '../peer-reconciler.js';
+import { parseVxlanConfig, vxlanDeviceName, vxlanMtu } from './vxlan-config.js';
+import { planVxlanPeer, type VxlanFamilyContext } from './vxlan-peers.js';
+import { decodeVxlanBackendData, encodeVxlanBackendData, randomVtepMac } from './vtep-mac.js';
+
+interface Device {
+  readonly family: Family;
+  readonly spec: VxlanLinkSpec;
+  index: number;
+}
+
+export function createVxlanBackend(deps: BackendDeps): Backend {
+  return {
+    async registerNetwork(config, signal): Promise<Network> {
+      const cfg = parseVxlanConfig(config.backend);
+      const { extIface, datapath, log } = deps;
+      const families: Family[] = [...(config.enableIPv4 ? [4 as const] : []), ...(config.enableIPv6 ? [6 as const] : [])];
+      const previous = await deps.subnets.findPreviousLease(extIface.publicIP, signal).catch(() => undefined);
+
+      const devices: Device[] = [];
+      for (const family of families) {
+        const local = family === 4 ? extIface.ifaceAddr : extIface.ifaceAddrV6;
+        if (!local) throw new FlannelError('ERR_INTERFACE', `interface ${extIface.name} has no IPv${family} address for the vxlan device`);
+        const name = vxlanDeviceName(cfg.vni, family);
+        const stored = decodeVxlanBackendData(family === 4 ? previous?.attrs.backendData : previous?.attrs.backendV6Data)?.mac;
+        const existing = await datapath.link(name);
+        const mac = stored ?? (existing?.kind === 'vxlan' ? existing.mac : undefined) ?? randomVtepMac(deps.random);
+        const spec: VxlanLinkSpec = {
+          name, vni: cfg.vni, port: cfg.port, local, underlayIndex: extIface.index,
+          mtu: vxlanMtu(extIface.mtu, cfg.mtu, local.family), learning: cfg.learning, gbp: cfg.gbp, mac,
+        };
+        devices.push({ family, spec, index: (await ensureDevice(deps, spec)).index });
+      }
+
+      const attrs = {
+        ...baseLeaseAttrs(extIface, 'vxlan'),
+        ...(devices.find((d) => d.family === 4) ? { backendData: encodeVxlanBackendData(cfg.vni, deviceOf(devices, 4).spec.mac) } : {}),
+        ...(devices.find((d) => d.family === 6) ? { backendV6Data: encodeVxlanBackendData(cfg.vni, deviceOf(devices, 6).spec.mac) } : {}),
+      };
+      const lease = await deps.acquireLease(attrs, signal);
+      const networks = new Map<Family, IpNet | undefined>([[4, config.network], [6, config.ipv6Network]]);
+      const address = async (d: Device): Promise<void> => {
+        const subnet = d.family === 4 ? lease.subnet : lease.ipv6Subnet;
+        const within = networks.get(d.family);
+        if (!subnet || !within) return;
+        const addr = networkAddress(subnet);
+        await datapath.ensureAddress(d.index, { linkIndex: d.index, address: addr, cidr: ipNet(addr.family, addr.value, addr.family === 4 ? 32 : 128) }, within);
+      };
+      for (const d of devices) await address(d);
+
+      let connected: readonly IpNet[] = cfg.directRouting ? await deps.host.connectedNetworks() : [];
+      const isDirect = (ip: Parameters<VxlanFamilyContext['isDirect']>[0]): boolean => connected.some((n) => containsIp(n, ip));
+      const names = new Set(devices.map((d) => d.spec.name));
+      const plan: PeerPlan = {
+        scope: () => scopeOf(lease, networks, devices),
+        ownsLink: (name) => names.has(name),
+        async ensureDevices() {
+          for (const d of devices) {
+            d.index = (await ensureDevice(deps, d.spec)).index;
+            await address(d);
+          }
+          if (cfg.directRouting) connected = await deps.host.connectedNetworks();
+        },
+        entriesFor: (peer) =>
+          planVxlanPeer(peer, {
+            ...(devices.some((d) => d.family === 4) ? { v4: { linkIndex: deviceOf(devices, 4).index, isDirect: (ip) => cfg.directRouting && isDirect(ip) } } : {}),
+            ...(devices.some((d) => d.family === 6) ? { v6: { linkIndex: deviceOf(devices, 6).index, isDirect: (ip) => cfg.directRouting && isDirect(ip) } } : {}),
+          }),
+      };
+      log.info({ devices: devices.map((d) => `${d.spec.name} (mtu ${d.spec.mtu}, mac ${d.spec.mac})`) }, 'vxlan devices ready');
+      return {
+        lease,
+        mtu: Math.min(...devices.map((d) => d.spec.mtu)),
+        run: (runSignal) =>
+          runPeerReconciler(plan, lease, deps.subnets.watchLeases(runSignal), {
+            datapath, clock: deps.clock, log, resyncMs: deps.resyncMs, ...(deps.observer ? { observer: deps.observer } : {}),
+          }, runSignal),
+      };
+    },
+  };
+}
+
+async function ensureDevice(deps: BackendDeps, spec: VxlanLinkSpec) {
+  const link = await deps.datapath.ensureVxlan(spec);
+  // Upstream issue #1795: a MAC that silently differs strands every peer's FDB entry.
+  if (link.mac !== spec.mac) {
+    throw new FlannelError('ERR_INTERFACE', `${spec.name}'s mac address wanted: ${spec.mac}, but got: ${link.mac}`);
+  }
+  return link;
+}
+
+function deviceOf(devices: readonly Device[], family: Family): Device {
+  return devices.find((d) => d.family === family) as Device;
+}
+
+export function scopeOf(lease: Lease, networks: ReadonlyMap<Family, IpNet | undefined>, devices: readonly { index: number }[]) {
+  return {
+    routeNetworks: [...networks.values()].filter((n): n is IpNet => n !== undefined),
+    excludeRoutes: [lease.subnet, lease.ipv6Subnet].filter((n): n is IpNet => n !== undefined),
+    neighLinks: devices.map((d) => d.index),
+  };
+}
