@@ -120,7 +120,7 @@ export const NOT_YET_ACTIVE: readonly string[] = Object.freeze([
   'net-config-path', 'set-node-network-unavailable',
   'healthz-ip', 'healthz-port',
   'iptables-resync', 'iptables-forward-rules', 'ip-blackhole-route',
-  'datapath-resync', 'peer-probe-interval',
+  'peer-probe-interval',
   'vmodule', 'log_backtrace_at',
 ]);
 

@@ -52,7 +52,6 @@ export class RtnlSocket {
         p.onMessage({ type: NLMSG_ERROR, flags: 0, seq, pid: 0, payload: errorPayload(-(osConstants.errno.ENOBUFS ?? 105)) });
       }
     });
-    this.raw.unref();
   }
 
   close(): void {

@@ -1,0 +1,105 @@
+/**
+ * A running flannel-ts cluster for real tests and benchmarks: the namespace topology, etcd on the hub, one real
+ * flanneld per host, and a pod per host made with iproute2 in that host's subnet. Every process is tracked by PID
+ * and every namespace belongs to the caller's NetnsRun, so `stop()` (or the stale cleanup) removes it all.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { EtcdServer } from './etcd-server.js';
+import { startFlanneld } from './flanneld-process.js';
+import type { NetnsRun } from './netns.js';
+import { waitFor, type TrackedProcess } from './processes.js';
+import { addPod, buildTopology, startEtcdOnHub, type Host, type Pod, type Topology } from './topology.js';
+
+export interface ClusterOptions {
+  readonly hosts: number;
+  readonly routedHosts?: number;
+  /** The network config written to etcd. */
+  readonly config: object;
+  readonly flanneldArgs?: readonly string[];
+  /** Make one pod per host once the daemons are up (default true). */
+  readonly pods?: boolean;
+}
+
+export interface Cluster {
+  readonly topology: Topology;
+  readonly etcd: EtcdServer;
+  readonly pods: Pod[];
+  readonly dir: string;
+  etcdctl(...args: string[]): Promise<string>;
+  subnetOf(host: string): string;
+  daemon(host: string): TrackedProcess;
+  /** Starts (or restarts after stopDaemon) the host's flanneld and waits for its subnet.env. */
+  startDaemon(host: string): Promise<void>;
+  stopDaemon(host: string, signal?: NodeJS.Signals): Promise<number | string>;
+  stop(): Promise<void>;
+}
+
+export async function startCluster(run: NetnsRun, opts: ClusterOptions): Promise<Cluster> {
+  const dir = mkdtempSync(join(tmpdir(), 'flannel-ts-cluster-'));
+  const topology = await buildTopology(run, { hosts: opts.hosts, ...(opts.routedHosts ? { routedHosts: opts.routedHosts } : {}) });
+  const etcd = await startEtcdOnHub(topology);
+  const daemons = new Map<string, TrackedProcess>();
+  const envFile = (host: string): string => join(dir, `${host}.env`);
+  const etcdctl = (...args: string[]): Promise<string> => topology.hub.exec('etcdctl', [`--endpoints=${etcd.endpoint}`, ...args]);
+  await etcdctl('put', '/coreos.com/network/config', JSON.stringify(opts.config));
+
+  const readSubnet = (host: string): string | undefined => {
+    try {
+      const m = /^FLANNEL_SUBNET=(\d+\.\d+\.\d+)\.1\/(\d+)$/m.exec(readFileSync(envFile(host), 'utf8'));
+      return m ? `${m[1]}.0/${m[2]}` : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const startDaemon = async (host: string): Promise<void> => {
+    rmSync(envFile(host), { force: true });
+    const h: Host = topology.host(host);
+    const proc = startFlanneld(h.ns.name, [
+      `--etcd-endpoints=${etcd.endpoint}`,
+      `--subnet-file=${envFile(host)}`,
+      '--iface=eth0',
+      ...(opts.flanneldArgs ?? []),
+    ]);
+    daemons.set(host, proc);
+    try {
+      await waitFor(`${host} subnet.env`, () => {
+        if (proc.child.exitCode !== null) throw new Error(`flanneld on ${host} exited`);
+        return readSubnet(host);
+      }, 30_000);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}; flanneld output:\n${proc.output().slice(-3000)}`);
+    }
+  };
+
+  await Promise.all(topology.hosts.map((h) => startDaemon(h.name)));
+  const pods: Pod[] = [];
+  if (opts.pods ?? true) {
+    for (const h of topology.hosts) pods.push(await addPod(h, 'p1', readSubnet(h.name) as string, 1));
+  }
+  return {
+    topology,
+    etcd,
+    pods,
+    dir,
+    etcdctl,
+    subnetOf: (host) => {
+      const s = readSubnet(host);
+      if (!s) throw new Error(`${host} has no subnet.env`);
+      return s;
+    },
+    daemon: (host) => {
+      const d = daemons.get(host);
+      if (!d) throw new Error(`no flanneld on ${host}`);
+      return d;
+    },
+    startDaemon,
+    stopDaemon: async (host, signal = 'SIGTERM') => (await daemons.get(host)?.stop(signal)) ?? 'not running',
+    async stop() {
+      for (const d of daemons.values()) await d.stop('SIGTERM', 3000);
+      await etcd.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
