@@ -176,9 +176,13 @@ export async function runPeerReconciler(
           await fullResync(full);
         } else {
           const changes = incremental(before, desired);
+          // Deletion notices identify the entry but may omit its values, so identity decides what to restore.
+          const planned = new Set(changes.map((c) => entryIdentity(c.entry)));
           for (const entry of lost) {
-            const want = desired.get(entryIdentity(entry));
-            if (want && entrySatisfies(want, entry) && !changes.some((c) => entryIdentity(c.entry) === entryIdentity(want))) {
+            const id = entryIdentity(entry);
+            const want = desired.get(id);
+            if (want && !planned.has(id)) {
+              planned.add(id);
               log.info({ entry: describeEntry(want) }, 'entry removed behind our back; restoring it');
               deps.observer?.repaired?.(want.kind, 1);
               changes.push({ op: 'replace', entry: want });

@@ -1,5 +1,5 @@
 /** RTM_*NEIGH for permanent ARP/NDP entries and for bridge FDB entries on a VXLAN device ("self"). */
-import type { Family } from '../../../flanneld/ip/address.js';
+import { ipAddress, type Family } from '../../../flanneld/ip/address.js';
 import type { DatapathEntry } from '../datapath.js';
 import {
   AF_BRIDGE, AF_INET, AF_INET6, NDA_DST, NDA_LLADDR, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
@@ -42,21 +42,30 @@ export const deleteFdb = (f: FdbEntry) => (seq: number): Buffer => fdbMessage(RT
 export const dumpNeighbours = (family: Family | 'bridge') => (seq: number): Buffer =>
   encodeMessage(RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, seq, ndmsg(family === 'bridge' ? AF_BRIDGE : afOf(family), 0, 0, 0), []);
 
-/** Permanent entries only: the kernel's own (learned, incomplete) entries are not ours. */
-export function decodeNeighbour(msg: RawMessage, includeAnyState = false): NeighEntry | FdbEntry | undefined {
+/**
+ * Dumps: permanent entries only (the kernel's learned or incomplete entries are not ours). Deletion notices
+ * (`deleted`): any state, and the kernel leaves out what identity does not need (a dead neighbour has no lladdr,
+ * an FDB notice may lack its dst), so those come back as "" and the unspecified address.
+ */
+export function decodeNeighbour(msg: RawMessage, deleted = false): NeighEntry | FdbEntry | undefined {
   if (msg.type !== RTM_NEWNEIGH && msg.type !== RTM_DELNEIGH) return undefined;
   const p = msg.payload;
   const family = p.readUInt8(0);
   const ifindex = p.readInt32LE(4);
   const state = p.readUInt16LE(8);
-  if (!includeAnyState && !(state & NUD_PERMANENT)) return undefined;
+  if (!deleted && !(state & NUD_PERMANENT)) return undefined;
   const attrs = decodeAttrs(p.subarray(12));
   const lladdr = attrs.get(NDA_LLADDR);
   const dstRaw = attrs.get(NDA_DST);
   const dst = dstRaw ? ipFromBytes(dstRaw) : undefined;
-  if (!lladdr || lladdr.length !== 6 || !dst) return undefined;
-  const mac = macFromBytes(lladdr);
-  if (family === AF_BRIDGE) return { kind: 'fdb', linkIndex: ifindex, mac, dst };
-  if (family === AF_INET || family === AF_INET6) return { kind: 'neigh', linkIndex: ifindex, ip: dst, mac };
+  const mac = lladdr && lladdr.length === 6 ? macFromBytes(lladdr) : undefined;
+  if (family === AF_BRIDGE) {
+    if (!mac || (!dst && !deleted)) return undefined;
+    return { kind: 'fdb', linkIndex: ifindex, mac, dst: dst ?? ipAddress(4, 0n) };
+  }
+  if (family === AF_INET || family === AF_INET6) {
+    if (!dst || (!mac && !deleted)) return undefined;
+    return { kind: 'neigh', linkIndex: ifindex, ip: dst, mac: mac ?? '' };
+  }
   return undefined;
 }
