@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * `npm run lab -- <up|status|down> [--id NAME] [--hosts N] [--network CIDR] [--backend TYPE]`: a real etcd-backed
+ * `npm run lab -- <up|status|down> [--id NAME] [--hosts N] [--pods M] [--network CIDR] [--backend TYPE]`: a real etcd-backed
  * overlay on one machine. Every host is a network namespace named `ftl-<id>-…` on a bridge underlay in 192.0.2.0/24
  * (a documentation range); nothing in the root namespace changes. Daemons run detached and are recorded by PID in
  * the lab's state dir, so `down` stops exactly what `up` started, also after a crash.
@@ -21,6 +21,7 @@ interface LabOptions {
   readonly hosts: number;
   readonly network: string;
   readonly backend: string;
+  readonly pods: number;
 }
 
 interface LabState {
@@ -28,7 +29,7 @@ interface LabState {
 }
 
 function parseArgs(argv: readonly string[]): LabOptions {
-  const opts = { command: 'up', id: 'lab', hosts: 3, network: '10.244.0.0/16', backend: 'alloc' };
+  const opts = { command: 'up', id: 'lab', hosts: 3, pods: 2, network: '10.244.0.0/16', backend: 'vxlan' };
   const rest = [...argv];
   if (rest[0] && !rest[0].startsWith('-')) opts.command = rest.shift() as string;
   while (rest.length > 0) {
@@ -37,9 +38,10 @@ function parseArgs(argv: readonly string[]): LabOptions {
     if (value === undefined) throw new Error(`${flag} needs a value`);
     if (flag === '--id' && /^[a-z0-9]{1,12}$/.test(value)) opts.id = value;
     else if (flag === '--hosts' && /^\d+$/.test(value) && Number(value) >= 1 && Number(value) <= 50) opts.hosts = Number(value);
+    else if (flag === '--pods' && /^\d+$/.test(value) && Number(value) <= 20) opts.pods = Number(value);
     else if (flag === '--network') opts.network = value;
     else if (flag === '--backend') opts.backend = value;
-    else throw new Error(`bad option ${flag} ${value} (--id [a-z0-9]{1,12}, --hosts 1..50, --network CIDR, --backend TYPE)`);
+    else throw new Error(`bad option ${flag} ${value} (--id [a-z0-9]{1,12}, --hosts 1..50, --pods 0..20, --network CIDR, --backend vxlan|host-gw|alloc)`);
   }
   if (!['up', 'status', 'down'].includes(opts.command)) throw new Error(`unknown sub-command ${opts.command} (up, status, down)`);
   return opts;
@@ -124,7 +126,63 @@ async function up(opts: LabOptions): Promise<void> {
     await waitFor(`h${i} subnet.env`, () => (existsSync(join(dir, `h${i}`, 'subnet.env')) ? true : undefined), 60_000);
   }
   done();
+  if (opts.pods > 0 && opts.backend !== 'alloc') {
+    done = step(`${opts.pods} pod(s) per host`);
+    for (let i = 1; i <= opts.hosts; i++) await addPods(opts, i);
+    done();
+  }
   await status(opts);
+}
+
+/** Pods as namespaces on a cni0 bridge in the host's subnet (made with iproute2 until the CNI plugin lands). */
+async function addPods(opts: LabOptions, hostIndex: number): Promise<void> {
+  const host = new Netns(nsName(opts.id, `h${hostIndex}`));
+  const env = readFileSync(join(stateDir(opts.id), `h${hostIndex}`, 'subnet.env'), 'utf8');
+  const m = /^FLANNEL_SUBNET=(\d+\.\d+\.\d+)\.1\/(\d+)$/m.exec(env);
+  const mtu = /^FLANNEL_MTU=(\d+)$/m.exec(env)?.[1] ?? '1500';
+  if (!m) throw new Error(`h${hostIndex}: FLANNEL_SUBNET missing from subnet.env`);
+  const [prefix, len] = [m[1] as string, m[2] as string];
+  await host.ip('link', 'add', 'cni0', 'type', 'bridge');
+  await host.ip('addr', 'add', `${prefix}.1/${len}`, 'dev', 'cni0');
+  await host.ip('link', 'set', 'cni0', 'up');
+  await host.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  for (let p = 1; p <= opts.pods; p++) {
+    const pod = new Netns(nsName(opts.id, `h${hostIndex}-p${p}`));
+    await sh('ip', ['netns', 'add', pod.name]);
+    await pod.ip('link', 'set', 'lo', 'up');
+    await host.ip('link', 'add', `veth${p}`, 'mtu', mtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', mtu, 'netns', pod.name);
+    await host.ip('link', 'set', `veth${p}`, 'master', 'cni0', 'up');
+    await pod.ip('addr', 'add', `${prefix}.${p + 1}/${len}`, 'dev', 'eth0');
+    await pod.ip('link', 'set', 'eth0', 'up');
+    await pod.ip('route', 'add', 'default', 'via', `${prefix}.1`);
+  }
+}
+
+/** Every pod pings every other pod once; prints the matrix and returns the number of failures. */
+async function matrix(opts: LabOptions): Promise<number> {
+  const pods = existsSync('/run/netns')
+    ? readdirSync('/run/netns').filter((n) => new RegExp(`^ftl-${opts.id}-h\\d+-p\\d+$`).test(n)).sort()
+    : [];
+  if (pods.length === 0) return 0;
+  const ips = new Map<string, string>();
+  for (const name of pods) {
+    const out = await new Netns(name).ip('-4', '-o', 'addr', 'show', 'dev', 'eth0');
+    ips.set(name, /inet (\S+)\//.exec(out)?.[1] ?? '?');
+  }
+  const short = (n: string): string => n.slice(`ftl-${opts.id}-`.length);
+  let failures = 0;
+  console.log(`\n| from \\ to | ${pods.map((p) => `${short(p)} ${ips.get(p)}`).join(' | ')} |`);
+  console.log(`|---|${pods.map(() => '---').join('|')}|`);
+  for (const from of pods) {
+    const cells = await Promise.all(pods.map(async (to) => {
+      if (from === to) return '—';
+      const ok = await new Netns(from).exec('ping', ['-c', '1', '-W', '1', ips.get(to) ?? '']).then(() => true, () => false);
+      if (!ok) failures++;
+      return ok ? 'ok' : 'FAIL';
+    }));
+    console.log(`| ${short(from)} | ${cells.join(' | ')} |`);
+  }
+  return failures;
 }
 
 async function status(opts: LabOptions): Promise<void> {
@@ -134,7 +192,7 @@ async function status(opts: LabOptions): Promise<void> {
     return;
   }
   const state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as LabState;
-  console.log(`\n| host | public IP | subnet | MTU | flanneld |\n|---|---|---|---|---|`);
+  console.log(`\n| host | public IP | subnet | MTU | VTEP MAC | flanneld |\n|---|---|---|---|---|---|`);
   for (const [name, entry] of Object.entries(state.pids)) {
     if (name === 'etcd') continue;
     let env = '';
@@ -145,13 +203,19 @@ async function status(opts: LabOptions): Promise<void> {
     }
     const get = (key: string): string => new RegExp(`^${key}=(.*)$`, 'm').exec(env)?.[1] ?? '-';
     const alive = isOurs(entry.pid, entry.identity) ? `running (pid ${entry.pid})` : 'stopped';
-    console.log(`| ${name} | 192.0.2.${name.slice(1)} | ${get('FLANNEL_SUBNET')} | ${get('FLANNEL_MTU')} | ${alive} |`);
+    const mac = await new Netns(nsName(opts.id, name)).ip('link', 'show', 'flannel.1').then((o) => /link\/ether (\S+)/.exec(o)?.[1] ?? '-', () => '-');
+    console.log(`| ${name} | 192.0.2.${name.slice(1)} | ${get('FLANNEL_SUBNET')} | ${get('FLANNEL_MTU')} | ${mac} | ${alive} |`);
   }
   const leases = await new Netns(nsName(opts.id, 'hub'))
     .exec('etcdctl', [`--endpoints=http://${HUB_IP}:2379`, 'get', '--prefix', '/coreos.com/network/subnets/'])
     .catch(() => 'etcd not reachable\n');
   console.log(`\netcd leases:\n${leases}`);
-  console.log(`logs: ${dir}/<host>/flanneld.log; look around with: ip netns exec ${nsName(opts.id, 'h1')} ip addr`);
+  const failures = await matrix(opts);
+  console.log(`\nlogs: ${dir}/<host>/flanneld.log; look around with: ip netns exec ${nsName(opts.id, 'h1')} ip route`);
+  if (failures > 0) {
+    console.log(`${failures} pod pair(s) cannot talk`);
+    process.exitCode = 1;
+  }
 }
 
 function isOurs(pid: number, identity: string): boolean {
