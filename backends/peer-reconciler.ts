@@ -14,6 +14,7 @@ import { errorMessage } from '../flanneld/runtime/errors.js';
 import type { Datapath, DatapathChange, DatapathEntry, DatapathScope } from './datapath/datapath.js';
 import { describeEntry, entryIdentity } from './datapath/entry-key.js';
 import { diffEntries, entrySatisfies, inScope } from './entry-diff.js';
+import type { PeerEntries } from './peer-entries.js';
 
 export interface PeerPlan {
   /** What this network owns in the kernel now (device indexes change when a device is re-created). */
@@ -21,7 +22,7 @@ export interface PeerPlan {
   /** Creates or repairs this network's devices; runs at start and whenever one of them disappears. */
   ensureDevices(signal: AbortSignal): Promise<void>;
   ownsLink(name: string): boolean;
-  entriesFor(peer: Lease): { readonly entries: readonly DatapathEntry[]; readonly skipped: readonly string[] };
+  entriesFor(peer: Lease): PeerEntries;
 }
 
 export interface ReconcilerDeps {

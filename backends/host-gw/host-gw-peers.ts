@@ -7,6 +7,7 @@ import { formatIp, type IpAddress } from '../../flanneld/ip/address.js';
 import { containsIp, formatCidr, type IpNet } from '../../flanneld/ip/cidr.js';
 import type { Lease } from '../../flanneld/lease/lease.js';
 import type { DatapathEntry } from '../datapath/datapath.js';
+import { leaseLabel, type PeerEntries } from '../peer-entries.js';
 
 export interface HostGwFamilyContext {
   /** Index of the external interface the routes leave by. */
@@ -19,11 +20,7 @@ export interface HostGwPeerContext {
   readonly v6?: HostGwFamilyContext;
 }
 
-export interface HostGwPeerPlan {
-  readonly entries: readonly DatapathEntry[];
-  /** Why the lease (or one family of it) produced no entries, each naming the lease. */
-  readonly skipped: readonly string[];
-}
+export type HostGwPeerPlan = PeerEntries;
 
 export function planHostGwPeer(peer: Lease, ctx: HostGwPeerContext): HostGwPeerPlan {
   if (peer.attrs.backendType !== 'host-gw') {
@@ -63,8 +60,3 @@ export function checkHostGwReachable(peerIP: IpAddress, directlyConnected: reado
   );
 }
 
-function leaseLabel(peer: Lease): string {
-  const nets = [peer.subnet, peer.ipv6Subnet].flatMap((n) => (n ? [formatCidr(n)] : []));
-  const ips = [peer.attrs.publicIP, peer.attrs.publicIPv6].flatMap((ip) => (ip ? [formatIp(ip)] : []));
-  return `lease ${nets.join(' + ') || '(no subnet)'} (public IP ${ips.join(', ') || 'none'})`;
-}

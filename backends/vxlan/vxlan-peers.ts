@@ -3,10 +3,11 @@
  * route to the peer's public address (DirectRouting on a shared segment) or neighbour + FDB + onlink route through
  * the vxlan device. Pure: the caller owns the devices and decides DirectRouting, and logs the skip reasons once.
  */
-import { formatIp, type Family, type IpAddress } from '../../flanneld/ip/address.js';
-import { formatCidr, networkAddress, type IpNet } from '../../flanneld/ip/cidr.js';
+import type { Family, IpAddress } from '../../flanneld/ip/address.js';
+import { networkAddress, type IpNet } from '../../flanneld/ip/cidr.js';
 import type { Lease } from '../../flanneld/lease/lease.js';
 import type { DatapathEntry } from '../datapath/datapath.js';
+import { leaseLabel, type PeerEntries } from '../peer-entries.js';
 import { decodeVxlanBackendData } from './vtep-mac.js';
 
 export interface VxlanFamilyContext {
@@ -22,12 +23,7 @@ export interface VxlanPeerContext {
   readonly v6?: VxlanFamilyContext;
 }
 
-export interface VxlanPeerPlan {
-  /** In upstream's order per family: neighbour, FDB, then route, so the kernel never has to ARP for the gateway. */
-  readonly entries: readonly DatapathEntry[];
-  /** Why the lease (or one family of it) produced no entries, each naming the lease. */
-  readonly skipped: readonly string[];
-}
+export type VxlanPeerPlan = PeerEntries;
 
 interface FamilyView {
   readonly family: Family;
@@ -99,8 +95,3 @@ function planFamily(
   return undefined;
 }
 
-function leaseLabel(peer: Lease): string {
-  const nets = [peer.subnet, peer.ipv6Subnet].flatMap((n) => (n ? [formatCidr(n)] : []));
-  const ips = [peer.attrs.publicIP, peer.attrs.publicIPv6].flatMap((ip) => (ip ? [formatIp(ip)] : []));
-  return `lease ${nets.join(' + ') || '(no subnet)'} (public IP ${ips.join(', ') || 'none'})`;
-}

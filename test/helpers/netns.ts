@@ -5,6 +5,7 @@
 import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { promisify } from 'node:util';
+import { isAlive } from './processes.js';
 
 const run = promisify(execFile);
 export const NETNS_PREFIX = 'fts-';
@@ -77,14 +78,6 @@ export async function removeStaleNamespaces(): Promise<void> {
   }
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Two namespaces joined by a veth pair: `host` gets `hostAddr/24` and a default route via `peerAddr`, so it looks
