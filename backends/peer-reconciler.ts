@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import type { Lease, LeaseEvent } from '../flanneld/lease/lease.js';
 import { formatSubnetKey } from '../flanneld/lease/subnet-key.js';
 import { AsyncQueue } from '../flanneld/runtime/async-queue.js';
+import { Backoff } from '../flanneld/runtime/backoff.js';
 import type { Clock } from '../flanneld/runtime/clock.js';
 import { errorMessage } from '../flanneld/runtime/errors.js';
 import type { Datapath, DatapathChange, DatapathEntry, DatapathScope } from './datapath/datapath.js';
@@ -44,6 +45,9 @@ export interface ReconcilerObserver {
   leaseBatchApplied?(seenAt: number): void;
 }
 
+/** Upstream's device re-creation backoff: 1 s doubling to 30 s. */
+const DEVICE_RETRY = { initialMs: 1000, maxMs: 30_000, jitter: 0 };
+
 type Input =
   | { readonly type: 'leases'; readonly events: readonly LeaseEvent[]; readonly at: number }
   | { readonly type: 'entry-deleted'; readonly entry: DatapathEntry }
@@ -67,15 +71,28 @@ export async function runPeerReconciler(
   const failing = new Map<string, string>();
   const skippedOnce = new Set<string>();
   let haveSnapshot = false;
+  /** Set while the devices still need (re-)creating; every later turn retries first, so a failure is never fatal. */
+  let devicesPending: string | undefined;
+  let lastDeviceError: string | undefined;
 
-  const stop = (): void => inputs.end();
+  // The loop's own signal: whatever ends the loop (abort or an unexpected error) also stops its helpers.
+  const loop = new AbortController();
+  const stop = (): void => {
+    loop.abort();
+    inputs.end();
+  };
   signal.addEventListener('abort', stop, { once: true });
+  const deviceBackoff = new Backoff(DEVICE_RETRY, { int: () => 0 });
+  const later = (ms: number, input: Input): void => {
+    deps.clock.sleep(ms, loop.signal).then(() => inputs.push(input), () => undefined);
+  };
+  // Not awaited on exit: the lease stream belongs to the caller and ends with the caller's signal.
+  void pump(async () => {
+    for await (const events of leases) inputs.push({ type: 'leases', events, at: deps.clock.now() });
+  });
   const pumps = [
     pump(async () => {
-      for await (const events of leases) inputs.push({ type: 'leases', events, at: deps.clock.now() });
-    }),
-    pump(async () => {
-      for await (const event of datapath.events(signal)) {
+      for await (const event of datapath.events(loop.signal)) {
         if (event.type === 'link-deleted' && plan.ownsLink(event.name)) inputs.push({ type: 'device-lost', name: event.name });
         else if (event.type === 'entry-deleted' && inScope(event.entry, plan.scope())) inputs.push({ type: 'entry-deleted', entry: event.entry });
         else if (event.type === 'overrun') inputs.push({ type: 'resync', why: 'netlink notifications overran' });
@@ -83,7 +100,7 @@ export async function runPeerReconciler(
     }),
     pump(async () => {
       for (;;) {
-        await deps.clock.sleep(deps.resyncMs, signal);
+        await deps.clock.sleep(deps.resyncMs, loop.signal);
         inputs.push({ type: 'resync', why: 'periodic' });
       }
     }),
@@ -126,6 +143,24 @@ export async function runPeerReconciler(
     }
   };
 
+  const ensureDevices = async (why: string): Promise<boolean> => {
+    try {
+      await plan.ensureDevices(signal);
+      devicesPending = undefined;
+      lastDeviceError = undefined;
+      deviceBackoff.reset();
+      return true;
+    } catch (err) {
+      if (signal.aborted) return false;
+      const retryInMs = deviceBackoff.next();
+      if (errorMessage(err) !== lastDeviceError) log.error({ why, err: errorMessage(err), retryInMs }, 'cannot set up devices; will retry');
+      lastDeviceError = errorMessage(err);
+      devicesPending = why;
+      later(retryInMs, { type: 'resync', why: 'retrying device set-up' });
+      return false;
+    }
+  };
+
   const fullResync = async (why: string): Promise<void> => {
     const started = deps.clock.now();
     const actual = await datapath.dump(plan.scope());
@@ -137,7 +172,7 @@ export async function runPeerReconciler(
   };
 
   try {
-    await plan.ensureDevices(signal);
+    await ensureDevices('start');
     for await (const first of inputs) {
       const batch = [first];
       while (inputs.size > 0) {
@@ -160,15 +195,18 @@ export async function runPeerReconciler(
           haveSnapshot = true;
         } else if (input.type === 'device-lost') {
           log.warn({ device: input.name }, 'device removed behind our back; re-creating it');
-          await plan.ensureDevices(signal);
-          // Device indexes changed: every peer's entries must be recomputed against the new device.
-          for (const [key, lease] of [...peers]) setPeer(key, lease);
-          full = 'device re-created';
+          devicesPending = `${input.name} removed`;
         } else if (input.type === 'resync') {
           full ??= input.why;
         } else {
           lost.push(input.entry);
         }
+      }
+      if (devicesPending !== undefined) {
+        if (!(await ensureDevices(devicesPending))) continue;
+        // Device indexes changed: every peer's entries must be recomputed against the new device.
+        for (const [key, lease] of [...peers]) setPeer(key, lease);
+        full = 'device re-created';
       }
       deps.observer?.peers?.(peers.size);
       if (!haveSnapshot) continue;
@@ -195,12 +233,12 @@ export async function runPeerReconciler(
       } catch (err) {
         if (signal.aborted) break;
         log.error({ err: errorMessage(err) }, 'datapath update failed; will resync');
-        setTimeout(() => inputs.push({ type: 'resync', why: 'after failure' }), 1000).unref();
+        later(1000, { type: 'resync', why: 'after failure' });
       }
     }
   } finally {
     signal.removeEventListener('abort', stop);
-    inputs.end();
+    stop();
     await Promise.allSettled(pumps);
   }
 }

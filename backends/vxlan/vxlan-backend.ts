@@ -51,7 +51,7 @@ export function createVxlanBackend(deps: BackendDeps): Backend {
         ...(devices.find((d) => d.family === 6) ? { backendV6Data: encodeVxlanBackendData(cfg.vni, deviceOf(devices, 6).spec.mac) } : {}),
       };
       const lease = await deps.acquireLease(attrs, signal);
-      const networks = new Map<Family, IpNet | undefined>([[4, config.network], [6, config.ipv6Network]]);
+      const networks = new Map<Family, IpNet | undefined>([[4, config.enableIPv4 ? config.network : undefined], [6, config.enableIPv6 ? config.ipv6Network : undefined]]);
       const address = async (d: Device): Promise<void> => {
         const subnet = d.family === 4 ? lease.subnet : lease.ipv6Subnet;
         const within = networks.get(d.family);

@@ -133,6 +133,14 @@ export class FakeDatapath implements Datapath {
     return entry;
   }
 
+  /** Drift nobody hears about (a notice lost in an overrun): removes the entry without emitting anything. */
+  removeSilently(identity: string): DatapathEntry {
+    const entry = this.entryTable.get(identity);
+    if (!entry) throw new Error(`FakeDatapath: no entry ${identity}`);
+    this.entryTable.delete(identity);
+    return entry;
+  }
+
   /** Someone else deleted the link: its addresses and entries go with it, and link-deleted is emitted. */
   deleteLinkBehindOurBack(nameOrIndex: string | number): LinkInfo {
     const link = typeof nameOrIndex === 'number' ? this.linkTable.get(nameOrIndex) : this.byName(nameOrIndex);
