@@ -26,10 +26,17 @@ import { NetlinkRequestError, RtnlSocket, type MessageBuilder } from './netlink/
 const VXLAN_DEFAULT_PORT = 8472;
 
 export class NetlinkDatapath implements Datapath {
+  private readonly listeners = new Set<EventListenerSocket>();
+
   constructor(private readonly sock: RtnlSocket = new RtnlSocket()) {}
 
   close(): void {
     this.sock.close();
+    for (const l of this.listeners) {
+      l.socket?.close();
+      l.queue.end();
+    }
+    this.listeners.clear();
   }
 
   async link(name: string): Promise<LinkInfo | undefined> {
@@ -76,7 +83,7 @@ export class NetlinkDatapath implements Datapath {
   }
 
   async apply(changes: readonly DatapathChange[]): Promise<ApplyReport> {
-    const failed = await this.sock.batch(changes.map(builderFor));
+    const failed = await this.quietly(changes.length, () => this.sock.batch(changes.map(builderFor)));
     const failures = [...failed].map(([i, errno]) => {
       const change = changes[i] as DatapathChange;
       return { change, errno, message: `${change.op} ${describeEntry(change.entry)}: ${errno}` };
@@ -105,29 +112,64 @@ export class NetlinkDatapath implements Datapath {
 
   events(signal: AbortSignal): AsyncIterable<DatapathEvent> {
     const queue = new AsyncQueue<DatapathEvent>();
-    const raw = new RawNetlinkSocket(0, { recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 32 * 1024 });
-    for (const group of [RTNLGRP_LINK, RTNLGRP_NEIGH, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE]) raw.addMembership(group);
-    raw.on('message', (buf: Buffer) => {
-      for (const msg of decodeMessages(buf)) {
-        if (msg.type === RTM_DELLINK) {
-          const link = decodeLink(msg);
-          if (link) queue.push({ type: 'link-deleted', index: link.index, name: link.name });
-        } else if (msg.type === RTM_DELROUTE || msg.type === RTM_DELNEIGH) {
-          const entry = decodeRoute(msg) ?? decodeNeighbour(msg, true);
-          if (entry) queue.push({ type: 'entry-deleted', entry });
-        }
-      }
-    });
-    // ENOBUFS: notifications were dropped; whoever listens must re-read the kernel's state.
-    raw.on('error', () => queue.push({ type: 'overrun' }));
+    const listener: EventListenerSocket = { queue, socket: openEventSocket(queue) };
+    this.listeners.add(listener);
     const stop = (): void => {
+      this.listeners.delete(listener);
       queue.end();
-      raw.close();
+      listener.socket?.close();
+      listener.socket = undefined;
     };
     if (signal.aborted) stop();
     else signal.addEventListener('abort', stop, { once: true });
     return queue;
   }
+
+  /**
+   * Our own bursts would flood the notification sockets with echoes of what we just wrote, and the native binding
+   * aborts the process when a socket overruns (it builds the poll error with a null string). So for a large batch
+   * the listeners close their sockets and reopen them afterwards; a deletion made by someone else inside that
+   * window is caught by the next periodic resync.
+   */
+  private async quietly<T>(size: number, fn: () => Promise<T>): Promise<T> {
+    if (size < QUIET_BATCH || this.listeners.size === 0) return fn();
+    for (const l of this.listeners) {
+      l.socket?.close();
+      l.socket = undefined;
+    }
+    try {
+      return await fn();
+    } finally {
+      for (const l of this.listeners) l.socket = openEventSocket(l.queue);
+    }
+  }
+}
+
+/** Batches at least this large pause the notification sockets (see quietly()). */
+const QUIET_BATCH = 256;
+
+interface EventListenerSocket {
+  readonly queue: AsyncQueue<DatapathEvent>;
+  socket: RawNetlinkSocket | undefined;
+}
+
+function openEventSocket(queue: AsyncQueue<DatapathEvent>): RawNetlinkSocket {
+  const raw = new RawNetlinkSocket(0, { recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 32 * 1024 });
+  for (const group of [RTNLGRP_LINK, RTNLGRP_NEIGH, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE]) raw.addMembership(group);
+  raw.on('message', (buf: Buffer) => {
+    for (const msg of decodeMessages(buf)) {
+      if (msg.type === RTM_DELLINK) {
+        const link = decodeLink(msg);
+        if (link) queue.push({ type: 'link-deleted', index: link.index, name: link.name });
+      } else if (msg.type === RTM_DELROUTE || msg.type === RTM_DELNEIGH) {
+        const entry = decodeRoute(msg) ?? decodeNeighbour(msg, true);
+        if (entry) queue.push({ type: 'entry-deleted', entry });
+      }
+    }
+  });
+  // ENOBUFS read back as an error: notifications were dropped, so whoever listens must re-read the kernel.
+  raw.on('error', () => queue.push({ type: 'overrun' }));
+  return raw;
 }
 
 function builderFor(change: DatapathChange): MessageBuilder {

@@ -3,7 +3,9 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { spawnTracked, type TrackedProcess } from './processes.js';
 
-export const FLANNELD_BIN = fileURLToPath(new URL('../../dist/flanneld/main.js', import.meta.url));
+// This helper runs from test/helpers/ under vitest and from dist/test/helpers/ in the compiled benchmarks.
+const FROM_DIST = fileURLToPath(import.meta.url).includes('/dist/test/helpers/');
+export const FLANNELD_BIN = fileURLToPath(new URL(FROM_DIST ? '../../flanneld/main.js' : '../../dist/flanneld/main.js', import.meta.url));
 
 export function startFlanneld(netns: string, args: readonly string[], env: Record<string, string> = {}): TrackedProcess {
   if (!existsSync(FLANNELD_BIN)) throw new Error(`${FLANNELD_BIN} is missing: run "npm run build" first`);

@@ -1,0 +1,88 @@
+#!/usr/bin/env node
+/**
+ * Repair latency with 5000 vxlan peers programmed: a peer route deleted by hand (through a persistent `ip -batch`
+ * in the host namespace) until flanneld has put it back, 100 times, both ends seen by `ip monitor`. Floor, same
+ * run: a reference repairer in a namespace holding the same 15000 entries, which re-adds the route through a
+ * persistent `ip -batch` the moment `ip monitor` reports the deletion.
+ */
+import { benchMain, benchPeers, gapMs, latencyCells, ms, percentile, sleep, table, type BenchContext } from './bench-kit.js';
+import { batchFloor, startIpBatch, type IpBatch } from './floors.js';
+import { startKernelWatch, type KernelWatch } from './kernel-watch.js';
+import { describeCrashes, startLoadedHub, startProgrammedDaemon } from './loaded-host.js';
+import type { PeerLease } from './peer-leases.js';
+
+const PEERS = benchPeers();
+const DELETIONS = 100;
+const TIMEOUT_MS = 3000;
+
+interface RepairSample {
+  /** From the deletion's notification to the re-added route's. */
+  readonly repair: number[];
+  /** From writing the deletion to the re-added route's notification. */
+  readonly fromIssue: number[];
+  readonly missed: string[];
+}
+
+/** Deletes each victim's route and waits for it to come back; `repairer` (if any) re-adds it when told of the deletion. */
+async function measureRepairs(ctx: BenchContext, watch: KernelWatch, batch: IpBatch, victims: readonly PeerLease[], repairer?: IpBatch): Promise<RepairSample> {
+  const out: RepairSample = { repair: [], fromIssue: [], missed: [] };
+  for (const [i, p] of victims.entries()) {
+    if (ctx.remainingMs() < 30_000) break;
+    const deletedLine = `Deleted ${p.subnet} via`;
+    const off = repairer
+      ? watch.subscribe((line) => {
+          if (line.text.startsWith(deletedLine)) repairer.send(`route replace ${p.subnet} via ${p.gateway} dev flannel.1 onlink`);
+        })
+      : () => undefined;
+    const deleted = watch.waitLine((t) => t.startsWith(deletedLine), TIMEOUT_MS, `deletion of ${p.subnet}`).catch(() => undefined);
+    const back = watch.waitLine((t) => t.startsWith(`${p.subnet} via`), TIMEOUT_MS, `repair of ${p.subnet}`).catch(() => undefined);
+    const sent = batch.send(`route del ${p.subnet}`);
+    const [deletedAt, backAt] = await Promise.all([deleted, back]);
+    off();
+    if (deletedAt !== undefined && backAt !== undefined) {
+      out.repair.push(backAt - deletedAt);
+      out.fromIssue.push(backAt - sent);
+    } else {
+      out.missed.push(p.subnet);
+    }
+    await sleep(gapMs(i, 10, 40));
+  }
+  return out;
+}
+
+benchMain({
+  tag: 'rp',
+  title: `Repair latency with ${PEERS} vxlan peers`,
+  deadlineMs: 175_000,
+  body: async (ctx) => {
+    const hub = await startLoadedHub(ctx, 1, PEERS);
+    const host = hub.topology.hosts[0]!;
+    const victims = Array.from({ length: DELETIONS }, (_, k) => hub.peers[(k * 49 + 7) % PEERS]!);
+
+    const floor = await batchFloor(ctx, 'floor', hub.peers, hub.dir);
+    const floorSample = await measureRepairs(ctx, floor.watch, startIpBatch(ctx, floor.ns), victims, startIpBatch(ctx, floor.ns));
+    ctx.note(`reference repairer: p50 ${ms(percentile(floorSample.repair, 50))}, p99 ${ms(percentile(floorSample.repair, 99))}`);
+
+    const watch = await startKernelWatch(host.ns);
+    ctx.defer(() => watch.stop());
+    const daemon = await startProgrammedDaemon(ctx, hub, host, watch, PEERS, 60_000);
+    ctx.note(`flanneld programmed ${PEERS} peers in ${ms(daemon.reached.at - daemon.spawnedAt)} (crashes: ${describeCrashes(daemon.crashes)})`);
+    await sleep(500);
+    const sample = await measureRepairs(ctx, watch, startIpBatch(ctx, host.ns), victims);
+    if (daemon.proc.child.exitCode !== null) throw new Error(`flanneld exited during the measurement: ${daemon.proc.output().slice(-2000)}`);
+    ctx.note(`flanneld: p50 ${ms(percentile(sample.repair, 50))}, p99 ${ms(percentile(sample.repair, 99))}, missed ${sample.missed.length}`);
+
+    const main = table(['measure', 'samples', 'p50', 'p99', 'max', 'p50 × floor', 'p99 × floor'], [
+      ['floor: reference repairer (`ip monitor` → persistent `ip -batch`), deletion → route back', String(floorSample.repair.length), ...latencyCells(floorSample.repair, floorSample.repair)],
+      ['flanneld: deletion → route back', String(sample.repair.length), ...latencyCells(sample.repair, floorSample.repair)],
+      ['flanneld: `route del` written → route back', String(sample.fromIssue.length), ...latencyCells(sample.fromIssue, floorSample.fromIssue)],
+    ]);
+    const notes = [
+      `${DELETIONS} distinct peer routes deleted one at a time, 10–40 ms apart; both ends are \`ip monitor\` notifications in the namespace. ` +
+        `flanneld had programmed ${PEERS} peers first (crashes while doing so, restarted at once: ${describeCrashes(daemon.crashes)}).`,
+      `Not repaired within ${TIMEOUT_MS} ms: flanneld ${sample.missed.length}, reference repairer ${floorSample.missed.length}. ` +
+        'The last row is against the reference repairer\'s own write → back time.',
+    ];
+    return `${main}\n\n${notes.map((n) => `- ${n}`).join('\n')}\n`;
+  },
+});
