@@ -67,16 +67,22 @@ const REPLACE_ORDER: readonly EntryKind[] = ['neigh', 'fdb', 'route'];
 export function diffEntries(desired: readonly DatapathEntry[], actual: readonly DatapathEntry[]): DatapathChange[] {
   const wanted = entriesByIdentity(desired);
   const present = entriesByIdentity(actual);
-  const replaces = buckets();
-  const deletes = buckets();
-
+  const changes: DatapathChange[] = [];
   for (const [id, entry] of wanted) {
     const current = present.get(id);
-    if (current === undefined || !entrySatisfies(entry, current)) replaces[entry.kind].push({ op: 'replace', entry });
+    if (current === undefined || !entrySatisfies(entry, current)) changes.push({ op: 'replace', entry });
   }
   for (const [id, entry] of present) {
-    if (!wanted.has(id)) deletes[entry.kind].push({ op: 'delete', entry });
+    if (!wanted.has(id)) changes.push({ op: 'delete', entry });
   }
+  return orderChanges(changes);
+}
+
+/** Puts any list of changes in the safe order diffEntries uses. */
+export function orderChanges(changes: readonly DatapathChange[]): DatapathChange[] {
+  const replaces = buckets();
+  const deletes = buckets();
+  for (const c of changes) (c.op === 'delete' ? deletes : replaces)[c.entry.kind].push(c);
   return [...DELETE_ORDER.flatMap((kind) => deletes[kind]), ...REPLACE_ORDER.flatMap((kind) => replaces[kind])];
 }
 

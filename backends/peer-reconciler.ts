@@ -14,7 +14,7 @@ import type { Clock } from '../flanneld/runtime/clock.js';
 import { errorMessage } from '../flanneld/runtime/errors.js';
 import type { Datapath, DatapathChange, DatapathEntry, DatapathScope } from './datapath/datapath.js';
 import { describeEntry, entryIdentity } from './datapath/entry-key.js';
-import { diffEntries, entrySatisfies, inScope } from './entry-diff.js';
+import { diffEntries, entrySatisfies, inScope, orderChanges } from './entry-diff.js';
 import type { PeerEntries } from './peer-entries.js';
 
 export interface PeerPlan {
@@ -106,21 +106,38 @@ export async function runPeerReconciler(
     }),
   ];
 
+  /**
+   * Replaces one peer's desired entries and records, in `pending`, exactly what changed for it: the cost of a
+   * lease event is the size of that peer's entries, not of the whole desired set.
+   */
+  const pending = new Map<string, DatapathChange>();
   const setPeer = (key: string, lease: Lease | undefined): void => {
-    for (const id of byPeer.get(key) ?? []) desired.delete(id);
+    const old = new Map<string, DatapathEntry>();
+    for (const id of byPeer.get(key) ?? []) {
+      const entry = desired.get(id);
+      if (entry) old.set(id, entry);
+      desired.delete(id);
+    }
     byPeer.delete(key);
-    if (!lease) {
+    if (lease) {
+      peers.set(key, lease);
+      const { entries, skipped } = plan.entriesFor(lease);
+      for (const reason of skipped) {
+        if (!skippedOnce.has(reason)) log.warn({ peer: key }, reason);
+        skippedOnce.add(reason);
+      }
+      byPeer.set(key, entries.map(entryIdentity));
+      for (const e of entries) {
+        const id = entryIdentity(e);
+        desired.set(id, e);
+        const was = old.get(id);
+        if (!was || !entrySatisfies(e, was) || !entrySatisfies(was, e)) pending.set(id, { op: 'replace', entry: e });
+        else if (pending.get(id)?.op === 'delete') pending.delete(id);
+      }
+    } else {
       peers.delete(key);
-      return;
     }
-    peers.set(key, lease);
-    const { entries, skipped } = plan.entriesFor(lease);
-    for (const reason of skipped) {
-      if (!skippedOnce.has(reason)) log.warn({ peer: key }, reason);
-      skippedOnce.add(reason);
-    }
-    byPeer.set(key, entries.map(entryIdentity));
-    for (const e of entries) desired.set(entryIdentity(e), e);
+    for (const [id, entry] of old) if (!desired.has(id)) pending.set(id, { op: 'delete', entry });
   };
 
   const apply = async (changes: DatapathChange[]): Promise<void> => {
@@ -181,7 +198,7 @@ export async function runPeerReconciler(
         batch.push(next.value);
       }
       let full: string | undefined;
-      const before = new Map(desired);
+      pending.clear();
       const leaseTimes: number[] = [];
       const lost: DatapathEntry[] = [];
       for (const input of batch) {
@@ -214,7 +231,7 @@ export async function runPeerReconciler(
         if (full !== undefined) {
           await fullResync(full);
         } else {
-          const changes = incremental(before, desired);
+          const changes = orderChanges([...pending.values()]);
           // Deletion notices identify the entry but may omit its values, so identity decides what to restore.
           const planned = new Set(changes.map((c) => entryIdentity(c.entry)));
           for (const entry of lost) {
@@ -241,19 +258,6 @@ export async function runPeerReconciler(
     stop();
     await Promise.allSettled(pumps);
   }
-}
-
-/** Changes between two desired states: deletes for identities that went away, replaces for new or changed ones. */
-function incremental(before: ReadonlyMap<string, DatapathEntry>, after: ReadonlyMap<string, DatapathEntry>): DatapathChange[] {
-  const gone: DatapathEntry[] = [];
-  const wanted: DatapathEntry[] = [];
-  for (const [id, entry] of before) if (!after.has(id)) gone.push(entry);
-  for (const [id, entry] of after) {
-    const old = before.get(id);
-    if (!old || !entrySatisfies(entry, old) || !entrySatisfies(old, entry)) wanted.push(entry);
-  }
-  // The two lists are disjoint by identity, so diffEntries yields exactly these changes, in its safe order.
-  return diffEntries(wanted, gone);
 }
 
 function pump(fn: () => Promise<void>): Promise<void> {

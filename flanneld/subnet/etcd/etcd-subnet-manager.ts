@@ -18,12 +18,18 @@ import type { Random } from '../../runtime/random.js';
 import { fitsRange, pickFreeSubnet } from '../allocator.js';
 import type { LeaseRequest, SubnetManager } from '../subnet-manager.js';
 import { configKey } from './keys.js';
-import type { LeaseStore, SkippedEntry, StoredLease } from './lease-store.js';
+import type { LeaseSnapshot, LeaseStore, SkippedEntry, StoredLease } from './lease-store.js';
 
 /** Upstream's subnetTTL. */
 export const SUBNET_TTL_SECONDS = 24 * 60 * 60;
 /** Conflicts that did not come with a fuller store; upstream's raceRetries. */
 const MAX_STALLED_CONFLICTS = 10;
+/**
+ * How long one listing serves the start-up steps (previous lease, first claim attempt, first watch). With
+ * thousands of nodes a listing costs tens of milliseconds and megabytes of garbage; claims stay safe because
+ * they are compare-and-swap, and a watch from the listing's revision replays everything after it.
+ */
+const SNAPSHOT_REUSE_MS = 10_000;
 
 export interface EtcdSubnetManagerDeps {
   readonly store: LeaseStore;
@@ -37,6 +43,7 @@ export interface EtcdSubnetManagerDeps {
 export class EtcdSubnetManager implements SubnetManager {
   readonly name = 'etcd';
   private readonly ttl: number;
+  private recent: { readonly snapshot: LeaseSnapshot; readonly at: number } | undefined;
 
   constructor(private readonly deps: EtcdSubnetManagerDeps) {
     this.ttl = deps.ttlSeconds ?? SUBNET_TTL_SECONDS;
@@ -50,7 +57,7 @@ export class EtcdSubnetManager implements SubnetManager {
 
   async findPreviousLease(publicIP: IpAddress | undefined, signal: AbortSignal): Promise<Lease | undefined> {
     if (!publicIP) return undefined;
-    const snapshot = await this.deps.store.list(signal);
+    const snapshot = await this.list(signal, true);
     return findOwn(snapshot.leases, { publicIP, backendType: '' })?.lease;
   }
 
@@ -59,7 +66,7 @@ export class EtcdSubnetManager implements SubnetManager {
     let lastCount = -1;
     for (let attempt = 1; ; attempt++) {
       const ranges = allocationRanges((await this.readConfig(signal)).config);
-      const snapshot = await this.deps.store.list(signal);
+      const snapshot = await this.list(signal, attempt === 1);
       const result = await this.tryAcquire(ranges, snapshot.leases, request, signal);
       if (result !== 'conflict') return result;
       // Each conflict means another node claimed a subnet after our listing; that is progress while the store
@@ -124,7 +131,8 @@ export class EtcdSubnetManager implements SubnetManager {
     while (!signal.aborted) {
       let snapshot;
       try {
-        snapshot = await this.deps.store.list(signal);
+        snapshot = await this.list(signal, first);
+        this.recent = undefined;
         backoff.reset();
       } catch (err) {
         if (signal.aborted) return;
@@ -151,6 +159,15 @@ export class EtcdSubnetManager implements SubnetManager {
       }
       if (!signal.aborted) await this.deps.clock.sleep(backoff.next(), signal);
     }
+  }
+
+  /** A fresh listing, or with `reuse` the one taken moments ago by an earlier start-up step. */
+  private async list(signal: AbortSignal, reuse: boolean): Promise<LeaseSnapshot> {
+    const recent = this.recent;
+    if (reuse && recent && this.deps.clock.now() - recent.at < SNAPSHOT_REUSE_MS) return recent.snapshot;
+    const snapshot = await this.deps.store.list(signal);
+    this.recent = { snapshot, at: this.deps.clock.now() };
+    return snapshot;
   }
 
   private async readConfig(signal: AbortSignal): Promise<{ config: NetworkConfig; warnings: string[] }> {
