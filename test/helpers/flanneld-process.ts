@@ -1,5 +1,6 @@
 /** Runs the built flanneld (dist/) as a child process inside a test namespace, tracked by PID. */
 import { existsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { spawnTracked, type TrackedProcess } from './processes.js';
 
@@ -9,10 +10,8 @@ export const FLANNELD_BIN = fileURLToPath(new URL(FROM_DIST ? '../../flanneld/ma
 
 export function startFlanneld(netns: string, args: readonly string[], env: Record<string, string> = {}): TrackedProcess {
   if (!existsSync(FLANNELD_BIN)) throw new Error(`${FLANNELD_BIN} is missing: run "npm run build" first`);
-  return spawnTracked(
-    'ip',
-    ['netns', 'exec', netns, process.execPath, FLANNELD_BIN, ...args],
-    { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env } },
-    FLANNELD_BIN,
-  );
+  // Executed as an operator would, through its shebang (which carries flanneld's node flags); `ip netns exec`
+  // and env exec in place, so the tracked PID is node's.
+  const path = `${dirname(process.execPath)}:${process.env['PATH'] ?? '/usr/bin:/bin'}`;
+  return spawnTracked('ip', ['netns', 'exec', netns, FLANNELD_BIN, ...args], { env: { PATH: path, ...env } }, FLANNELD_BIN);
 }
