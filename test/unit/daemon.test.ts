@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { memoryLog, type LogLine } from '../helpers/test-log.js';
 import { describe, expect, it, vi } from 'vitest';
 import { builtInBackends } from '../../backends/index.js';
 import { parseNetworkConfig } from '../../flanneld/config/network-config.js';
@@ -29,18 +29,6 @@ const V4_CONFIG = config('{"Network":"10.244.0.0/16","Backend":{"Type":"alloc"}}
 const DUAL_CONFIG = config(
   '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"alloc"}}',
 );
-
-interface LogLine {
-  readonly level: number;
-  readonly msg: string;
-  readonly [field: string]: unknown;
-}
-
-function memoryLog(): { log: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
-  return { log, lines };
-}
 
 function fakeHost(): HostView {
   const eth0: HostInterface = { name: 'eth0', index: 2, mtu: 1450, addrs: [ip('10.0.0.5'), ip('fe80::5'), ip('2001:db8::5')] };

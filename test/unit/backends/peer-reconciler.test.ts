@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { memoryLog, type LogLine } from '../../helpers/test-log.js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { ApplyReport, DatapathChange, DatapathEntry, VxlanLinkSpec } from '../../../backends/datapath/datapath.js';
 import { describeEntry, entryIdentity } from '../../../backends/datapath/entry-key.js';
@@ -22,18 +22,6 @@ const OWN_SUBNET = '10.1.1.0/24';
 const ERROR = 50;
 const WARN = 40;
 const INFO = 30;
-
-interface LogLine {
-  readonly level: number;
-  readonly msg: string;
-  readonly [field: string]: unknown;
-}
-
-function memoryLog(): { log: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
-  return { log, lines };
-}
 
 /** Peer n: subnet 10.<2 + n/256>.<n%256>.0/24, public IP 172.16.<n/256>.<n%256>, one MAC per n (and per version). */
 const peerNet = (n: number): string => `10.${2 + (n >> 8)}.${n & 0xff}.0/24`;

@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { memoryLog } from '../../helpers/test-log.js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { parseCidr, type IpNet } from '../../../flanneld/ip/cidr.js';
 import { parseIPv4, type IpAddress } from '../../../flanneld/ip/address.js';
@@ -16,18 +16,6 @@ const MARGIN = HOUR;
 const net = (text: string): IpNet => parseCidr(text) as IpNet;
 const PUBLIC_IP = parseIPv4('192.168.1.7') as IpAddress;
 
-interface LogLine {
-  readonly level: number;
-  readonly msg: string;
-  readonly [field: string]: unknown;
-}
-
-/** A pino logger that keeps every line in memory as parsed JSON. */
-function memoryLog(): { log: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
-  return { log, lines };
-}
 const WARN = 40;
 
 /** Lets every queued promise reaction run (one macrotask turn); no wall-clock wait for lease time. */

@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { memoryLog } from '../../../helpers/test-log.js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Network } from '../../../../backends/backend.js';
 import type { DatapathEntry } from '../../../../backends/datapath/datapath.js';
@@ -29,18 +29,6 @@ const V4 = '{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}';
 const DUAL = '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"host-gw"}}';
 const NAT_MESSAGE =
   "your PublicIP differs from interface IP, meaning that probably you're on a NAT, which is not supported by host-gw backend";
-
-interface LogLine {
-  readonly level: number;
-  readonly msg: string;
-  readonly [field: string]: unknown;
-}
-
-function memoryLog(): { log: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
-  return { log, lines };
-}
 
 function peer(n: number, publicIP: string, publicIPv6?: string): Lease {
   return {

@@ -1,4 +1,4 @@
-import { pino, type Logger } from 'pino';
+import { memoryLog } from '../../../helpers/test-log.js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { BackendDeps, Network } from '../../../../backends/backend.js';
 import type { AddressInfo, DatapathEntry, LinkInfo, VxlanLinkSpec } from '../../../../backends/datapath/datapath.js';
@@ -29,18 +29,6 @@ const PUBLIC_V6 = '2001:db8::11';
 const STORED_MAC = '0e:aa:bb:cc:dd:ee';
 const V4 = '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}';
 const DUAL = '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fc00::/48","Backend":{"Type":"vxlan"}}';
-
-interface LogLine {
-  readonly level: number;
-  readonly msg: string;
-  readonly [field: string]: unknown;
-}
-
-function memoryLog(): { log: Logger; lines: LogLine[] } {
-  const lines: LogLine[] = [];
-  const log = pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line) as LogLine) });
-  return { log, lines };
-}
 
 const addressText = (addrs: readonly AddressInfo[]): string[] => addrs.map((a) => formatCidr(a.cidr)).sort();
 const described = (entries: readonly DatapathEntry[]): string[] => entries.map(describeEntry).sort();
