@@ -16,12 +16,17 @@ import type { Clock } from './runtime/clock.js';
 import { ConfigError, FlannelError, LeaseLostError, errorMessage } from './runtime/errors.js';
 import type { Random } from './runtime/random.js';
 import { keepLease } from './subnet/lease-keeper.js';
+import { keepRules } from './traffic/keep-rules.js';
+import { trafficPlan, type TrafficOptions } from './traffic/plans.js';
+import type { TrafficManager } from './traffic/traffic-manager.js';
 import { previousSubnets, renderSubnetEnv } from './subnet/subnet-env.js';
 import type { SubnetManager } from './subnet/subnet-manager.js';
 
-export interface DaemonOptions extends Omit<ExternalInterfaceOptions, 'enableIPv4' | 'enableIPv6'> {
+export interface DaemonOptions extends Omit<ExternalInterfaceOptions, 'enableIPv4' | 'enableIPv6'>, TrafficOptions {
   readonly subnetFile: string;
-  readonly ipMasq: boolean;
+  /** --iptables-resync: traffic-rule check period, also the blackhole-route period. */
+  readonly iptablesResyncMs: number;
+  readonly ipBlackholeRoute: boolean;
   readonly renewMarginMs: number;
   /** Full datapath resync period (--datapath-resync), in ms. */
   readonly datapathResyncMs: number;
@@ -32,6 +37,8 @@ export interface DaemonDeps {
   readonly backends: ReadonlyMap<string, BackendFactory>;
   readonly host: HostView;
   readonly datapath: Datapath;
+  /** Both firewall modes: the one not selected by EnableNFTables is cleaned up at start. */
+  readonly traffic: { readonly iptables: TrafficManager; readonly nftables: TrafficManager };
   readonly clock: Clock;
   readonly random: Random;
   readonly log: Logger;
@@ -88,6 +95,16 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const network = await backend.registerNetwork(config, signal);
   log.info({ subnet: formatSubnetKey(network.lease), mtu: network.mtu }, 'lease acquired');
 
+  // Upstream's order: clean up the other mode, install ours, then write subnet.env (readiness means rules are in).
+  const [rules, other] = config.enableNFTables
+    ? [deps.traffic.nftables, deps.traffic.iptables]
+    : [deps.traffic.iptables, deps.traffic.nftables];
+  const wanted = trafficPlan(config, network.lease, opts);
+  const plan = wanted.fullyRandom && !(await rules.supportsRandomFully(signal)) ? { ...wanted, fullyRandom: false } : wanted;
+  await other.removeAll(signal);
+  await rules.ensure(plan, signal);
+  log.info({ manager: rules.kind, masquerade: plan.masquerade, forward: plan.forward }, 'traffic rules in place');
+
   const envText = renderSubnetEnv({
     ...(config.enableIPv4 && config.network ? { network: config.network } : {}),
     ...(network.lease.subnet ? { subnet: network.lease.subnet } : {}),
@@ -129,9 +146,28 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     if (!phase.signal.aborted) log.error({ err }, 'backend stopped');
     phase.abort(err);
   });
-  await Promise.allSettled([keeper, running]);
+  const keeping = keepRules(plan, { manager: rules, clock: deps.clock, log: log.child({ component: 'traffic' }), periodMs: opts.iptablesResyncMs }, phase.signal);
+  const blackholes = opts.ipBlackholeRoute ? keepBlackholes(deps, network.lease, opts.iptablesResyncMs, phase.signal) : Promise.resolve();
+  await Promise.allSettled([keeper, running, keeping, blackholes]);
   signal.removeEventListener('abort', stopPhase);
   return lost ? { kind: 'lease-lost', message: lost.message } : { kind: 'stopped' };
+}
+
+/** --ip-blackhole-route: keeps a blackhole route for our own subnet(s), re-checked every period. */
+async function keepBlackholes(deps: DaemonDeps, lease: Lease, periodMs: number, signal: AbortSignal): Promise<void> {
+  const subnets = [lease.subnet, lease.ipv6Subnet].filter((n) => n !== undefined);
+  let lastError = '';
+  while (!signal.aborted) {
+    try {
+      for (const subnet of subnets) await deps.datapath.ensureBlackhole(subnet);
+      lastError = '';
+    } catch (err) {
+      if (signal.aborted) return;
+      if (errorMessage(err) !== lastError) deps.log.error({ err: errorMessage(err) }, 'cannot add blackhole route');
+      lastError = errorMessage(err);
+    }
+    await deps.clock.sleep(periodMs, signal).catch(() => undefined);
+  }
 }
 
 /**

@@ -20,6 +20,9 @@ import { createEtcdClient, planEtcdClient } from './subnet/etcd/etcd-client.js';
 import { EtcdLeaseStore } from './subnet/etcd/etcd-lease-store.js';
 import { EtcdSubnetManager } from './subnet/etcd/etcd-subnet-manager.js';
 import { writeFileAtomic } from './subnet/subnet-env.js';
+import { execCommand } from './runtime/exec.js';
+import { IptablesTrafficManager } from './traffic/iptables-manager.js';
+import { NftablesTrafficManager } from './traffic/nftables-manager.js';
 import { readVersion } from './version.js';
 
 async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
@@ -72,6 +75,10 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         backends: builtInBackends,
         host: systemHostView(),
         datapath,
+        traffic: {
+          iptables: new IptablesTrafficManager({ exec: execCommand, log: log.child({ component: 'iptables' }) }),
+          nftables: new NftablesTrafficManager({ exec: execCommand, log: log.child({ component: 'nftables' }) }),
+        },
         clock: systemClock,
         random: mathRandom,
         log: log.child({ component: 'daemon' }),
@@ -81,6 +88,10 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
       {
         subnetFile: options.subnetFile,
         ipMasq: options.ipMasq,
+        ipMasqFullyRandomDisable: options.ipMasqFullyRandomDisable,
+        iptablesForwardRules: options.iptablesForwardRules,
+        iptablesResyncMs: options.iptablesResync * 1000,
+        ipBlackholeRoute: options.ipBlackholeRoute,
         renewMarginMs: options.subnetLeaseRenewMargin * 60_000,
         datapathResyncMs: options.datapathResync * 1000,
         iface: options.iface,

@@ -101,6 +101,8 @@ export interface Datapath {
   /** Many messages per send; failures are reported per change, never thrown mid-batch. */
   apply(changes: readonly DatapathChange[]): Promise<ApplyReport>;
   dump(scope: DatapathScope): Promise<readonly DatapathEntry[]>;
+  /** Adds a blackhole route for `dst` unless a route for it already exists (--ip-blackhole-route). */
+  ensureBlackhole(dst: IpNet): Promise<void>;
   /** Kernel notifications of deletions (any device, any route) until `signal` aborts; callers filter by scope. */
   events(signal: AbortSignal): AsyncIterable<DatapathEvent>;
 }

@@ -4,7 +4,7 @@
  * never switches namespaces itself.
  */
 import { RawNetlinkSocket } from 'netlink';
-import { containsIp, type IpNet } from '../../flanneld/ip/cidr.js';
+import { containsIp, formatCidr, type IpNet } from '../../flanneld/ip/cidr.js';
 import { sameIp, type Family } from '../../flanneld/ip/address.js';
 import { AsyncQueue } from '../../flanneld/runtime/async-queue.js';
 import type {
@@ -20,7 +20,7 @@ import {
 import { createVxlan, decodeLink, deleteLink, getLinkByName, setLinkUp } from './netlink/link.js';
 import { decodeMessages } from './netlink/message.js';
 import { decodeNeighbour, deleteFdb, deleteNeigh, dumpNeighbours, replaceFdb, replaceNeigh } from './netlink/neighbour.js';
-import { decodeRoute, deleteRoute, dumpRoutes, replaceRoute } from './netlink/route.js';
+import { addBlackholeRoute, decodeRoute, deleteRoute, dumpRoutes, replaceRoute } from './netlink/route.js';
 import { NetlinkRequestError, RtnlSocket, type MessageBuilder } from './netlink/socket.js';
 
 const VXLAN_DEFAULT_PORT = 8472;
@@ -80,6 +80,14 @@ export class NetlinkDatapath implements Datapath {
       else if (containsIp(within, a.address)) await this.sock.request(deleteAddress(a), `delete stale address on #${linkIndex}`);
     }
     if (!present) await this.sock.request(addAddress(wanted), `add address on #${linkIndex}`);
+  }
+
+  async ensureBlackhole(dst: IpNet): Promise<void> {
+    try {
+      await this.sock.request(addBlackholeRoute(dst), `add blackhole route ${formatCidr(dst)}`);
+    } catch (err) {
+      if (!(err instanceof NetlinkRequestError && err.errno === 'EEXIST')) throw err;
+    }
   }
 
   async apply(changes: readonly DatapathChange[]): Promise<ApplyReport> {

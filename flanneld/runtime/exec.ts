@@ -32,18 +32,23 @@ export const execCommand: Exec = (argv, opts = {}) =>
       return;
     }
     const child = spawn(cmd, args, {
-      stdio: ['pipe', 'pipe', 'pipe'],
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
       timeout: opts.timeoutMs ?? 30_000,
       ...(opts.signal ? { signal: opts.signal } : {}),
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', (err) => reject(new ExecError(argv, null, err.message, { cause: err })));
     child.on('close', (code) => {
       if (code === 0) resolve({ stdout, stderr });
       else reject(new ExecError(argv, code, stderr));
     });
-    child.stdin.end(opts.input ?? '');
+    if (child.stdin) {
+      // A tool that exits before reading all its input (on a syntax error, say) closes the pipe: its exit code
+      // tells the story, so EPIPE on our side is not an error of its own.
+      child.stdin.on('error', () => undefined);
+      child.stdin.end(opts.input);
+    }
   });

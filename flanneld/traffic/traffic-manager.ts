@@ -28,6 +28,8 @@ export interface TrafficManager {
   ensure(plan: TrafficPlan, signal: AbortSignal): Promise<void>;
   /** True when every rule of the plan is in place, in order (the resync check). */
   matches(plan: TrafficPlan, signal: AbortSignal): Promise<boolean>;
+  /** Whether MASQUERADE can take --random-fully / fully-random on this host (probed once). */
+  supportsRandomFully(signal: AbortSignal): Promise<boolean>;
   /** Removes every chain, table and jump this mode owns (when the other mode takes over). */
   removeAll(signal: AbortSignal): Promise<void>;
 }

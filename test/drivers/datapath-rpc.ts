@@ -33,6 +33,7 @@ async function handle(call: Call): Promise<unknown> {
     case 'addresses':
     case 'ensureAddress':
     case 'apply':
+    case 'ensureBlackhole':
     case 'dump': {
       const fn = (datapath as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[call.method];
       return (await fn?.apply(datapath, call.args)) ?? null;

@@ -6,7 +6,7 @@
  * echoed, so a reconciler test sees exactly the disturbances it set up.
  */
 import { sameIp } from '../../flanneld/ip/address.js';
-import { containsIp, sameNet, type IpNet } from '../../flanneld/ip/cidr.js';
+import { containsIp, formatCidr, sameNet, type IpNet } from '../../flanneld/ip/cidr.js';
 import { AsyncQueue } from '../../flanneld/runtime/async-queue.js';
 import { FlannelError } from '../../flanneld/runtime/errors.js';
 import type {
@@ -213,6 +213,14 @@ export class FakeDatapath implements Datapath {
       }
     }
     return { applied: changes.length - failures.length, failures };
+  }
+
+  /** Subnets given a blackhole route, in call order (the fake has no route types). */
+  readonly blackholes: string[] = [];
+
+  async ensureBlackhole(dst: IpNet): Promise<void> {
+    const text = formatCidr(dst);
+    if (!this.blackholes.includes(text)) this.blackholes.push(text);
   }
 
   async dump(scope: DatapathScope): Promise<readonly DatapathEntry[]> {

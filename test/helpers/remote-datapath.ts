@@ -50,6 +50,7 @@ export async function startRemoteDatapath(netns: string): Promise<RemoteDatapath
     addresses: (index) => call('addresses', index),
     ensureAddress: (index, wanted, within) => call('ensureAddress', index, wanted, within),
     apply: (changes) => call('apply', changes),
+    ensureBlackhole: (dst) => call('ensureBlackhole', dst),
     dump: (scope) => call('dump', scope),
     events() {
       void call('events');

@@ -122,6 +122,15 @@ describe('NetlinkDatapath in a namespace', () => {
     expect(cleanup.failures).toEqual([]);
   });
 
+  it('adds a blackhole route once, and never over an existing route for the subnet', async () => {
+    await dp.ensureBlackhole(net('10.244.99.0/24'));
+    await dp.ensureBlackhole(net('10.244.99.0/24'));
+    expect((await ns.ip('route', 'show', 'type', 'blackhole')).trim()).toBe('blackhole 10.244.99.0/24');
+    await ns.ip('route', 'add', '10.244.98.0/24', 'dev', 'eth0');
+    await dp.ensureBlackhole(net('10.244.98.0/24'));
+    expect((await ns.ip('route', 'show', '10.244.98.0/24')).trim()).toBe('10.244.98.0/24 dev eth0 scope link');
+  });
+
   it('notifies deletions made behind its back', async () => {
     const idx = (await dp.link('flannel.1'))!.index;
     const scope: DatapathScope = { routeNetworks: [net('10.244.0.0/16')], excludeRoutes: [], neighLinks: [idx] };

@@ -13,6 +13,7 @@ import { seededRandom } from '../../flanneld/runtime/random.js';
 import type { LeaseRequest } from '../../flanneld/subnet/subnet-manager.js';
 import { FakeSubnetManager } from '../helpers/fake-subnet-manager.js';
 import { FakeDatapath } from '../helpers/fake-datapath.js';
+import { FakeTrafficManager } from '../helpers/fake-traffic-manager.js';
 import { ManualClock } from '../helpers/manual-clock.js';
 
 const HOUR = 3_600_000;
@@ -59,7 +60,13 @@ function setup(files: Record<string, string> = {}) {
     expiresAt: clock.now() + TTL,
   });
   let writeFails = false;
-  const opts: DaemonOptions = { subnetFile: SUBNET_FILE, ipMasq: true, renewMarginMs: HOUR, datapathResyncMs: 60_000, iface: [], ifaceRegex: [] };
+  const opts: DaemonOptions = {
+    subnetFile: SUBNET_FILE, ipMasq: true, ipMasqFullyRandomDisable: false, iptablesForwardRules: true,
+    // The rules check is parked far beyond every renewal, so the keeper's timer is always the next one.
+    iptablesResyncMs: 30 * 24 * HOUR, ipBlackholeRoute: false, renewMarginMs: HOUR, datapathResyncMs: 60_000, iface: [], ifaceRegex: [],
+  };
+  const traffic = { iptables: new FakeTrafficManager('iptables'), nftables: new FakeTrafficManager('nftables') };
+  const datapath = new FakeDatapath();
   let result: DaemonResult | { error: unknown } | undefined;
   const start = (overrides: Partial<DaemonOptions> = {}): Promise<void> =>
     runDaemon(
@@ -67,7 +74,8 @@ function setup(files: Record<string, string> = {}) {
         subnets,
         backends: builtInBackends,
         host: fakeHost(),
-        datapath: new FakeDatapath(),
+        datapath,
+        traffic,
         clock,
         random: seededRandom(42),
         log,
@@ -93,14 +101,16 @@ function setup(files: Record<string, string> = {}) {
         result = { error };
       },
     );
-  /** Waits for the daemon to sleep on the clock, then moves time to wake it; returns how long it slept. */
+  /** Waits for the daemon to sleep on the clock, then moves time to wake the earliest sleeper; returns how long it slept. */
   const wakeNextSleeper = async (): Promise<number> => {
-    await vi.waitFor(() => expect(clock.pending).toBe(1));
+    await vi.waitFor(() => expect(clock.pending).toBeGreaterThanOrEqual(1));
     const delay = (clock.nextDeadline() as number) - clock.now();
     clock.advance(delay);
     return delay;
   };
   return {
+    traffic,
+    datapath,
     clock,
     subnets,
     lines,
@@ -273,7 +283,7 @@ describe('runDaemon', () => {
     d.subnets.acquire.otherwise(d.grant);
     const running = d.start();
     await vi.waitFor(() => expect(d.events).toEqual([`write ${SUBNET_FILE}`]));
-    await vi.waitFor(() => expect(d.clock.pending).toBe(1)); // the lease keeper's renewal timer
+    await vi.waitFor(() => expect(d.clock.pending).toBe(2)); // the lease keeper's renewal timer and the rules check
     expect(d.ready).toEqual([]);
     expect(warnings(d.lines).at(-1)).toMatchObject({ msg: 'failed to write subnet file', file: SUBNET_FILE });
     expect(d.result()).toBeUndefined();
@@ -291,7 +301,7 @@ describe('runDaemon', () => {
     await vi.waitFor(() => expect(d.ready).toHaveLength(1));
     expect(await d.wakeNextSleeper()).toBe(TTL - HOUR);
     await vi.waitFor(() => expect(d.subnets.callsTo('renewLease')).toHaveLength(1));
-    await vi.waitFor(() => expect(d.clock.pending).toBe(1));
+    await vi.waitFor(() => expect(d.clock.pending).toBe(2));
     expect(d.result()).toBeUndefined();
     d.abort.abort();
     await running;
@@ -303,7 +313,7 @@ describe('runDaemon', () => {
     d.subnets.acquire.otherwise(d.grant);
     const running = d.start();
     await vi.waitFor(() => expect(d.ready).toHaveLength(1));
-    await vi.waitFor(() => expect(d.clock.pending).toBe(1));
+    await vi.waitFor(() => expect(d.clock.pending).toBe(2));
     await settle();
     expect(d.result()).toBeUndefined();
 
@@ -352,6 +362,36 @@ describe('runDaemon', () => {
     expect(d.result()).toMatchObject({ error: { name: 'AbortError' } });
     expect(d.subnets.callsTo('acquireLease')).toEqual([]);
     expect(d.disk.size).toBe(0);
+  });
+
+  it('cleans up the other firewall mode, installs its rules before subnet.env, and repairs them on the resync', async () => {
+    const d = setup();
+    d.subnets.config.then(V4_CONFIG);
+    d.subnets.acquire.otherwise(d.grant);
+    const running = d.start({ iptablesResyncMs: 5000 });
+    await vi.waitFor(() => expect(d.ready).toHaveLength(1));
+    expect(d.traffic.nftables.calls).toEqual(['removeAll']);
+    expect(d.traffic.iptables.calls).toEqual(['ensure']);
+    expect(d.traffic.iptables.installed).toMatchObject({ masquerade: true, forward: true, fullyRandom: true });
+    expect(d.traffic.iptables.installed?.families.map((f) => [formatCidr(f.clusterCidr), formatCidr(f.podCidr)])).toEqual([
+      ['10.244.0.0/16', '10.244.3.0/24'],
+    ]);
+    d.traffic.iptables.wipe();
+    expect(await d.wakeNextSleeper()).toBe(5000);
+    await vi.waitFor(() => expect(d.traffic.iptables.calls).toEqual(['ensure', 'matches', 'ensure']));
+    expect(warnings(d.lines).at(-1)).toMatchObject({ msg: 'Some traffic rules are missing; deleting and recreating rules' });
+    d.abort.abort();
+    await running;
+  });
+
+  it('keeps a blackhole route for its subnet with --ip-blackhole-route', async () => {
+    const d = setup();
+    d.subnets.config.then(V4_CONFIG);
+    d.subnets.acquire.otherwise(d.grant);
+    const running = d.start({ ipBlackholeRoute: true });
+    await vi.waitFor(() => expect(d.datapath.blackholes).toEqual(['10.244.3.0/24']));
+    d.abort.abort();
+    await running;
   });
 
   it('rejects a backend type it does not have, naming the known ones', async () => {

@@ -62,6 +62,7 @@ export const RTPROT_BOOT = 3;
 export const RT_SCOPE_UNIVERSE = 0;
 export const RT_SCOPE_LINK = 253;
 export const RTN_UNICAST = 1;
+export const RTN_BLACKHOLE = 6;
 export const RTNH_F_ONLINK = 0x4;
 
 export const NDA_DST = 1;

@@ -1,10 +1,10 @@
 /** RTM_*ROUTE for main-table unicast routes: dst, optional gateway and device, onlink flag. */
-import { ipNet } from '../../../flanneld/ip/cidr.js';
+import { ipNet, type IpNet } from '../../../flanneld/ip/cidr.js';
 import type { Family } from '../../../flanneld/ip/address.js';
 import type { DatapathEntry } from '../datapath.js';
 import {
-  NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST, RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_TABLE,
-  RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_BOOT, RT_SCOPE_UNIVERSE,
+  NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST, RTA_DST, RTA_GATEWAY, RTA_OIF, RTA_TABLE,
+  RTM_DELROUTE, RTM_GETROUTE, RTM_NEWROUTE, RTN_BLACKHOLE, RTN_UNICAST, RTNH_F_ONLINK, RTPROT_BOOT, RT_SCOPE_UNIVERSE,
   RT_TABLE_MAIN,
 } from './constants.js';
 import { afOf, ipBytes, ipFromBytes } from './family.js';
@@ -35,6 +35,13 @@ export const replaceRoute = (r: RouteEntry) => (seq: number): Buffer => {
   const fixed = rtmsg(afOf(r.dst.family), r.dst.prefixLen, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_UNICAST, r.onlink ? RTNH_F_ONLINK : 0);
   return encodeMessage(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_REPLACE, seq, fixed, attrs);
 };
+
+/** Adds only: an existing route for the subnet (the cni0 bridge's) must win, so EEXIST is the quiet outcome. */
+export const addBlackholeRoute = (dst: IpNet) => (seq: number): Buffer =>
+  encodeMessage(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, seq, rtmsg(afOf(dst.family), dst.prefixLen, RTPROT_BOOT, RT_SCOPE_UNIVERSE, RTN_BLACKHOLE, 0), [
+    { type: RTA_TABLE, value: u32(RT_TABLE_MAIN) },
+    { type: RTA_DST, value: ipBytes({ family: dst.family, value: dst.ip }) },
+  ]);
 
 /** Deletes by destination only, whatever the gateway or device, as `ip route del <dst>` does. */
 export const deleteRoute = (r: RouteEntry) => (seq: number): Buffer =>

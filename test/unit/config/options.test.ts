@@ -353,7 +353,7 @@ describe('help text', () => {
   });
 
   it('marks the options that are not active yet, and only those', () => {
-    expect(lineOf('ip-masq')).toContain('(not yet active)');
+    expect(lineOf('ip-masq')).not.toContain('(not yet active)');
     expect(lineOf('kube-subnet-mgr')).toContain('(not yet active)');
     expect(lineOf('etcd-endpoints')).not.toContain('(not yet active)');
     expect(lineOf('public-ip')).not.toContain('(not yet active)');
