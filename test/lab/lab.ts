@@ -115,7 +115,7 @@ async function up(opts: LabOptions): Promise<void> {
     mkdirSync(hostDir, { recursive: true });
     state.pids[`h${i}`] = {
       identity: FLANNELD,
-      pid: startDetached(host.name, [FLANNELD, `--etcd-endpoints=${endpoint}`,
+      pid: startDetached(host.name, [FLANNELD, `--etcd-endpoints=${endpoint}`, '--ip-masq',
         `--subnet-file=${join(hostDir, 'subnet.env')}`], join(hostDir, 'flanneld.log')),
     };
     save();
