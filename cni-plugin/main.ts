@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+/**
+ * The `flannel` CNI plugin's entry: CNI_* env and the config on stdin in, a result or a CNI error object on stdout.
+ * Nothing is printed to stderr on success, and nothing beyond the plugin's own small modules is loaded (no logger,
+ * no etcd or Kubernetes client), so a pod start pays for little more than Node itself.
+ */
+import { readFileSync } from 'node:fs';
+import { parseNetConf } from './netconf.js';
+import { CniCode, CniError, isSupportedVersion, LATEST_VERSION, parseCniEnv, SUPPORTED_VERSIONS } from './protocol.js';
+import { cmdAdd } from './verbs/add.js';
+import { cmdCheck } from './verbs/check.js';
+import { cmdDel } from './verbs/del.js';
+import { cmdGc } from './verbs/gc.js';
+import { cmdStatus } from './verbs/status.js';
+
+async function main(): Promise<number> {
+  let cniVersion = LATEST_VERSION;
+  try {
+    const env = parseCniEnv(process.env);
+    const stdin = readStdin();
+    if (env.command === 'VERSION') {
+      const asked = /"cniVersion"\s*:\s*"([^"]*)"/.exec(stdin)?.[1];
+      process.stdout.write(JSON.stringify({ cniVersion: asked || LATEST_VERSION, supportedVersions: SUPPORTED_VERSIONS }));
+      return 0;
+    }
+    const versionHint = /"cniVersion"\s*:\s*"([^"]*)"/.exec(stdin)?.[1];
+    if (versionHint && isSupportedVersion(versionHint)) cniVersion = versionHint;
+    const conf = parseNetConf(stdin);
+    switch (env.command) {
+      case 'ADD':
+        process.stdout.write(JSON.stringify(await cmdAdd(env, conf)));
+        return 0;
+      case 'DEL':
+        await cmdDel(env, conf);
+        return 0;
+      case 'CHECK':
+        await cmdCheck(env, conf);
+        return 0;
+      case 'STATUS':
+        await cmdStatus(env, conf);
+        return 0;
+      case 'GC':
+        await cmdGc(env, conf);
+        return 0;
+    }
+  } catch (err) {
+    const error = err instanceof CniError ? err : new CniError(CniCode.Internal, err instanceof Error ? err.message : String(err));
+    process.stdout.write(error.toJson(cniVersion));
+    return 1;
+  }
+}
+
+function readStdin(): string {
+  try {
+    return readFileSync(0, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  () => {
+    process.exitCode = 1;
+  },
+);

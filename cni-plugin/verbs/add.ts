@@ -1,0 +1,30 @@
+/** ADD: render the delegate config, save it (so DEL can undo exactly this), run the delegate, convert its result. */
+import type { CniEnv } from '../protocol.js';
+import { CniCode, CniError } from '../protocol.js';
+import type { FlannelNetConf, JsonObject } from '../netconf.js';
+import { delegateTarget } from '../delegate-conf.js';
+import { runPlugin } from '../delegate.js';
+import { checkDelegate, renderDelegate, stableStringify } from '../render-delegate.js';
+import { convertResult } from '../result-convert.js';
+import { removeScratch, saveScratch } from '../scratch-store.js';
+import { loadSubnetFile } from '../subnet-file.js';
+
+export async function cmdAdd(env: CniEnv, conf: FlannelNetConf): Promise<JsonObject> {
+  checkDelegate(conf.delegate);
+  const subnets = await loadSubnetFile(conf.subnetFile);
+  const target = await delegateTarget(conf, env.path);
+  const text = stableStringify(renderDelegate(conf, subnets, target.version));
+  await saveScratch(conf.dataDir, env.containerId, env.ifname, text);
+  try {
+    const { output } = await runPlugin(target.path, { ...env.raw, CNI_COMMAND: 'ADD' }, text);
+    if (!output) throw new CniError(CniCode.Internal, 'the delegate returned no result');
+    return convertResult(output, conf.cniVersion);
+  } catch (err) {
+    // SPEC §4: a failed delegate ADD is followed by its DEL, so nothing half-made (an address, a veth) stays.
+    await runPlugin(target.path, { ...env.raw, CNI_COMMAND: 'DEL' }, text)
+      .then(() => removeScratch(conf.dataDir, env.containerId))
+      .catch(() => undefined);
+    if (err instanceof CniError) throw new CniError(err.code, `failed to delegate add: ${err.message}`, err.details);
+    throw err;
+  }
+}

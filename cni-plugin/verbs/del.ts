@@ -1,0 +1,68 @@
+/**
+ * DEL: undo ADD with the saved delegate config; without one (wiped data dir, ADD that died mid-way), rebuild it
+ * from stdin plus subnet.env, or from prevResult, and still run the delegate's DEL so host-local frees the
+ * address (upstream returns at once and leaks it). The saved config is removed only after the delegate
+ * succeeded, so a failed DEL can be retried.
+ */
+import { parseCidr, type IpNet } from '../../flanneld/ip/cidr.js';
+import { findPlugin, runPlugin } from '../delegate.js';
+import { delegateTarget } from '../delegate-conf.js';
+import { isObject, type FlannelNetConf } from '../netconf.js';
+import { CniError, type CniEnv } from '../protocol.js';
+import { renderDelegate, stableStringify } from '../render-delegate.js';
+import { loadScratch, removeScratch } from '../scratch-store.js';
+import { loadSubnetFile, type FlannelSubnetEnv } from '../subnet-file.js';
+
+export async function cmdDel(env: CniEnv, conf: FlannelNetConf): Promise<void> {
+  const saved = await loadScratch(conf.dataDir, env.containerId);
+  const savedConf = saved !== undefined ? parseSaved(saved) : undefined;
+  let text: string;
+  let pluginPath: string;
+  if (savedConf) {
+    text = saved as string;
+    pluginPath = await findPlugin(typeof savedConf['type'] === 'string' ? savedConf['type'] : 'bridge', env.path);
+  } else {
+    const subnets = await rebuildSubnets(conf);
+    if (!subnets) {
+      // Nothing tells us what ADD made: nothing is left to undo as far as anyone can know.
+      await removeScratch(conf.dataDir, env.containerId);
+      return;
+    }
+    const target = await delegateTarget(conf, env.path);
+    text = stableStringify(renderDelegate(conf, subnets, target.version));
+    pluginPath = target.path;
+  }
+  try {
+    await runPlugin(pluginPath, { ...env.raw, CNI_COMMAND: 'DEL' }, text);
+  } catch (err) {
+    if (err instanceof CniError) throw new CniError(err.code, `failed to delegate del: ${err.message}`, err.details);
+    throw err;
+  }
+  await removeScratch(conf.dataDir, env.containerId);
+}
+
+function parseSaved(text: string): Record<string, unknown> | undefined {
+  try {
+    const doc: unknown = JSON.parse(text);
+    return isObject(doc) ? doc : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** subnet.env when it is there; else the subnets of the addresses in prevResult; else nothing. */
+async function rebuildSubnets(conf: FlannelNetConf): Promise<FlannelSubnetEnv | undefined> {
+  try {
+    return await loadSubnetFile(conf.subnetFile);
+  } catch {
+    const ips = conf.prevResult?.['ips'];
+    if (!Array.isArray(ips)) return undefined;
+    const nets = ips
+      .map((ip) => (isObject(ip) && typeof ip['address'] === 'string' ? parseCidr(ip['address']) : undefined))
+      .filter((n): n is IpNet => n !== undefined);
+    const v4 = nets.find((n) => n.family === 4);
+    const v6 = nets.find((n) => n.family === 6);
+    if (!v4 && !v6) return undefined;
+    return { networks: [], ipv6Networks: [], ...(v4 ? { subnet: v4 } : {}), ...(v6 ? { ipv6Subnet: v6 } : {}), mtu: 1500, ipMasq: false };
+  }
+}
