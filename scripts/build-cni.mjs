@@ -7,7 +7,7 @@
 // CJS by default. Any bundling error fails the build (exit 1). Until the plugin source exists the step is skipped.
 // Options for trying the build on another entry: --entry <file.ts> --outdir <dir>.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -53,7 +53,8 @@ try {
     platform: 'node',
     target: 'node20',
     format: 'cjs',
-    banner: { js: '#!/usr/bin/env node' },
+    // esbuild keeps the entry's own hashbang; a second one from the banner would be a syntax error.
+    ...(readFileSync(entry, 'utf8').startsWith('#!') ? {} : { banner: { js: '#!/usr/bin/env node' } }),
     minify: false,
     sourcemap: false,
     legalComments: 'none',
@@ -67,6 +68,8 @@ try {
   fail(`bundling ${entry}`, errors.length ? undefined : err);
 }
 chmodSync(bundle, 0o755);
+if (!readFileSync(bundle, 'utf8').startsWith('#!/usr/bin/env node\n')) fail(`${bundle} does not start with a node shebang`);
+smokeTest(bundle);
 process.stderr.write(`build-cni: ${bundle} (${Date.now() - started} ms)\n`);
 
 if (wantSea) {
@@ -89,13 +92,26 @@ if (wantSea) {
     rmSync(blob, { force: true });
     rmSync(config, { force: true });
   }
-  // The injected binary must answer VERSION by itself, or the SEA is broken (wrong Node build, bad fuse).
-  try {
-    const out = execFileSync(seaBinary, [], { env: { CNI_COMMAND: 'VERSION' }, input: '{"cniVersion":"1.0.0"}', stdio: ['pipe', 'pipe', 'pipe'], timeout: 10_000 });
-    JSON.parse(out.toString());
-  } catch (err) {
-    const stdout = err && typeof err === 'object' && 'stdout' in err ? String(err.stdout) : '';
-    fail(`smoke test of ${seaBinary} (CNI_COMMAND=VERSION)${stdout ? `; stdout: ${stdout.trim()}` : ''}`, err);
-  }
+  // Without node on PATH: the SEA must stand alone (a wrong Node build or a bad fuse shows up here).
+  smokeTest(seaBinary, '/nonexistent');
   process.stderr.write(`build-cni: ${seaBinary} (${Date.now() - seaStarted} ms)\n`);
+}
+
+/** The built form must run and answer VERSION with supportedVersions, or the build fails. */
+function smokeTest(executable, pathEnv = `${dirname(process.execPath)}:/usr/bin:/bin`) {
+  let out = '';
+  try {
+    out = execFileSync(executable, [], {
+      env: { PATH: pathEnv, CNI_COMMAND: 'VERSION' },
+      input: '{"cniVersion":"1.0.0"}',
+      stdio: ['pipe', 'pipe', 'pipe'],
+      timeout: 10_000,
+    }).toString();
+    const answer = JSON.parse(out);
+    if (!Array.isArray(answer.supportedVersions)) throw new Error('no supportedVersions in the answer');
+  } catch (err) {
+    const stdout = out || (err && typeof err === 'object' && 'stdout' in err ? String(err.stdout).trim() : '');
+    const stderr = err && typeof err === 'object' && 'stderr' in err ? String(err.stderr).trim() : '';
+    fail(`smoke test of ${executable} (CNI_COMMAND=VERSION)${stdout ? `; stdout: ${stdout}` : ''}${stderr ? `; stderr: ${stderr}` : ''}`, err);
+  }
 }

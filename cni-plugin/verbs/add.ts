@@ -6,14 +6,20 @@ import { delegateTarget } from '../delegate-conf.js';
 import { runPlugin } from '../delegate.js';
 import { checkDelegate, renderDelegate, stableStringify } from '../render-delegate.js';
 import { convertResult } from '../result-convert.js';
-import { removeScratch, saveScratch } from '../scratch-store.js';
+import { loadScratch, removeScratch, saveScratch } from '../scratch-store.js';
 import { loadSubnetFile } from '../subnet-file.js';
 
 export async function cmdAdd(env: CniEnv, conf: FlannelNetConf): Promise<JsonObject> {
   checkDelegate(conf.delegate);
   const subnets = await loadSubnetFile(conf.subnetFile);
+  // Validate the whole config before anything touches the host (the version lookup writes its cache).
+  const rendered = renderDelegate(conf, subnets, '');
+  if ((await loadScratch(conf.dataDir, env.containerId)) !== undefined) {
+    // A second ADD must not roll back (DEL) the attachment that already works.
+    throw new CniError(CniCode.InvalidConfig, `container ${env.containerId} already has a flannel attachment; DEL it before adding again`);
+  }
   const target = await delegateTarget(conf, env.path);
-  const text = stableStringify(renderDelegate(conf, subnets, target.version));
+  const text = stableStringify({ ...rendered, cniVersion: target.version });
   await saveScratch(conf.dataDir, env.containerId, env.ifname, text);
   try {
     const { output } = await runPlugin(target.path, { ...env.raw, CNI_COMMAND: 'ADD' }, text);

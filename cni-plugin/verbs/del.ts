@@ -63,6 +63,8 @@ async function rebuildSubnets(conf: FlannelNetConf): Promise<FlannelSubnetEnv | 
     const v4 = nets.find((n) => n.family === 4);
     const v6 = nets.find((n) => n.family === 6);
     if (!v4 && !v6) return undefined;
-    return { networks: [], ipv6Networks: [], ...(v4 ? { subnet: v4 } : {}), ...(v6 ? { ipv6Subnet: v6 } : {}), mtu: 1500, ipMasq: false };
+    // ipMasq true renders the delegate without ipMasq: with nothing saved we cannot know whether bridge made a
+    // masquerade rule, and asking it to remove one that never existed fails every retry.
+    return { networks: [], ipv6Networks: [], ...(v4 ? { subnet: v4 } : {}), ...(v6 ? { ipv6Subnet: v6 } : {}), mtu: 1500, ipMasq: true };
   }
 }
