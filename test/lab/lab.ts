@@ -6,7 +6,7 @@
  * the lab's state dir, so `down` stops exactly what `up` started, also after a crash.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Netns, sh } from '../helpers/netns.js';
@@ -127,34 +127,50 @@ async function up(opts: LabOptions): Promise<void> {
   }
   done();
   if (opts.pods > 0 && opts.backend !== 'alloc') {
-    done = step(`${opts.pods} pod(s) per host`);
+    done = step(`${opts.pods} pod(s) per host through 10-flannel.conflist (flannel -> bridge + host-local, portmap)`);
     for (let i = 1; i <= opts.hosts; i++) await addPods(opts, i);
     done();
   }
   await status(opts);
 }
 
-/** Pods as namespaces on a cni0 bridge in the host's subnet (made with iproute2 until the CNI plugin lands). */
+/**
+ * Pods through the real CNI path, as a container runtime makes them: manifests/10-flannel.conflist, our `flannel`
+ * plugin, then Debian's bridge + host-local (and portmap), each run inside the host's namespace with the CNI_*
+ * environment and the conflist entry on stdin. Only the file locations are pointed into the lab's state dir.
+ */
 async function addPods(opts: LabOptions, hostIndex: number): Promise<void> {
-  const host = new Netns(nsName(opts.id, `h${hostIndex}`));
-  const env = readFileSync(join(stateDir(opts.id), `h${hostIndex}`, 'subnet.env'), 'utf8');
-  const m = /^FLANNEL_SUBNET=(\d+\.\d+\.\d+)\.1\/(\d+)$/m.exec(env);
-  const mtu = /^FLANNEL_MTU=(\d+)$/m.exec(env)?.[1] ?? '1500';
-  if (!m) throw new Error(`h${hostIndex}: FLANNEL_SUBNET missing from subnet.env`);
-  const [prefix, len] = [m[1] as string, m[2] as string];
-  await host.ip('link', 'add', 'cni0', 'type', 'bridge');
-  await host.ip('addr', 'add', `${prefix}.1/${len}`, 'dev', 'cni0');
-  await host.ip('link', 'set', 'cni0', 'up');
-  await host.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  const dir = stateDir(opts.id);
+  const hostDir = join(dir, `h${hostIndex}`);
+  const bin = join(dir, 'cni-bin');
+  if (!existsSync(bin)) {
+    mkdirSync(bin, { recursive: true });
+    symlinkSync(join(ROOT, 'dist/cni/flannel'), join(bin, 'flannel'));
+    for (const p of ['bridge', 'host-local', 'portmap', 'loopback']) symlinkSync(`/usr/lib/cni/${p}`, join(bin, p));
+  }
+  const conflist = JSON.parse(readFileSync(join(ROOT, 'manifests/10-flannel.conflist'), 'utf8')) as {
+    name: string;
+    cniVersion: string;
+    plugins: Record<string, unknown>[];
+  };
+  const host = nsName(opts.id, `h${hostIndex}`);
+  await new Netns(host).exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
   for (let p = 1; p <= opts.pods; p++) {
-    const pod = new Netns(nsName(opts.id, `h${hostIndex}-p${p}`));
-    await sh('ip', ['netns', 'add', pod.name]);
-    await pod.ip('link', 'set', 'lo', 'up');
-    await host.ip('link', 'add', `veth${p}`, 'mtu', mtu, 'type', 'veth', 'peer', 'name', 'eth0', 'mtu', mtu, 'netns', pod.name);
-    await host.ip('link', 'set', `veth${p}`, 'master', 'cni0', 'up');
-    await pod.ip('addr', 'add', `${prefix}.${p + 1}/${len}`, 'dev', 'eth0');
-    await pod.ip('link', 'set', 'eth0', 'up');
-    await pod.ip('route', 'add', 'default', 'via', `${prefix}.1`);
+    const pod = nsName(opts.id, `h${hostIndex}-p${p}`);
+    await sh('ip', ['netns', 'add', pod]);
+    await new Netns(pod).ip('link', 'set', 'lo', 'up');
+    let prevResult: unknown;
+    for (const plugin of conflist.plugins) {
+      const conf: Record<string, unknown> = { cniVersion: conflist.cniVersion, name: conflist.name, ...plugin };
+      if (plugin['type'] === 'flannel') {
+        Object.assign(conf, { subnetFile: join(hostDir, 'subnet.env'), dataDir: join(hostDir, 'cni-data'), ipam: { dataDir: join(hostDir, 'ipam') } });
+      }
+      if (plugin['capabilities']) conf['runtimeConfig'] = { portMappings: [] };
+      if (prevResult) conf['prevResult'] = prevResult;
+      const out = await sh('ip', ['netns', 'exec', host, 'env', 'CNI_COMMAND=ADD', `CNI_CONTAINERID=${pod}`,
+        `CNI_NETNS=/var/run/netns/${pod}`, 'CNI_IFNAME=eth0', `CNI_PATH=${bin}`, join(bin, String(plugin['type']))], JSON.stringify(conf));
+      prevResult = JSON.parse(out);
+    }
   }
 }
 
