@@ -1,6 +1,6 @@
 /** The delegate's binary and the spec version to speak with it, shared by every verb. */
 import { findPlugin, delegateVersions } from './delegate.js';
-import type { FlannelNetConf } from './netconf.js';
+import { isObject, type FlannelNetConf, type JsonObject } from './netconf.js';
 import { CniCode, CniError, compareVersions } from './protocol.js';
 import { delegateType } from './render-delegate.js';
 
@@ -24,4 +24,19 @@ export async function delegateTarget(conf: FlannelNetConf, cniPath: readonly str
     );
   }
   return { path, version, supports };
+}
+
+/** A saved delegate config (dataDir/<containerID>), or undefined when it is not a JSON object. */
+export function parseSavedDelegate(text: string): JsonObject | undefined {
+  try {
+    const doc: unknown = JSON.parse(text);
+    return isObject(doc) ? doc : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The plugin a saved delegate config names (bridge when it names none). */
+export function savedDelegatePath(saved: JsonObject, cniPath: readonly string[]): Promise<string> {
+  return findPlugin(typeof saved['type'] === 'string' ? saved['type'] : 'bridge', cniPath);
 }

@@ -18,13 +18,13 @@ async function main(): Promise<number> {
   try {
     const env = parseCniEnv(process.env);
     const stdin = readStdin();
+    // Read before full parsing, so even a config that fails to parse gets its error in the version it asked for.
+    const asked = /"cniVersion"\s*:\s*"([^"]*)"/.exec(stdin)?.[1];
     if (env.command === 'VERSION') {
-      const asked = /"cniVersion"\s*:\s*"([^"]*)"/.exec(stdin)?.[1];
       process.stdout.write(JSON.stringify({ cniVersion: asked || LATEST_VERSION, supportedVersions: SUPPORTED_VERSIONS }));
       return 0;
     }
-    const versionHint = /"cniVersion"\s*:\s*"([^"]*)"/.exec(stdin)?.[1];
-    if (versionHint && isSupportedVersion(versionHint)) cniVersion = versionHint;
+    if (asked && isSupportedVersion(asked)) cniVersion = asked;
     const conf = parseNetConf(stdin);
     switch (env.command) {
       case 'ADD':

@@ -5,7 +5,8 @@
  */
 import { containsIp, formatCidr, parseCidr } from '../../flanneld/ip/cidr.js';
 import { parseIp } from '../../flanneld/ip/address.js';
-import { findPlugin, runPlugin } from '../delegate.js';
+import { runPlugin } from '../delegate.js';
+import { parseSavedDelegate, savedDelegatePath } from '../delegate-conf.js';
 import { isObject, type FlannelNetConf, type JsonObject } from '../netconf.js';
 import { CniCode, CniError, compareVersions, type CniEnv } from '../protocol.js';
 import { convertResult } from '../result-convert.js';
@@ -33,10 +34,10 @@ export async function cmdCheck(env: CniEnv, conf: FlannelNetConf): Promise<void>
   }
   const saved = await loadScratch(conf.dataDir, env.containerId);
   if (saved === undefined) throw new CniError(CniCode.UnknownContainer, `no saved flannel config for container ${env.containerId}`);
-  const delegateConf: unknown = JSON.parse(saved);
-  if (!isObject(delegateConf)) throw new CniError(CniCode.DecodeFailure, `saved flannel config for container ${env.containerId} is not a JSON object`);
+  const delegateConf = parseSavedDelegate(saved);
+  if (!delegateConf) throw new CniError(CniCode.DecodeFailure, `saved flannel config for container ${env.containerId} is not a JSON object`);
   const version = typeof delegateConf['cniVersion'] === 'string' ? delegateConf['cniVersion'] : conf.cniVersion;
-  const pluginPath = await findPlugin(typeof delegateConf['type'] === 'string' ? delegateConf['type'] : 'bridge', env.path);
+  const pluginPath = await savedDelegatePath(delegateConf, env.path);
   const withPrev = { ...delegateConf, prevResult: convertResult(withRouteGateways(prev), version) };
   try {
     await runPlugin(pluginPath, { ...env.raw, CNI_COMMAND: 'CHECK' }, stableStringify(withPrev));

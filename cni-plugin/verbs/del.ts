@@ -5,8 +5,8 @@
  * succeeded, so a failed DEL can be retried.
  */
 import { parseCidr, type IpNet } from '../../flanneld/ip/cidr.js';
-import { findPlugin, runPlugin } from '../delegate.js';
-import { delegateTarget } from '../delegate-conf.js';
+import { runPlugin } from '../delegate.js';
+import { delegateTarget, parseSavedDelegate, savedDelegatePath } from '../delegate-conf.js';
 import { isObject, type FlannelNetConf } from '../netconf.js';
 import { CniError, type CniEnv } from '../protocol.js';
 import { renderDelegate, stableStringify } from '../render-delegate.js';
@@ -15,12 +15,12 @@ import { loadSubnetFile, type FlannelSubnetEnv } from '../subnet-file.js';
 
 export async function cmdDel(env: CniEnv, conf: FlannelNetConf): Promise<void> {
   const saved = await loadScratch(conf.dataDir, env.containerId);
-  const savedConf = saved !== undefined ? parseSaved(saved) : undefined;
+  const savedConf = saved !== undefined ? parseSavedDelegate(saved) : undefined;
   let text: string;
   let pluginPath: string;
   if (savedConf) {
     text = saved as string;
-    pluginPath = await findPlugin(typeof savedConf['type'] === 'string' ? savedConf['type'] : 'bridge', env.path);
+    pluginPath = await savedDelegatePath(savedConf, env.path);
   } else {
     const subnets = await rebuildSubnets(conf);
     if (!subnets) {
@@ -41,14 +41,6 @@ export async function cmdDel(env: CniEnv, conf: FlannelNetConf): Promise<void> {
   await removeScratch(conf.dataDir, env.containerId);
 }
 
-function parseSaved(text: string): Record<string, unknown> | undefined {
-  try {
-    const doc: unknown = JSON.parse(text);
-    return isObject(doc) ? doc : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** subnet.env when it is there; else the subnets of the addresses in prevResult; else nothing. */
 async function rebuildSubnets(conf: FlannelNetConf): Promise<FlannelSubnetEnv | undefined> {

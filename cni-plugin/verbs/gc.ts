@@ -3,8 +3,8 @@
  * delegate's DEL (Debian's host-local has no GC of its own), then GC goes on to delegates that support it.
  * Keeps going past failures and reports them all at the end.
  */
-import { findPlugin, runPlugin } from '../delegate.js';
-import { delegateTarget } from '../delegate-conf.js';
+import { runPlugin } from '../delegate.js';
+import { delegateTarget, parseSavedDelegate, savedDelegatePath } from '../delegate-conf.js';
 import { isObject, type FlannelNetConf } from '../netconf.js';
 import { CniCode, CniError, type CniEnv } from '../protocol.js';
 import { renderDelegate, stableStringify } from '../render-delegate.js';
@@ -23,9 +23,7 @@ export async function cmdGc(env: CniEnv, conf: FlannelNetConf): Promise<void> {
     if (valid.has(`${containerId}/${ifname}`)) continue;
     try {
       const saved = (await loadScratch(conf.dataDir, containerId)) ?? '{}';
-      const doc: unknown = JSON.parse(saved);
-      const type = isObject(doc) && typeof doc['type'] === 'string' ? doc['type'] : 'bridge';
-      const path = await findPlugin(type, env.path);
+      const path = await savedDelegatePath(parseSavedDelegate(saved) ?? {}, env.path);
       await runPlugin(path, { ...env.raw, CNI_COMMAND: 'DEL', CNI_CONTAINERID: containerId, CNI_IFNAME: ifname, CNI_NETNS: '' }, saved);
       await removeScratch(conf.dataDir, containerId);
     } catch (err) {
