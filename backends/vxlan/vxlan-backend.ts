@@ -4,7 +4,7 @@
  * comes from this node's previous lease when there is one, so a restart or a re-created device needs no change
  * on any peer (upstream keeps it in kube mode only).
  */
-import type { Family } from '../../flanneld/ip/address.js';
+import type { Family, IpAddress } from '../../flanneld/ip/address.js';
 import { containsIp, ipNet, networkAddress, type IpNet } from '../../flanneld/ip/cidr.js';
 import type { Lease } from '../../flanneld/lease/lease.js';
 import { FlannelError } from '../../flanneld/runtime/errors.js';
@@ -13,7 +13,7 @@ import { baseLeaseAttrs } from '../backend.js';
 import type { VxlanLinkSpec } from '../datapath/datapath.js';
 import { runPeerReconciler, type PeerPlan } from '../peer-reconciler.js';
 import { parseVxlanConfig, vxlanDeviceName, vxlanMtu } from './vxlan-config.js';
-import { planVxlanPeer, type VxlanFamilyContext } from './vxlan-peers.js';
+import { planVxlanPeer, type VxlanFamilyContext, type VxlanPeerContext } from './vxlan-peers.js';
 import { decodeVxlanBackendData, encodeVxlanBackendData, randomVtepMac } from './vtep-mac.js';
 
 interface Device {
@@ -45,10 +45,12 @@ export function createVxlanBackend(deps: BackendDeps): Backend {
         devices.push({ family, spec, index: (await ensureDevice(deps, spec)).index });
       }
 
+      const v4Device = devices.find((d) => d.family === 4);
+      const v6Device = devices.find((d) => d.family === 6);
       const attrs = {
         ...baseLeaseAttrs(extIface, 'vxlan'),
-        ...(devices.find((d) => d.family === 4) ? { backendData: encodeVxlanBackendData(cfg.vni, deviceOf(devices, 4).spec.mac) } : {}),
-        ...(devices.find((d) => d.family === 6) ? { backendV6Data: encodeVxlanBackendData(cfg.vni, deviceOf(devices, 6).spec.mac) } : {}),
+        ...(v4Device ? { backendData: encodeVxlanBackendData(cfg.vni, v4Device.spec.mac) } : {}),
+        ...(v6Device ? { backendV6Data: encodeVxlanBackendData(cfg.vni, v6Device.spec.mac) } : {}),
       };
       const lease = await deps.acquireLease(attrs, signal);
       const networks = new Map<Family, IpNet | undefined>([[4, config.enableIPv4 ? config.network : undefined], [6, config.enableIPv6 ? config.ipv6Network : undefined]]);
@@ -62,7 +64,14 @@ export function createVxlanBackend(deps: BackendDeps): Backend {
       for (const d of devices) await address(d);
 
       let connected: readonly IpNet[] = cfg.directRouting ? await deps.host.connectedNetworks() : [];
-      const isDirect = (ip: Parameters<VxlanFamilyContext['isDirect']>[0]): boolean => connected.some((n) => containsIp(n, ip));
+      const isDirect = (ip: IpAddress): boolean => cfg.directRouting && connected.some((n) => containsIp(n, ip));
+      // Built once per device set-up, not per peer: it changes only when a device is re-created.
+      const peerContext = (): VxlanPeerContext => {
+        const ctx: { v4?: VxlanFamilyContext; v6?: VxlanFamilyContext } = {};
+        for (const d of devices) ctx[d.family === 4 ? 'v4' : 'v6'] = { linkIndex: d.index, isDirect };
+        return ctx;
+      };
+      let ctx = peerContext();
       const names = new Set(devices.map((d) => d.spec.name));
       const plan: PeerPlan = {
         scope: () => scopeOf(lease, networks, devices),
@@ -73,12 +82,9 @@ export function createVxlanBackend(deps: BackendDeps): Backend {
             await address(d);
           }
           if (cfg.directRouting) connected = await deps.host.connectedNetworks();
+          ctx = peerContext();
         },
-        entriesFor: (peer) =>
-          planVxlanPeer(peer, {
-            ...(devices.some((d) => d.family === 4) ? { v4: { linkIndex: deviceOf(devices, 4).index, isDirect: (ip) => cfg.directRouting && isDirect(ip) } } : {}),
-            ...(devices.some((d) => d.family === 6) ? { v6: { linkIndex: deviceOf(devices, 6).index, isDirect: (ip) => cfg.directRouting && isDirect(ip) } } : {}),
-          }),
+        entriesFor: (peer) => planVxlanPeer(peer, ctx),
       };
       log.info({ devices: devices.map((d) => `${d.spec.name} (mtu ${d.spec.mtu}, mac ${d.spec.mac})`) }, 'vxlan devices ready');
       return {
@@ -102,9 +108,6 @@ async function ensureDevice(deps: BackendDeps, spec: VxlanLinkSpec) {
   return link;
 }
 
-function deviceOf(devices: readonly Device[], family: Family): Device {
-  return devices.find((d) => d.family === family) as Device;
-}
 
 export function scopeOf(lease: Lease, networks: ReadonlyMap<Family, IpNet | undefined>, devices: readonly { index: number }[]) {
   return {
