@@ -17,6 +17,7 @@ import { ConfigError, FlannelError, LeaseLostError, errorMessage } from './runti
 import type { Random } from './runtime/random.js';
 import { keepLease } from './subnet/lease-keeper.js';
 import { keepRules } from './traffic/keep-rules.js';
+import { repeatEvery } from './runtime/repeat.js';
 import { trafficPlan, type TrafficOptions } from './traffic/plans.js';
 import type { TrafficManager } from './traffic/traffic-manager.js';
 import { previousSubnets, renderSubnetEnv } from './subnet/subnet-env.js';
@@ -154,20 +155,11 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
 }
 
 /** --ip-blackhole-route: keeps a blackhole route for our own subnet(s), re-checked every period. */
-async function keepBlackholes(deps: DaemonDeps, lease: Lease, periodMs: number, signal: AbortSignal): Promise<void> {
+function keepBlackholes(deps: DaemonDeps, lease: Lease, periodMs: number, signal: AbortSignal): Promise<void> {
   const subnets = [lease.subnet, lease.ipv6Subnet].filter((n) => n !== undefined);
-  let lastError = '';
-  while (!signal.aborted) {
-    try {
-      for (const subnet of subnets) await deps.datapath.ensureBlackhole(subnet);
-      lastError = '';
-    } catch (err) {
-      if (signal.aborted) return;
-      if (errorMessage(err) !== lastError) deps.log.error({ err: errorMessage(err) }, 'cannot add blackhole route');
-      lastError = errorMessage(err);
-    }
-    await deps.clock.sleep(periodMs, signal).catch(() => undefined);
-  }
+  return repeatEvery({ clock: deps.clock, periodMs, log: deps.log, failure: 'cannot add blackhole route', immediately: true }, async () => {
+    for (const subnet of subnets) await deps.datapath.ensureBlackhole(subnet);
+  }, signal);
 }
 
 /**

@@ -6,7 +6,7 @@
  */
 import type { Logger } from 'pino';
 import type { Clock } from '../runtime/clock.js';
-import { errorMessage } from '../runtime/errors.js';
+import { repeatEvery } from '../runtime/repeat.js';
 import type { TrafficManager, TrafficPlan } from './traffic-manager.js';
 
 export interface KeepRulesDeps {
@@ -19,25 +19,12 @@ export interface KeepRulesDeps {
 }
 
 /** Settles when `signal` aborts. */
-export async function keepRules(plan: TrafficPlan, deps: KeepRulesDeps, signal: AbortSignal): Promise<void> {
-  let lastError = '';
-  while (!signal.aborted) {
-    try {
-      await deps.clock.sleep(deps.periodMs, signal);
-    } catch {
-      return;
-    }
-    try {
-      if (!(await deps.manager.matches(plan, signal))) {
-        deps.log.warn({ manager: deps.manager.kind }, 'Some traffic rules are missing; deleting and recreating rules');
-        await deps.manager.ensure(plan, signal);
-        deps.onRepair?.();
-      }
-      lastError = '';
-    } catch (err) {
-      if (signal.aborted) return;
-      if (errorMessage(err) !== lastError) deps.log.error({ err: errorMessage(err), manager: deps.manager.kind }, 'cannot check traffic rules');
-      lastError = errorMessage(err);
-    }
-  }
+export function keepRules(plan: TrafficPlan, deps: KeepRulesDeps, signal: AbortSignal): Promise<void> {
+  const { manager, log } = deps;
+  return repeatEvery({ clock: deps.clock, periodMs: deps.periodMs, log: log.child({ manager: manager.kind }), failure: 'cannot check traffic rules' }, async () => {
+    if (await manager.matches(plan, signal)) return;
+    log.warn({ manager: manager.kind }, 'Some traffic rules are missing; deleting and recreating rules');
+    await manager.ensure(plan, signal);
+    deps.onRepair?.();
+  }, signal);
 }
