@@ -1,0 +1,124 @@
+/**
+ * The lab's command line: `<sub-command> [target] [options] [-- command...]`. Every rejection names the option or
+ * argument and the value, so a typo never silently becomes a default.
+ */
+
+export const LAB_COMMANDS = ['up', 'status', 'down', 'exec', 'add-pod', 'kill', 'restart'] as const;
+export type LabCommand = (typeof LAB_COMMANDS)[number];
+
+/** The backends the lab offers; alloc is left out because it programs no datapath for pods to use. */
+export const LAB_BACKENDS = ['vxlan', 'host-gw', 'udp'] as const;
+
+export interface LabOptions {
+  readonly command: LabCommand;
+  readonly id: string;
+  readonly hosts: number;
+  readonly pods: number;
+  readonly network?: string;
+  readonly backend?: string;
+  /** A net-conf.json file used as the whole network config. */
+  readonly config?: string;
+  /** exec / add-pod / kill / restart: the host, pod or process named. */
+  readonly target?: string;
+  /** exec: the command after `--`. */
+  readonly execArgv: readonly string[];
+}
+
+export const LAB_USAGE = `usage: npm run lab -- <sub-command> [options]
+
+sub-commands:
+  up                          (default) start etcd, N hosts running flanneld, M pods per host; print the state
+  status                      hosts, leases in etcd, pods, daemon health and a fresh ping matrix
+  exec <hub|hN|hN-pM> -- CMD  run CMD inside that namespace
+  add-pod <hN>                one more pod on host hN, through the CNI plugins
+  kill <hN|etcd>              SIGKILL that host's flanneld (or etcd), as a crash would
+  restart <hN|etcd>           stop it if running, start it again and wait until it is serving
+  down                        remove every namespace, process and file of the lab (safe to repeat)
+
+options:
+  --id NAME         lab name, [a-z0-9]{1,12} (default lab); labs with different ids run side by side
+  --hosts N         hosts, 1..50 (default 3)
+  --pods M          pods per host, 0..20 (default 2)
+  --network CIDR    the flannel Network (default 10.244.0.0/16)
+  --backend TYPE    ${LAB_BACKENDS.join(' | ')} (default vxlan)
+  --config FILE     a net-conf.json used as the whole network config (instead of --network/--backend)`;
+
+export class LabUsageError extends Error {
+  override readonly name = 'LabUsageError';
+}
+
+const NEEDS_TARGET: ReadonlySet<LabCommand> = new Set(['exec', 'add-pod', 'kill', 'restart']);
+
+export function parseLabArgs(argv: readonly string[]): LabOptions {
+  const rest = [...argv];
+  const dashDash = rest.indexOf('--');
+  const execArgv = dashDash >= 0 ? rest.splice(dashDash).slice(1) : [];
+  const positional: string[] = [];
+  const values = new Map<string, string>();
+  while (rest.length > 0) {
+    const arg = rest.shift() as string;
+    if (!arg.startsWith('--')) {
+      positional.push(arg);
+      continue;
+    }
+    const eq = arg.indexOf('=');
+    const flag = eq >= 0 ? arg.slice(0, eq) : arg;
+    const value = eq >= 0 ? arg.slice(eq + 1) : rest.shift();
+    if (!FLAGS.has(flag)) throw new LabUsageError(`unknown option ${flag}`);
+    if (value === undefined || value === '') throw new LabUsageError(`${flag} needs a value`);
+    values.set(flag, value);
+  }
+
+  const command = (positional.shift() ?? 'up') as LabCommand;
+  if (!LAB_COMMANDS.includes(command)) {
+    throw new LabUsageError(`unknown sub-command "${command}" (one of ${LAB_COMMANDS.join(', ')})`);
+  }
+  const target = NEEDS_TARGET.has(command) ? positional.shift() : undefined;
+  if (NEEDS_TARGET.has(command) && target === undefined) throw new LabUsageError(`${command} needs a target (see --help)`);
+  if (positional.length > 0) throw new LabUsageError(`unexpected argument "${positional[0]}" for ${command}`);
+  if (command === 'exec' && execArgv.length === 0) throw new LabUsageError(`exec needs a command after --, e.g. exec h1 -- ip route`);
+  if (command !== 'exec' && dashDash >= 0) throw new LabUsageError(`"--" is only for exec`);
+
+  const opts: { -readonly [K in keyof LabOptions]: LabOptions[K] } = {
+    command,
+    id: 'lab',
+    hosts: 3,
+    pods: 2,
+    execArgv,
+  };
+  if (target !== undefined) opts.target = target;
+  const id = values.get('--id');
+  if (id !== undefined) {
+    if (!/^[a-z0-9]{1,12}$/.test(id)) throw new LabUsageError(`--id must match [a-z0-9]{1,12}, got "${id}"`);
+    opts.id = id;
+  }
+  opts.hosts = intOption(values, '--hosts', 1, 50, opts.hosts);
+  opts.pods = intOption(values, '--pods', 0, 20, opts.pods);
+  const network = values.get('--network');
+  if (network !== undefined) opts.network = network;
+  const backend = values.get('--backend');
+  if (backend !== undefined) {
+    if (!(LAB_BACKENDS as readonly string[]).includes(backend)) {
+      throw new LabUsageError(`--backend must be one of ${LAB_BACKENDS.join(', ')}, got "${backend}"`);
+    }
+    opts.backend = backend;
+  }
+  const config = values.get('--config');
+  if (config !== undefined) {
+    if (network !== undefined || backend !== undefined) {
+      throw new LabUsageError(`--config ${config} is the whole network config; put Network and Backend in that file instead of --network/--backend`);
+    }
+    opts.config = config;
+  }
+  return opts;
+}
+
+const FLAGS: ReadonlySet<string> = new Set(['--id', '--hosts', '--pods', '--network', '--backend', '--config']);
+
+function intOption(values: ReadonlyMap<string, string>, flag: string, min: number, max: number, fallback: number): number {
+  const raw = values.get(flag);
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!/^\d+$/.test(raw) || n < min || n > max) throw new LabUsageError(`${flag} must be an integer from ${min} to ${max}, got "${raw}"`);
+  return n;
+}

@@ -1,0 +1,39 @@
+/**
+ * Every pod pings every other pod. One `ip netns exec` per source pod runs all of its pings in parallel, so a
+ * matrix costs one process spawn per pod rather than one per pair.
+ */
+import { Netns } from '../helpers/netns.js';
+import type { PodRecord } from './lab-state.js';
+
+export interface MatrixResult {
+  /** `${from}>${to}` → reachable. */
+  readonly reachable: ReadonlyMap<string, boolean>;
+  readonly failures: number;
+}
+
+const PING_SCRIPT = 'for ip in "$@"; do (ping -c 1 -W 2 -q "$ip" >/dev/null 2>&1 && echo "$ip ok" || echo "$ip fail") & done; wait';
+
+async function pingAll(from: Netns, ips: readonly string[]): Promise<Map<string, boolean>> {
+  const out = await from.exec('sh', ['-c', PING_SCRIPT, 'sh', ...ips]).catch(() => '');
+  const seen = new Map<string, boolean>();
+  for (const line of out.split('\n')) {
+    const [ip, verdict] = line.split(' ');
+    if (ip) seen.set(ip, verdict === 'ok');
+  }
+  return seen;
+}
+
+export async function pingMatrix(pods: readonly PodRecord[], sources: readonly PodRecord[] = pods): Promise<MatrixResult> {
+  const reachable = new Map<string, boolean>();
+  const concurrency = 8;
+  const queue = [...sources];
+  const worker = async (): Promise<void> => {
+    for (let from = queue.shift(); from; from = queue.shift()) {
+      const targets = pods.filter((p) => p.name !== from.name);
+      const seen = await pingAll(new Netns(from.netns), targets.map((t) => t.ip));
+      for (const to of targets) reachable.set(`${from.name}>${to.name}`, seen.get(to.ip) ?? false);
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { reachable, failures: [...reachable.values()].filter((ok) => !ok).length };
+}

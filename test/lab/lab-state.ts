@@ -1,0 +1,75 @@
+/**
+ * What a lab made, written down as it is made (`.lab/<id>/state.json`), so status, kill, restart and down work on
+ * exactly those namespaces and processes, also from another shell or after the lab command itself crashed.
+ */
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)));
+
+export interface ProcessRecord {
+  readonly pid: number;
+  /** Field 22 of /proc/<pid>/stat at spawn time: tells our process from a later one that reused the PID. */
+  readonly startTime: string;
+  readonly netns: string;
+  readonly argv: readonly string[];
+  readonly log: string;
+}
+
+export interface HostRecord {
+  /** Short name: h1, h2, … */
+  readonly name: string;
+  readonly ip: string;
+  readonly netns: string;
+  /** subnet.env, the daemon log and the CNI/IPAM data of this host. */
+  readonly dir: string;
+}
+
+export interface PodRecord {
+  /** Short name: h1-p1, … */
+  readonly name: string;
+  readonly host: string;
+  readonly netns: string;
+  readonly ip: string;
+}
+
+export interface LabState {
+  readonly id: string;
+  readonly networkConfig: string;
+  readonly backendType: string;
+  readonly hosts: HostRecord[];
+  readonly pods: PodRecord[];
+  /** By name: `etcd` and the host names (their flanneld). */
+  readonly processes: Record<string, ProcessRecord>;
+}
+
+export const labDir = (id: string): string => join(REPO_ROOT, '.lab', id);
+export const labNetnsPrefix = (id: string): string => `ftl-${id}-`;
+export const labNetns = (id: string, short: string): string => `${labNetnsPrefix(id)}${short}`;
+const stateFile = (id: string): string => join(labDir(id), 'state.json');
+
+export function loadLabState(id: string): LabState | undefined {
+  if (!existsSync(stateFile(id))) return undefined;
+  return JSON.parse(readFileSync(stateFile(id), 'utf8')) as LabState;
+}
+
+export function requireLabState(id: string): LabState {
+  const state = loadLabState(id);
+  if (!state) throw new Error(`lab "${id}" is not up (no ${stateFile(id)}); start it with: npm run lab -- up --id ${id}`);
+  return state;
+}
+
+/** Atomic, so a crash mid-write never leaves `down` without the list of what to remove. */
+export function saveLabState(state: LabState): void {
+  mkdirSync(labDir(state.id), { recursive: true });
+  const tmp = `${stateFile(state.id)}.tmp`;
+  writeFileSync(tmp, JSON.stringify(state, null, 2));
+  renameSync(tmp, stateFile(state.id));
+}
+
+export function findHost(state: LabState, name: string): HostRecord {
+  const host = state.hosts.find((h) => h.name === name);
+  if (!host) throw new Error(`no host "${name}" in lab ${state.id} (hosts: ${state.hosts.map((h) => h.name).join(', ')})`);
+  return host;
+}
