@@ -7,18 +7,29 @@ import { openSync, readFileSync } from 'node:fs';
 import { sh } from '../helpers/netns.js';
 import type { ProcessRecord } from './lab-state.js';
 
-export function processStartTime(pid: number): string | undefined {
+/** State and start time from /proc/<pid>/stat, or undefined when there is no such process. */
+function procStat(pid: number): { state: string; startTime: string } | undefined {
   try {
     // The command name (field 2) may hold spaces and parentheses; the fields after its closing ')' do not.
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { state: fields[0] as string, startTime: fields[19] as string };
   } catch {
     return undefined;
   }
 }
 
+export function processStartTime(pid: number): string | undefined {
+  return procStat(pid)?.startTime;
+}
+
+/**
+ * Our process, still alive. A daemon that has exited stays a zombie until init reaps it (the lab command that
+ * started it is long gone), which can take seconds; it counts as stopped at once.
+ */
 export function isRunning(record: ProcessRecord): boolean {
-  return processStartTime(record.pid) === record.startTime;
+  const stat = procStat(record.pid);
+  return stat !== undefined && stat.startTime === record.startTime && stat.state !== 'Z' && stat.state !== 'X';
 }
 
 /** `ip netns exec` execs the command in place, so the PID we get is the daemon's own. */
