@@ -58,8 +58,14 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const config = await retryUntilDone(deps, signal, 'network config', () => deps.subnets.getNetworkConfig(signal));
   log.info({ backend: config.backend.type, network: describeNetworks(config) }, 'network config loaded');
 
+  const stored = (await deps.subnets.storedPublicIPs?.(signal)) ?? {};
+  if (stored.publicIP || stored.publicIPv6) {
+    log.info({ publicIP: stored.publicIP && formatIp(stored.publicIP), publicIPv6: stored.publicIPv6 && formatIp(stored.publicIPv6) }, 'using the public IP recorded for this node');
+  }
   const extIface = await chooseExternalInterface(deps.host, {
     ...opts,
+    ...(stored.publicIP ? { publicIP: stored.publicIP } : {}),
+    ...(stored.publicIPv6 ? { publicIPv6: stored.publicIPv6 } : {}),
     enableIPv4: config.enableIPv4,
     enableIPv6: config.enableIPv6,
   });
@@ -149,7 +155,10 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   });
   const keeping = keepRules(plan, { manager: rules, clock: deps.clock, log: log.child({ component: 'traffic' }), periodMs: opts.iptablesResyncMs }, phase.signal);
   const blackholes = opts.ipBlackholeRoute ? keepBlackholes(deps, network.lease, opts.iptablesResyncMs, phase.signal) : Promise.resolve();
-  await Promise.allSettled([keeper, running, keeping, blackholes]);
+  const completing = deps.subnets.completeLease?.(network.lease, phase.signal).catch((err: unknown) => {
+    if (!phase.signal.aborted) log.warn({ err }, 'cannot complete the lease');
+  });
+  await Promise.allSettled([keeper, running, keeping, blackholes, completing]);
   signal.removeEventListener('abort', stopPhase);
   return lost ? { kind: 'lease-lost', message: lost.message } : { kind: 'stopped' };
 }

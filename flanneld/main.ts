@@ -24,6 +24,17 @@ import { execCommand } from './runtime/exec.js';
 import { IptablesTrafficManager } from './traffic/iptables-manager.js';
 import { NftablesTrafficManager } from './traffic/nftables-manager.js';
 import { readVersion } from './version.js';
+import type { Logger } from 'pino';
+import { formatIp } from './ip/address.js';
+import { startHealthServer } from './health/health-server.js';
+import { Backoff } from './runtime/backoff.js';
+import { FlannelError, errorMessage } from './runtime/errors.js';
+import { annotationNames } from './subnet/kube/annotations.js';
+import { kubeConfigFor } from './subnet/kube/kube-config.js';
+import { KubeNodeApi } from './subnet/kube/kube-node-api.js';
+import { KubeSubnetManager } from './subnet/kube/kube-subnet-manager.js';
+import { resolveNodeName } from './subnet/kube/node-name.js';
+import type { SubnetManager } from './subnet/subnet-manager.js';
 
 async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const loaded = loadOptions(argv, env);
@@ -44,30 +55,23 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
   const log = createRootLogger(options.v);
   log.info({ version: readVersion() }, 'starting flanneld');
   for (const warning of loaded.warnings) log.warn(warning);
-  if (options.kubeSubnetMgr) {
-    log.error('--kube-subnet-mgr is not available yet in this release; use the etcd subnet manager');
+  const stop = abortOnSignals((name) => log.info({ signal: name }, 'shutting down'));
+  let ready = false;
+  const health = options.healthzPort > 0
+    ? await startHealthServer({ host: formatIp(options.healthzIp), port: options.healthzPort, isReady: () => ready, log: log.child({ component: 'health' }) })
+    : undefined;
+  const datapath = new NetlinkDatapath();
+  let store: { subnets: SubnetManager; close(): void };
+  try {
+    store = options.kubeSubnetMgr ? await kubeStore(options, env, log, stop.signal) : etcdStore(options, log);
+  } catch (err) {
+    await health?.close();
+    datapath.close();
+    if (stop.signal.aborted) return 0;
+    log.error({ err }, 'fatal');
     return 1;
   }
-  const stop = abortOnSignals((name) => log.info({ signal: name }, 'shutting down'));
-
-  const plan = planEtcdClient({
-    endpoints: options.etcdEndpoints,
-    keyFile: options.etcdKeyfile,
-    certFile: options.etcdCertfile,
-    caFile: options.etcdCafile,
-    username: options.etcdUsername,
-    password: options.etcdPassword,
-  });
-  if (plan.insecure) log.warn({ endpoints: options.etcdEndpoints }, 'talking to etcd without TLS');
-  const client = createEtcdClient(plan);
-  const datapath = new NetlinkDatapath();
-  const subnets = new EtcdSubnetManager({
-    store: new EtcdLeaseStore(client, options.etcdPrefix),
-    prefix: options.etcdPrefix,
-    clock: systemClock,
-    random: mathRandom,
-    log: log.child({ component: 'subnet-etcd' }),
-  });
+  const { subnets } = store;
   try {
     const result = await runDaemon(
       {
@@ -84,6 +88,9 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         log: log.child({ component: 'daemon' }),
         readFile: (path) => readFile(path, 'utf8').catch(() => undefined),
         writeFile: writeFileAtomic,
+        onReady: () => {
+          ready = true;
+        },
       },
       {
         subnetFile: options.subnetFile,
@@ -116,9 +123,64 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
     log.error({ err }, 'fatal');
     return 1;
   } finally {
-    client.close();
+    store.close();
     datapath.close();
+    await health?.close();
   }
+}
+
+function etcdStore(options: FlanneldOptions, log: Logger): { subnets: SubnetManager; close(): void } {
+  const plan = planEtcdClient({
+    endpoints: options.etcdEndpoints,
+    keyFile: options.etcdKeyfile,
+    certFile: options.etcdCertfile,
+    caFile: options.etcdCafile,
+    username: options.etcdUsername,
+    password: options.etcdPassword,
+  });
+  if (plan.insecure) log.warn({ endpoints: options.etcdEndpoints }, 'talking to etcd without TLS');
+  const client = createEtcdClient(plan);
+  const subnets = new EtcdSubnetManager({
+    store: new EtcdLeaseStore(client, options.etcdPrefix),
+    prefix: options.etcdPrefix,
+    clock: systemClock,
+    random: mathRandom,
+    log: log.child({ component: 'subnet-etcd' }),
+  });
+  return { subnets, close: () => client.close() };
+}
+
+/** --kube-subnet-mgr: finding our node needs the API when only POD_NAME is known, so that waits for the API. */
+async function kubeStore(options: FlanneldOptions, env: NodeJS.ProcessEnv, log: Logger, signal: AbortSignal): Promise<{ subnets: SubnetManager; close(): void }> {
+  const kubeLog = log.child({ component: 'subnet-kube' });
+  const annotations = annotationNames(options.kubeAnnotationPrefix);
+  const api = new KubeNodeApi(kubeConfigFor({ kubeconfigFile: options.kubeconfigFile, apiUrl: options.kubeApiUrl, env }));
+  const backoff = new Backoff({ initialMs: 1000, maxMs: 30_000, jitter: 0.1 }, mathRandom);
+  let nodeName: string;
+  for (;;) {
+    try {
+      nodeName = await resolveNodeName(env, api);
+      break;
+    } catch (err) {
+      if (!(err instanceof FlannelError) || err.code !== 'ERR_STORE_UNAVAILABLE') throw err;
+      const retryInMs = backoff.next();
+      kubeLog.warn({ err: errorMessage(err), retryInMs }, 'cannot find the node name yet; retrying');
+      await systemClock.sleep(retryInMs, signal);
+    }
+  }
+  kubeLog.info({ node: nodeName, netConf: options.netConfigPath }, 'using the Kubernetes API for subnets');
+  const subnets = new KubeSubnetManager({
+    api,
+    nodeName,
+    annotations,
+    netConfPath: options.netConfigPath,
+    readFile: (path) => readFile(path, 'utf8'),
+    setNodeNetworkUnavailable: options.setNodeNetworkUnavailable,
+    clock: systemClock,
+    random: mathRandom,
+    log: kubeLog,
+  });
+  return { subnets, close: () => undefined };
 }
 
 main(process.argv.slice(2), process.env).then(

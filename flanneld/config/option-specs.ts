@@ -115,9 +115,6 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
  * issue that implements an option deletes it from this list (and nothing else changes).
  */
 export const NOT_YET_ACTIVE: readonly string[] = Object.freeze([
-  'kube-subnet-mgr', 'kube-api-url', 'kube-annotation-prefix', 'kubeconfig-file',
-  'net-config-path', 'set-node-network-unavailable',
-  'healthz-ip', 'healthz-port',
   'peer-probe-interval',
   'vmodule', 'log_backtrace_at',
 ]);

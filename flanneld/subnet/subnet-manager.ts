@@ -13,6 +13,12 @@ export interface LeaseRequest {
   readonly previous?: SubnetPair;
 }
 
+/** Public addresses an operator recorded in the store for this node; they override --public-ip / --public-ipv6. */
+export interface StoredPublicIPs {
+  readonly publicIP?: IpAddress;
+  readonly publicIPv6?: IpAddress;
+}
+
 export interface SubnetManager {
   readonly name: 'etcd' | 'kube';
   /** Reads and validates the network config; rejects ConfigError naming the key and value. */
@@ -27,4 +33,8 @@ export interface SubnetManager {
   watchOwnLease(lease: Lease, signal: AbortSignal): AsyncIterable<void>;
   /** Every node's leases: one full batch, then deltas; re-lists itself after reconnect or compaction. */
   watchLeases(signal: AbortSignal): AsyncIterable<readonly LeaseEvent[]>;
+  /** Read before the external interface is chosen (kube: the node-public-ip annotations). */
+  storedPublicIPs?(signal: AbortSignal): Promise<StoredPublicIPs>;
+  /** Once subnet.env is written and the datapath runs (kube: NetworkUnavailable=False); retries until done. */
+  completeLease?(lease: Lease, signal: AbortSignal): Promise<void>;
 }

@@ -309,8 +309,8 @@ describe('loadOptions: warnings', () => {
   });
 
   it('names the variable when a not-yet-active option comes from the environment', () => {
-    expect(run([], { FLANNELD_HEALTHZ_PORT: '8081' }).warnings).toEqual([
-      'FLANNELD_HEALTHZ_PORT is not yet active in flannel-ts; ignored',
+    expect(run([], { FLANNELD_PEER_PROBE_INTERVAL: '10' }).warnings).toEqual([
+      'FLANNELD_PEER_PROBE_INTERVAL is not yet active in flannel-ts; ignored',
     ]);
   });
 
@@ -354,12 +354,13 @@ describe('help text', () => {
 
   it('marks the options that are not active yet, and only those', () => {
     expect(lineOf('ip-masq')).not.toContain('(not yet active)');
-    expect(lineOf('kube-subnet-mgr')).toContain('(not yet active)');
+    expect(lineOf('kube-subnet-mgr')).not.toContain('(not yet active)');
     expect(lineOf('etcd-endpoints')).not.toContain('(not yet active)');
     expect(lineOf('public-ip')).not.toContain('(not yet active)');
     expect(lineOf('public-ipv6')).not.toContain('(not yet active)');
     expect(lineOf('iface')).not.toContain('(not yet active)');
-    expect(lineOf('healthz-port')).toContain('(not yet active)');
+    expect(lineOf('healthz-port')).not.toContain('(not yet active)');
+    expect(lineOf('peer-probe-interval')).toContain('(not yet active)');
   });
 
   it('is the usage given with errors', () => {

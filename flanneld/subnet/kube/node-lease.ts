@@ -1,0 +1,127 @@
+/**
+ * Node objects ↔ leases: a node's podCIDR(s) are its subnets, its flannel annotations are the lease attrs. Peers
+ * whose annotations do not parse are reported with a reason naming what is wrong, so the caller can warn once.
+ */
+import type { NetworkConfig } from '../../config/network-config-types.js';
+import { formatIp, parseIPv4, parseIPv6, type IpAddress } from '../../ip/address.js';
+import { containsNet, formatCidr, parseCidr, type IpNet } from '../../ip/cidr.js';
+import type { Lease, LeaseAttrs } from '../../lease/lease.js';
+import { ConfigError, FlannelError } from '../../runtime/errors.js';
+import type { AnnotationNames } from './annotations.js';
+import type { KubeNode } from './node-api.js';
+
+export interface NodeSubnets {
+  readonly v4?: IpNet;
+  readonly v6?: IpNet;
+}
+
+/** The node's podCIDR(s) by family; throws naming the node and the value when they are not one or two CIDRs. */
+export function nodeSubnets(node: KubeNode): NodeSubnets {
+  if (node.podCIDRs.length > 2) {
+    throw new FlannelError('ERR_SUBNET_CONFLICT', `node "${node.name}" pod CIDRs ${node.podCIDRs.join(',')} should be IPv4/IPv6 only or dual-stack`);
+  }
+  const out: { v4?: IpNet; v6?: IpNet } = {};
+  for (const text of node.podCIDRs) {
+    const net = parseCidr(text);
+    if (!net) throw new FlannelError('ERR_SUBNET_CONFLICT', `node "${node.name}" has an unparseable podCIDR "${text}"`);
+    const family = net.family === 4 ? 'v4' : 'v6';
+    if (out[family]) throw new FlannelError('ERR_SUBNET_CONFLICT', `node "${node.name}" has two IPv${net.family} podCIDRs: ${node.podCIDRs.join(',')}`);
+    out[family] = net;
+  }
+  return out;
+}
+
+/**
+ * This node's subnets for the enabled families, checked against the network config: a podCIDR outside Network means
+ * the cluster's --cluster-cidr and net-conf.json disagree, which no amount of waiting fixes.
+ */
+export function ownSubnets(node: KubeNode, config: NetworkConfig): NodeSubnets {
+  const found = nodeSubnets(node);
+  const out: { v4?: IpNet; v6?: IpNet } = {};
+  const pick = (family: 4 | 6, network: IpNet | undefined, subnet: IpNet | undefined, key: string): IpNet => {
+    if (!subnet) throw new FlannelError('ERR_CONFIG_NOT_FOUND', `node "${node.name}" has no IPv${family} podCIDR yet (spec.podCIDRs: ${node.podCIDRs.join(',') || 'none'})`);
+    if (!network || !containsNet(network, subnet)) {
+      throw new ConfigError(key, network && formatCidr(network), `does not contain the ${family === 6 ? 'IPv6 ' : ''}podCIDR ${formatCidr(subnet)} of node "${node.name}"; net-conf.json must match the cluster's --cluster-cidr`);
+    }
+    return subnet;
+  };
+  if (config.enableIPv4) out.v4 = pick(4, config.network, found.v4, 'Network');
+  if (config.enableIPv6) out.v6 = pick(6, config.ipv6Network, found.v6, 'IPv6Network');
+  return out;
+}
+
+export type PeerLease =
+  | { readonly kind: 'lease'; readonly lease: Lease }
+  /** Not (yet) run by flannel: no kube-subnet-manager annotation. Not worth a warning. */
+  | { readonly kind: 'unmanaged' }
+  | { readonly kind: 'malformed'; readonly reason: string };
+
+function parseData(node: KubeNode, key: string): unknown {
+  const text = node.annotations[key];
+  if (text === undefined) return undefined;
+  try {
+    return JSON.parse(text) ?? undefined;
+  } catch {
+    throw new Error(`annotation ${key} is not JSON: ${JSON.stringify(text)}`);
+  }
+}
+
+function parseAddress(node: KubeNode, key: string, parse: (t: string) => IpAddress | undefined): IpAddress {
+  const text = node.annotations[key];
+  const ip = text === undefined ? undefined : parse(text);
+  if (!ip) throw new Error(text === undefined ? `annotation ${key} is missing` : `annotation ${key} is not an address: ${JSON.stringify(text)}`);
+  return ip;
+}
+
+/** A peer node as a lease, for the families the network config enables. */
+export function peerLease(node: KubeNode, names: AnnotationNames, config: NetworkConfig): PeerLease {
+  if (node.annotations[names.kubeSubnetManager] !== 'true') return { kind: 'unmanaged' };
+  try {
+    const subnets = nodeSubnets(node);
+    const backendType = node.annotations[names.backendType] ?? '';
+    const v4 = config.enableIPv4 ? subnets.v4 : undefined;
+    const v6 = config.enableIPv6 ? subnets.v6 : undefined;
+    if (config.enableIPv4 && !v4) throw new Error(`no IPv4 podCIDR (spec.podCIDRs: ${node.podCIDRs.join(',') || 'none'})`);
+    if (config.enableIPv6 && !v6) throw new Error(`no IPv6 podCIDR (spec.podCIDRs: ${node.podCIDRs.join(',') || 'none'})`);
+    const attrs: { -readonly [K in keyof LeaseAttrs]: LeaseAttrs[K] } = { backendType };
+    if (v4) {
+      attrs.publicIP = parseAddress(node, names.publicIP, parseIPv4);
+      const data = parseData(node, names.backendData);
+      if (data !== undefined) attrs.backendData = data;
+    }
+    if (v6) {
+      attrs.publicIPv6 = parseAddress(node, names.publicIPv6, parseIPv6);
+      const data = parseData(node, names.backendV6Data);
+      if (data !== undefined) attrs.backendV6Data = data;
+    }
+    return { kind: 'lease', lease: { ...(v4 ? { subnet: v4 } : {}), ...(v6 ? { ipv6Subnet: v6 } : {}), attrs, reservation: false } };
+  } catch (err) {
+    return { kind: 'malformed', reason: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/**
+ * What this node publishes (compat.md §4): always kube-subnet-manager and backend-type; per family with a subnet,
+ * the backend data (JSON, `null` when the backend has none) and the public IP, or the operator's overwrite of it.
+ */
+export function publishedAnnotations(lease: Lease, names: AnnotationNames, current: Readonly<Record<string, string>>): Record<string, string> {
+  const { attrs } = lease;
+  const out: Record<string, string> = {
+    [names.kubeSubnetManager]: 'true',
+    [names.backendType]: attrs.backendType,
+  };
+  if (lease.subnet && attrs.publicIP) {
+    out[names.backendData] = JSON.stringify(attrs.backendData ?? null);
+    out[names.publicIP] = current[names.publicIPOverwrite] || formatIp(attrs.publicIP);
+  }
+  if (lease.ipv6Subnet && attrs.publicIPv6) {
+    out[names.backendV6Data] = JSON.stringify(attrs.backendV6Data ?? null);
+    out[names.publicIPv6] = current[names.publicIPv6Overwrite] || formatIp(attrs.publicIPv6);
+  }
+  return out;
+}
+
+/** Only the annotations whose value differs from the node's: patches carry nothing that is already there. */
+export function changedAnnotations(wanted: Readonly<Record<string, string>>, current: Readonly<Record<string, string>>): Record<string, string> {
+  return Object.fromEntries(Object.entries(wanted).filter(([k, v]) => current[k] !== v));
+}

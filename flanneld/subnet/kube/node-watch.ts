@@ -1,0 +1,78 @@
+/**
+ * All Nodes as one list, then changes: watch from the list's resourceVersion, follow bookmarks, resume from the last
+ * version seen after the server closes the stream or the connection drops (with backoff), and list again only when
+ * the server says that version is gone (410). Thousands of nodes at start arrive as one snapshot, never as a queue
+ * of events that can overflow.
+ */
+import type { Logger } from 'pino';
+import { Backoff, watchBackoff } from '../../runtime/backoff.js';
+import type { Clock } from '../../runtime/clock.js';
+import { errorMessage } from '../../runtime/errors.js';
+import type { Random } from '../../runtime/random.js';
+import { WatchGoneError, type KubeNode, type NodeApi } from './node-api.js';
+
+export type NodeBatch =
+  | { readonly kind: 'snapshot'; readonly nodes: readonly KubeNode[] }
+  | { readonly kind: 'change'; readonly type: 'upsert' | 'delete'; readonly node: KubeNode };
+
+export interface NodeWatchDeps {
+  readonly api: NodeApi;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly log: Logger;
+}
+
+export async function* watchNodes(deps: NodeWatchDeps, signal: AbortSignal): AsyncIterable<NodeBatch> {
+  const { api, clock, log } = deps;
+  const backoff = new Backoff(watchBackoff, deps.random);
+  // One warning per distinct failure, so an API server that is away for an hour logs once, not every 5 s.
+  let lastFailure = '';
+  const failed = async (what: string, err: unknown): Promise<void> => {
+    const message = errorMessage(err);
+    const retryInMs = backoff.next();
+    if (message !== lastFailure) log.warn({ err: message, retryInMs }, `${what} failed; retrying`);
+    lastFailure = message;
+    await clock.sleep(retryInMs, signal);
+  };
+  const recovered = (): void => {
+    if (lastFailure) log.info('Kubernetes API reachable again');
+    lastFailure = '';
+    backoff.reset();
+  };
+
+  while (!signal.aborted) {
+    let listed;
+    try {
+      listed = await api.listNodes();
+    } catch (err) {
+      if (signal.aborted) return;
+      await failed('listing nodes', err);
+      continue;
+    }
+    recovered();
+    yield { kind: 'snapshot', nodes: listed.nodes };
+    let version = listed.resourceVersion;
+    for (;;) {
+      try {
+        for await (const event of api.watchNodes(version, signal)) {
+          recovered();
+          if (event.type === 'bookmark') {
+            version = event.resourceVersion;
+            continue;
+          }
+          version = event.node.resourceVersion;
+          yield { kind: 'change', type: event.type === 'deleted' ? 'delete' : 'upsert', node: event.node };
+        }
+        // The server ended the stream (its watch timeout): resume where we are.
+        if (signal.aborted) return;
+      } catch (err) {
+        if (signal.aborted) return;
+        if (err instanceof WatchGoneError) {
+          log.info({ resourceVersion: version }, 'node watch cannot resume (410 Gone); listing again');
+          break;
+        }
+        await failed('watching nodes', err);
+      }
+    }
+  }
+}
