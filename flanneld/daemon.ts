@@ -21,7 +21,7 @@ import { repeatEvery } from './runtime/repeat.js';
 import { trafficPlan, type TrafficOptions } from './traffic/plans.js';
 import type { TrafficManager } from './traffic/traffic-manager.js';
 import { previousSubnets, renderSubnetEnv } from './subnet/subnet-env.js';
-import type { SubnetManager } from './subnet/subnet-manager.js';
+import type { StoredPublicIPs, SubnetManager } from './subnet/subnet-manager.js';
 
 export interface DaemonOptions extends Omit<ExternalInterfaceOptions, 'enableIPv4' | 'enableIPv6'>, TrafficOptions {
   readonly subnetFile: string;
@@ -58,7 +58,8 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const config = await retryUntilDone(deps, signal, 'network config', () => deps.subnets.getNetworkConfig(signal));
   log.info({ backend: config.backend.type, network: describeNetworks(config) }, 'network config loaded');
 
-  const stored = (await deps.subnets.storedPublicIPs?.(signal)) ?? {};
+  const readStored = deps.subnets.storedPublicIPs?.bind(deps.subnets);
+  const stored: StoredPublicIPs = readStored ? await retryUntilDone(deps, signal, 'public IPs recorded for this node', () => readStored(signal)) : {};
   if (stored.publicIP || stored.publicIPv6) {
     log.info({ publicIP: stored.publicIP && formatIp(stored.publicIP), publicIPv6: stored.publicIPv6 && formatIp(stored.publicIPv6) }, 'using the public IP recorded for this node');
   }

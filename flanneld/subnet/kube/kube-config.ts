@@ -34,7 +34,8 @@ export function kubeConfigFor(opts: KubeConnectOptions): KubeConfig {
     const current = kc.getCurrentCluster();
     if (!current) throw new ConfigError('kubeconfig-file', opts.kubeconfigFile, 'has no current context with a cluster');
     if (opts.apiUrl) {
-      const clusters = kc.getClusters().map((c): Cluster => (c.name === current.name ? { ...c, server: opts.apiUrl } : c));
+      const plainHttp = opts.apiUrl.startsWith('http://');
+      const clusters = kc.getClusters().map((c): Cluster => (c.name === current.name ? { ...c, server: opts.apiUrl, skipTLSVerify: plainHttp || c.skipTLSVerify } : c));
       kc.loadFromOptions({ clusters, users: kc.getUsers(), contexts: kc.getContexts(), currentContext: kc.getCurrentContext() });
     }
     return kc;
@@ -50,7 +51,9 @@ export function kubeConfigFor(opts: KubeConnectOptions): KubeConfig {
   const ca = join(saDir, 'ca.crt');
   const inPod = !opts.apiUrl || existsSync(token);
   const user: User = inPod ? { name: 'flanneld', authProvider: { name: 'tokenFile', config: { tokenFile: token } } } : { name: 'flanneld' };
-  const cluster: Cluster = { name: 'flanneld', server, skipTLSVerify: false, ...(existsSync(ca) || !opts.apiUrl ? { caFile: ca } : {}) };
+  // client-node refuses plain http unless TLS verification is off; there is no TLS to verify on such a URL.
+  const plainHttp = server.startsWith('http://');
+  const cluster: Cluster = { name: 'flanneld', server, skipTLSVerify: plainHttp, ...(!plainHttp && (existsSync(ca) || !opts.apiUrl) ? { caFile: ca } : {}) };
   kc.loadFromClusterAndUser(cluster, user);
   return kc;
 }
