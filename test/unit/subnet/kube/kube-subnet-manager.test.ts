@@ -16,6 +16,7 @@ import { seededRandom } from '../../../../flanneld/runtime/random.js';
 import { annotationNames } from '../../../../flanneld/subnet/kube/annotations.js';
 import { KubeNodeApi } from '../../../../flanneld/subnet/kube/kube-node-api.js';
 import { KubeSubnetManager } from '../../../../flanneld/subnet/kube/kube-subnet-manager.js';
+import { resolveNodeName } from '../../../../flanneld/subnet/kube/node-name.js';
 import { startFakeKubeApi, type FakeKubeApi } from '../../../helpers/fake-kube-api.js';
 import { memoryLog } from '../../../helpers/test-log.js';
 import { waitFor } from '../../../helpers/processes.js';
@@ -58,7 +59,7 @@ async function setup(nodeName = 'n1') {
   });
   const stop = new AbortController();
   stops.push(stop);
-  return { api, manager, lines, signal: stop.signal };
+  return { api, manager, lines, signal: stop.signal, nodeApi: new KubeNodeApi(kc) };
 }
 
 const attrs = { publicIP: parseIPv4('192.0.2.1')!, backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: 'aa:aa:aa:aa:aa:01' } };
@@ -196,5 +197,12 @@ describe('kube subnet manager', () => {
     const conditions = api.node('n1')?.status?.conditions ?? [];
     expect(conditions.find((c) => c.type === 'NetworkUnavailable')).toMatchObject({ status: 'False', reason: 'FlannelIsUp', message: 'Flannel is running on this node' });
     expect(conditions.find((c) => c.type === 'Ready')?.status).toBe('True');
+  });
+
+  it('finds its node through POD_NAME and POD_NAMESPACE, and names the pod when it cannot', async () => {
+    const { api, nodeApi } = await setup();
+    api.addPod('kube-flannel', 'kube-flannel-ds-x7k2p', 'worker-3');
+    expect(await resolveNodeName({ POD_NAME: 'kube-flannel-ds-x7k2p', POD_NAMESPACE: 'kube-flannel' }, nodeApi)).toBe('worker-3');
+    await expect(resolveNodeName({ POD_NAME: 'gone', POD_NAMESPACE: 'kube-flannel' }, nodeApi)).rejects.toThrow(/error retrieving pod spec for 'kube-flannel\/gone': get pod kube-flannel\/gone: HTTP 404/);
   });
 });
