@@ -41,6 +41,12 @@ export interface ReconcilerObserver {
   repaired?(kind: DatapathEntry['kind'], count: number): void;
   resynced?(durationMs: number, drift: number): void;
   peers?(count: number): void;
+  /** Entries wanted for peers, by kind, after each turn of the loop. */
+  entries?(counts: Readonly<Partial<Record<DatapathEntry['kind'], number>>>): void;
+  /** The current peers by subnet key, after each turn that changed them (probe targets, status view). */
+  peerSet?(peers: ReadonlyMap<string, Lease>): void;
+  /** After each turn: undefined when every wanted entry and device is in place, else what is not. */
+  programmed?(problem: string | undefined): void;
   /** A lease batch has been programmed; `seenAt` is when the batch arrived. */
   leaseBatchApplied?(seenAt: number): void;
 }
@@ -68,6 +74,12 @@ export async function runPeerReconciler(
   /** Desired entries by identity, and which peer wants each (for incremental removal). */
   const desired = new Map<string, DatapathEntry>();
   const byPeer = new Map<string, string[]>();
+  /** Kept with `desired`, so reporting counts per turn costs nothing at thousands of peers. */
+  const counts: Partial<Record<DatapathEntry['kind'], number>> = {};
+  const count = (kind: DatapathEntry['kind'], delta: number): void => {
+    counts[kind] = (counts[kind] ?? 0) + delta;
+  };
+  let peersChanged = false;
   const failing = new Map<string, string>();
   const skippedOnce = new Set<string>();
   let haveSnapshot = false;
@@ -115,10 +127,14 @@ export async function runPeerReconciler(
     const old = new Map<string, DatapathEntry>();
     for (const id of byPeer.get(key) ?? []) {
       const entry = desired.get(id);
-      if (entry) old.set(id, entry);
+      if (entry) {
+        old.set(id, entry);
+        count(entry.kind, -1);
+      }
       desired.delete(id);
     }
     byPeer.delete(key);
+    peersChanged = true;
     if (lease) {
       peers.set(key, lease);
       const { entries, skipped } = plan.entriesFor(lease);
@@ -129,6 +145,7 @@ export async function runPeerReconciler(
       byPeer.set(key, entries.map(entryIdentity));
       for (const e of entries) {
         const id = entryIdentity(e);
+        if (!desired.has(id)) count(e.kind, 1);
         desired.set(id, e);
         const was = old.get(id);
         if (!was || !entrySatisfies(e, was) || !entrySatisfies(was, e)) pending.set(id, { op: 'replace', entry: e });
@@ -171,6 +188,7 @@ export async function runPeerReconciler(
       if (signal.aborted) return false;
       const retryInMs = deviceBackoff.next();
       if (errorMessage(err) !== lastDeviceError) log.error({ why, err: errorMessage(err), retryInMs }, 'cannot set up devices; will retry');
+      deps.observer?.programmed?.(`cannot set up devices: ${errorMessage(err)}`);
       lastDeviceError = errorMessage(err);
       devicesPending = why;
       later(retryInMs, { type: 'resync', why: 'retrying device set-up' });
@@ -226,6 +244,9 @@ export async function runPeerReconciler(
         full = 'device re-created';
       }
       deps.observer?.peers?.(peers.size);
+      deps.observer?.entries?.(counts);
+      if (peersChanged) deps.observer?.peerSet?.(peers);
+      peersChanged = false;
       if (!haveSnapshot) continue;
       try {
         if (full !== undefined) {
@@ -247,8 +268,10 @@ export async function runPeerReconciler(
           await apply(changes);
         }
         for (const at of leaseTimes) deps.observer?.leaseBatchApplied?.(at);
+        deps.observer?.programmed?.(failing.size > 0 ? `${failing.size} datapath entries cannot be programmed` : undefined);
       } catch (err) {
         if (signal.aborted) break;
+        deps.observer?.programmed?.(`datapath update failed: ${errorMessage(err)}`);
         log.error({ err: errorMessage(err) }, 'datapath update failed; will resync');
         later(1000, { type: 'resync', why: 'after failure' });
       }

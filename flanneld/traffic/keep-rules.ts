@@ -16,15 +16,19 @@ export interface KeepRulesDeps {
   readonly periodMs: number;
   /** Called after each repair (metrics). */
   readonly onRepair?: () => void;
+  /** Called after each round that ended with the rules in place (liveness). */
+  readonly onChecked?: () => void;
 }
 
 /** Settles when `signal` aborts. */
 export function keepRules(plan: TrafficPlan, deps: KeepRulesDeps, signal: AbortSignal): Promise<void> {
   const { manager, log } = deps;
   return repeatEvery({ clock: deps.clock, periodMs: deps.periodMs, log: log.child({ manager: manager.kind }), failure: 'cannot check traffic rules' }, async () => {
-    if (await manager.matches(plan, signal)) return;
-    log.warn({ manager: manager.kind }, 'Some traffic rules are missing; deleting and recreating rules');
-    await manager.ensure(plan, signal);
-    deps.onRepair?.();
+    if (!(await manager.matches(plan, signal))) {
+      log.warn({ manager: manager.kind }, 'Some traffic rules are missing; deleting and recreating rules');
+      await manager.ensure(plan, signal);
+      deps.onRepair?.();
+    }
+    deps.onChecked?.();
   }, signal);
 }

@@ -38,6 +38,8 @@ export interface EtcdSubnetManagerDeps {
   readonly random: Random;
   readonly log: Logger;
   readonly ttlSeconds?: number;
+  /** The lease watch is connected (true) or failing and retrying (false): liveness for /healthz. */
+  readonly onWatchState?: (up: boolean) => void;
 }
 
 export class EtcdSubnetManager implements SubnetManager {
@@ -134,8 +136,10 @@ export class EtcdSubnetManager implements SubnetManager {
         snapshot = await this.list(signal, first);
         this.recent = undefined;
         backoff.reset();
+        this.deps.onWatchState?.(true);
       } catch (err) {
         if (signal.aborted) return;
+        this.deps.onWatchState?.(false);
         this.deps.log.warn({ err }, 'cannot list leases; retrying');
         await this.deps.clock.sleep(backoff.next(), signal);
         continue;

@@ -33,6 +33,7 @@ export interface KubeSubnetManagerDeps {
   readonly clock: Clock;
   readonly random: Random;
   readonly log: Logger;
+  readonly onWatchState?: (up: boolean) => void;
 }
 
 /** How often a node still waiting for its podCIDR is looked at again: one GET of one object. */

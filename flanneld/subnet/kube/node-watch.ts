@@ -20,6 +20,8 @@ export interface NodeWatchDeps {
   readonly clock: Clock;
   readonly random: Random;
   readonly log: Logger;
+  /** Listing or watching works (true) or is failing and retrying (false): liveness for /healthz. */
+  readonly onWatchState?: (up: boolean) => void;
 }
 
 export async function* watchNodes(deps: NodeWatchDeps, signal: AbortSignal): AsyncIterable<NodeBatch> {
@@ -28,6 +30,7 @@ export async function* watchNodes(deps: NodeWatchDeps, signal: AbortSignal): Asy
   // One warning per distinct failure, so an API server that is away for an hour logs once, not every 5 s.
   let lastFailure = '';
   const failed = async (what: string, err: unknown): Promise<void> => {
+    deps.onWatchState?.(false);
     const message = errorMessage(err);
     const retryInMs = backoff.next();
     if (message !== lastFailure) log.warn({ err: message, retryInMs }, `${what} failed; retrying`);
@@ -35,6 +38,7 @@ export async function* watchNodes(deps: NodeWatchDeps, signal: AbortSignal): Asy
     await clock.sleep(retryInMs, signal);
   };
   const recovered = (): void => {
+    deps.onWatchState?.(true);
     if (lastFailure) log.info('Kubernetes API reachable again');
     lastFailure = '';
     backoff.reset();

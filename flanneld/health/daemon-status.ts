@@ -1,0 +1,146 @@
+/**
+ * What `flanneld status` shows, kept up to date from the same hooks that feed the metrics: the lease, the backend,
+ * every peer with its probe state, datapath drift and repairs, and the traffic rules. Served as JSON on /status.
+ */
+import { formatIp } from '../ip/address.js';
+import { formatCidr } from '../ip/cidr.js';
+import type { Lease } from '../lease/lease.js';
+import { formatSubnetKey } from '../lease/subnet-key.js';
+import type { ReconcilerObserver } from '../../backends/peer-reconciler.js';
+
+export interface ProbeState {
+  readonly reachable: boolean;
+  readonly rttMs?: number;
+  /** ms since the epoch */
+  readonly at: number;
+}
+
+export interface PeerReport {
+  readonly subnet: string;
+  readonly ipv6Subnet?: string;
+  readonly publicIP?: string;
+  readonly vtepMAC?: string;
+  readonly probe?: ProbeState;
+}
+
+export interface StatusReport {
+  readonly ready: boolean;
+  readonly notReady: readonly string[];
+  readonly stalled: readonly string[];
+  readonly lease?: { readonly subnet?: string; readonly ipv6Subnet?: string; readonly expiresAt?: string; readonly publicIP?: string };
+  readonly backend?: { readonly type: string; readonly mtu: number };
+  readonly peers: readonly PeerReport[];
+  readonly datapath: { readonly entries: Readonly<Record<string, number>>; readonly lastDrift?: number; readonly lastResyncAt?: string; readonly repairs: Readonly<Record<string, number>>; readonly problem?: string };
+  readonly trafficRules: { readonly manager?: string; readonly repairs: number; readonly lastCheckAt?: string };
+}
+
+const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
+
+function vtepMac(data: unknown): string | undefined {
+  const mac = (data as { VtepMAC?: unknown } | undefined)?.VtepMAC;
+  return typeof mac === 'string' ? mac : undefined;
+}
+
+export class DaemonStatus {
+  lease: Lease | undefined;
+  backend: { type: string; mtu: number } | undefined;
+  rulesManager: string | undefined;
+  ruleRepairs = 0;
+  lastRulesCheck: number | undefined;
+  probes: (() => ReadonlyMap<string, ProbeState>) | undefined;
+  private peers: ReadonlyMap<string, Lease> = new Map();
+  private entries: Record<string, number> = {};
+  private repairs: Record<string, number> = {};
+  private lastDrift: number | undefined;
+  private lastResync: number | undefined;
+  private problem: string | undefined;
+
+  constructor(private readonly now: () => number) {}
+
+  /** The reconciler's hooks that the status view needs. */
+  observer(): ReconcilerObserver {
+    return {
+      repaired: (kind, n) => {
+        this.repairs[kind] = (this.repairs[kind] ?? 0) + n;
+      },
+      resynced: (_ms, drift) => {
+        this.lastDrift = drift;
+        this.lastResync = this.now();
+      },
+      entries: (counts) => {
+        this.entries = { ...counts };
+      },
+      peerSet: (peers) => {
+        this.peers = new Map(peers);
+      },
+      programmed: (problem) => {
+        this.problem = problem;
+      },
+    };
+  }
+
+  report(health: { ready: boolean; notReady: readonly string[]; stalled: readonly string[] }): StatusReport {
+    const probes = this.probes?.() ?? new Map<string, ProbeState>();
+    const peers = [...this.peers].map(([key, lease]): PeerReport => {
+      const probe = probes.get(key);
+      const mac = vtepMac(lease.attrs.backendData) ?? vtepMac(lease.attrs.backendV6Data);
+      return {
+        subnet: lease.subnet ? formatCidr(lease.subnet) : '-',
+        ...(lease.ipv6Subnet ? { ipv6Subnet: formatCidr(lease.ipv6Subnet) } : {}),
+        ...(lease.attrs.publicIP ? { publicIP: formatIp(lease.attrs.publicIP) } : {}),
+        ...(mac ? { vtepMAC: mac } : {}),
+        ...(probe ? { probe } : {}),
+      };
+    }).sort((a, b) => a.subnet.localeCompare(b.subnet, 'en', { numeric: true }));
+    const lease = this.lease;
+    const lastResyncAt = iso(this.lastResync);
+    const lastCheckAt = iso(this.lastRulesCheck);
+    const expiresAt = iso(lease?.expiresAt);
+    return {
+      ...health,
+      ...(lease
+        ? {
+            lease: {
+              ...(lease.subnet ? { subnet: formatCidr(lease.subnet) } : {}),
+              ...(lease.ipv6Subnet ? { ipv6Subnet: formatCidr(lease.ipv6Subnet) } : {}),
+              ...(expiresAt ? { expiresAt } : {}),
+              ...(lease.attrs.publicIP ? { publicIP: formatIp(lease.attrs.publicIP) } : {}),
+            },
+          }
+        : {}),
+      ...(this.backend ? { backend: this.backend } : {}),
+      peers,
+      datapath: {
+        entries: this.entries,
+        repairs: this.repairs,
+        ...(this.lastDrift !== undefined ? { lastDrift: this.lastDrift } : {}),
+        ...(lastResyncAt ? { lastResyncAt } : {}),
+        ...(this.problem ? { problem: this.problem } : {}),
+      },
+      trafficRules: { ...(this.rulesManager ? { manager: this.rulesManager } : {}), repairs: this.ruleRepairs, ...(lastCheckAt ? { lastCheckAt } : {}) },
+    };
+  }
+
+  /** Subnet keys of the peers, as the prober and metrics label them. */
+  static keyOf(lease: Lease): string {
+    return formatSubnetKey(lease);
+  }
+}
+
+/** One observer that calls every given one, so metrics, status and health each keep their own hooks. */
+export function combineObservers(...observers: readonly (ReconcilerObserver | undefined)[]): ReconcilerObserver {
+  const all = observers.filter((o): o is ReconcilerObserver => o !== undefined);
+  const fan = <K extends keyof ReconcilerObserver>(key: K) => (...args: Parameters<NonNullable<ReconcilerObserver[K]>>): void => {
+    for (const o of all) (o[key] as ((...a: unknown[]) => void) | undefined)?.(...args);
+  };
+  return {
+    applied: fan('applied'),
+    repaired: fan('repaired'),
+    resynced: fan('resynced'),
+    peers: fan('peers'),
+    entries: fan('entries'),
+    peerSet: fan('peerSet'),
+    programmed: fan('programmed'),
+    leaseBatchApplied: fan('leaseBatchApplied'),
+  };
+}

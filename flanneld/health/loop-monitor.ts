@@ -1,0 +1,62 @@
+/**
+ * Liveness of the daemon's loops for /healthz: each loop beats when it completes a round, and one that has not
+ * beaten for more than twice its period is stalled, with a reason naming it. Time comes from the injected Clock,
+ * so stalls are tested without waiting.
+ */
+import type { Clock } from '../runtime/clock.js';
+
+export const DAEMON_LOOPS = ['lease-keeper', 'lease-watcher', 'datapath-reconciler', 'traffic-rules'] as const;
+export type LoopName = (typeof DAEMON_LOOPS)[number];
+
+interface LoopState {
+  periodMs: number;
+  lastBeat: number;
+  /** For connection-like loops (a watch): alive for as long as it is up, stalled 2 periods after it went down. */
+  up?: boolean;
+}
+
+export class LoopMonitor {
+  private readonly loops = new Map<LoopName, LoopState>();
+
+  constructor(private readonly clock: Clock) {}
+
+  /** Starts watching a loop; registering again changes its period and counts as a beat. */
+  register(name: LoopName, periodMs: number): void {
+    this.loops.set(name, { periodMs, lastBeat: this.clock.now() });
+  }
+
+  /** A loop that waits on purpose for longer (a lease renewal hours away) stops being watched until it registers again. */
+  unregister(name: LoopName): void {
+    this.loops.delete(name);
+  }
+
+  beat(name: LoopName): void {
+    const loop = this.loops.get(name);
+    if (loop) loop.lastBeat = this.clock.now();
+  }
+
+  /** A watch connected (up) or failing (down); only a change of state moves its clock. */
+  setUp(name: LoopName, up: boolean): void {
+    const loop = this.loops.get(name);
+    if (!loop || loop.up === up) return;
+    loop.up = up;
+    loop.lastBeat = this.clock.now();
+  }
+
+  /** One sentence per stalled loop; empty when all are alive. */
+  stalled(): string[] {
+    const now = this.clock.now();
+    const out: string[] = [];
+    for (const [name, loop] of this.loops) {
+      const silent = loop.up ? 0 : now - loop.lastBeat;
+      if (silent > 2 * loop.periodMs) out.push(`${name} stalled: no progress for ${Math.round(silent / 1000)} s (period ${Math.round(loop.periodMs / 1000)} s)`);
+    }
+    return out;
+  }
+
+  /** Seconds since each loop's last beat, for the status view. */
+  ages(): Record<string, number> {
+    const now = this.clock.now();
+    return Object.fromEntries([...this.loops].map(([name, loop]) => [name, loop.up ? 0 : (now - loop.lastBeat) / 1000]));
+  }
+}

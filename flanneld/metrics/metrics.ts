@@ -1,0 +1,60 @@
+/**
+ * flanneld's Prometheus metrics, on a registry the caller owns (no prom-client global), and adapters from the hooks
+ * the daemon's parts already expose (reconciler observer, rule keeper, lease keeper, prober) onto them.
+ */
+import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
+import type { ReconcilerObserver } from '../../backends/peer-reconciler.js';
+import type { Clock } from '../runtime/clock.js';
+
+export interface FlanneldMetrics {
+  readonly ready: Gauge;
+  readonly leaseExpiry: Gauge;
+  readonly leaseRenewals: Counter;
+  readonly subnetManagerErrors: Counter<'op'>;
+  readonly peers: Gauge;
+  readonly datapathEntries: Gauge<'kind'>;
+  readonly datapathRepairs: Counter<'kind'>;
+  readonly applyDuration: Histogram;
+  readonly resyncDuration: Histogram;
+  readonly leaseEventLatency: Histogram;
+  readonly trafficRuleRepairs: Counter<'manager'>;
+  readonly probeRtt: Histogram;
+  readonly peerReachable: Gauge<'peer'>;
+}
+
+/** Seconds; from sub-millisecond netlink batches up to multi-second cold starts. */
+const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export function createMetrics(registry: Registry, opts: { processMetrics?: boolean } = {}): FlanneldMetrics {
+  const registers = [registry];
+  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry });
+  return {
+    ready: new Gauge({ name: 'flanneld_ready', help: '1 once rules are in and subnet.env is written, 0 when not ready', registers }),
+    leaseExpiry: new Gauge({ name: 'flanneld_lease_expiry_timestamp_seconds', help: "When this node's lease expires (Unix seconds); absent when it never does", registers }),
+    leaseRenewals: new Counter({ name: 'flanneld_lease_renewals_total', help: 'Lease renewals (and re-claims) that succeeded', registers }),
+    subnetManagerErrors: new Counter({ name: 'flanneld_subnet_manager_errors_total', help: 'Failed subnet manager calls, by operation', labelNames: ['op'], registers }),
+    peers: new Gauge({ name: 'flanneld_peers', help: 'Peers the datapath is programmed for', registers }),
+    datapathEntries: new Gauge({ name: 'flanneld_datapath_entries', help: 'Datapath entries wanted for peers, by kind', labelNames: ['kind'], registers }),
+    datapathRepairs: new Counter({ name: 'flanneld_datapath_repairs_total', help: 'Datapath entries restored after they were removed or changed behind our back, by kind', labelNames: ['kind'], registers }),
+    applyDuration: new Histogram({ name: 'flanneld_datapath_apply_duration_seconds', help: 'Time to apply one batch of datapath changes', buckets: DURATION_BUCKETS, registers }),
+    resyncDuration: new Histogram({ name: 'flanneld_datapath_resync_duration_seconds', help: 'Time for one full datapath resync (dump, diff, apply)', buckets: DURATION_BUCKETS, registers }),
+    leaseEventLatency: new Histogram({ name: 'flanneld_lease_event_latency_seconds', help: 'From a lease change seen to its entries applied', buckets: DURATION_BUCKETS, registers }),
+    trafficRuleRepairs: new Counter({ name: 'flanneld_traffic_rules_repairs_total', help: 'Times missing traffic rules were re-applied, by manager', labelNames: ['manager'], registers }),
+    probeRtt: new Histogram({ name: 'flanneld_peer_probe_rtt_seconds', help: "Round-trip time of peer probes through the overlay", buckets: DURATION_BUCKETS, registers }),
+    peerReachable: new Gauge({ name: 'flanneld_peer_reachable', help: '1 when the peer answers probes through the overlay, 0 when not', labelNames: ['peer'], registers }),
+  };
+}
+
+/** The reconciler's hooks as metrics; entry counts are set for every kind so absent kinds read 0, not missing. */
+export function reconcilerMetrics(metrics: FlanneldMetrics, clock: Clock): ReconcilerObserver {
+  return {
+    applied: (_changes, durationMs) => metrics.applyDuration.observe(durationMs / 1000),
+    repaired: (kind, count) => metrics.datapathRepairs.inc({ kind }, count),
+    resynced: (durationMs) => metrics.resyncDuration.observe(durationMs / 1000),
+    peers: (count) => metrics.peers.set(count),
+    entries: (counts) => {
+      for (const kind of ['route', 'neigh', 'fdb'] as const) metrics.datapathEntries.set({ kind }, counts[kind] ?? 0);
+    },
+    leaseBatchApplied: (seenAt) => metrics.leaseEventLatency.observe(Math.max(0, clock.now() - seenAt) / 1000),
+  };
+}
