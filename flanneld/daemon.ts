@@ -22,6 +22,13 @@ import { trafficPlan, type TrafficOptions } from './traffic/plans.js';
 import type { TrafficManager } from './traffic/traffic-manager.js';
 import { previousSubnets, renderSubnetEnv } from './subnet/subnet-env.js';
 import type { StoredPublicIPs, SubnetManager } from './subnet/subnet-manager.js';
+import type { IpAddress } from './ip/address.js';
+import { networkAddress, type IpNet } from './ip/cidr.js';
+import { combineObservers, type DaemonStatus, type ProbeState } from './health/daemon-status.js';
+import type { LoopMonitor } from './health/loop-monitor.js';
+import type { Readiness } from './health/readiness.js';
+import { reconcilerMetrics, type FlanneldMetrics } from './metrics/metrics.js';
+import type { ReconcilerObserver } from '../backends/peer-reconciler.js';
 
 export interface DaemonOptions extends Omit<ExternalInterfaceOptions, 'enableIPv4' | 'enableIPv6'>, TrafficOptions {
   readonly subnetFile: string;
@@ -47,6 +54,23 @@ export interface DaemonDeps {
   readonly writeFile: (path: string, text: string) => Promise<void>;
   /** Called once subnet.env is written (readiness). */
   readonly onReady?: (lease: Lease) => void;
+  /** Health, readiness, metrics and status; absent in tests that do not look at them. */
+  readonly ops?: DaemonOps;
+}
+
+/** The peer prober as the daemon drives it: targets follow the peer set, results feed status and metrics. */
+export interface ProberPort {
+  setTargets(targets: readonly { readonly key: string; readonly address: IpAddress; readonly subnet: IpNet; readonly publicIP?: IpAddress }[]): void;
+  state(): ReadonlyMap<string, ProbeState>;
+  run(signal: AbortSignal): Promise<void>;
+}
+
+export interface DaemonOps {
+  readonly loops: LoopMonitor;
+  readonly readiness: Readiness;
+  readonly status: DaemonStatus;
+  readonly metrics?: FlanneldMetrics;
+  readonly prober?: ProberPort;
 }
 
 export type DaemonResult = { readonly kind: 'stopped' } | { readonly kind: 'lease-lost'; readonly message: string };
@@ -89,7 +113,9 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     retryUntilDone(deps, acquireSignal, 'subnet lease', () =>
       deps.subnets.acquireLease({ attrs, ...(previous ? { previous } : {}) }, acquireSignal),
     );
+  const observer = deps.ops ? opsObserver(deps.ops, deps.clock, opts.datapathResyncMs) : undefined;
   const backend = factory({
+    ...(observer ? { observer } : {}),
     subnets: deps.subnets,
     extIface,
     acquireLease,
@@ -102,6 +128,12 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   });
   const network = await backend.registerNetwork(config, signal);
   log.info({ subnet: formatSubnetKey(network.lease), mtu: network.mtu }, 'lease acquired');
+  const ops = deps.ops;
+  if (ops) {
+    ops.status.lease = network.lease;
+    ops.status.backend = { type: config.backend.type, mtu: network.mtu };
+    leaseTimes(ops, network.lease, deps.clock.now(), opts.renewMarginMs);
+  }
 
   // Upstream's order: clean up the other mode, install ours, then write subnet.env (readiness means rules are in).
   const [rules, other] = config.enableNFTables
@@ -112,6 +144,10 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   await other.removeAll(signal);
   await rules.ensure(plan, signal);
   log.info({ manager: rules.kind, masquerade: plan.masquerade, forward: plan.forward }, 'traffic rules in place');
+  if (ops) {
+    ops.status.rulesManager = rules.kind;
+    ops.loops.register('traffic-rules', opts.iptablesResyncMs);
+  }
 
   const envText = renderSubnetEnv({
     ...(config.enableIPv4 && config.network ? { network: config.network } : {}),
@@ -124,6 +160,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   try {
     await deps.writeFile(opts.subnetFile, envText);
     log.info({ file: opts.subnetFile }, 'wrote subnet file');
+    ops?.readiness.set('started', undefined);
     deps.onReady?.(network.lease);
   } catch (err) {
     // Upstream keeps running without becoming ready; pods on this node cannot start until this is fixed.
@@ -144,8 +181,15 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
       renewMarginMs: opts.renewMarginMs,
     },
     phase.signal,
+    (renewed) => {
+      if (!ops) return;
+      ops.metrics?.leaseRenewals.inc();
+      ops.status.lease = renewed;
+      leaseTimes(ops, renewed, deps.clock.now(), opts.renewMarginMs);
+    },
   ).catch((err: unknown) => {
     if (phase.signal.aborted) return;
+    if (err instanceof LeaseLostError) ops?.readiness.set('lease', `lease lost: ${err.message}`);
     if (err instanceof LeaseLostError) lost = err;
     else log.error({ err }, 'lease keeper failed');
     phase.abort(err);
@@ -154,14 +198,61 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     if (!phase.signal.aborted) log.error({ err }, 'backend stopped');
     phase.abort(err);
   });
-  const keeping = keepRules(plan, { manager: rules, clock: deps.clock, log: log.child({ component: 'traffic' }), periodMs: opts.iptablesResyncMs }, phase.signal);
+  const keeping = keepRules(plan, {
+    manager: rules,
+    clock: deps.clock,
+    log: log.child({ component: 'traffic' }),
+    periodMs: opts.iptablesResyncMs,
+    onRepair: () => {
+      ops?.metrics?.trafficRuleRepairs.inc({ manager: rules.kind });
+      if (ops) ops.status.ruleRepairs++;
+    },
+    onChecked: () => {
+      ops?.loops.beat('traffic-rules');
+      if (ops) ops.status.lastRulesCheck = deps.clock.now();
+    },
+  }, phase.signal);
+  const probing = ops?.prober ? ops.prober.run(phase.signal).catch((err: unknown) => log.warn({ err }, 'peer prober stopped')) : undefined;
   const blackholes = opts.ipBlackholeRoute ? keepBlackholes(deps, network.lease, opts.iptablesResyncMs, phase.signal) : Promise.resolve();
   const completing = deps.subnets.completeLease?.(network.lease, phase.signal).catch((err: unknown) => {
     if (!phase.signal.aborted) log.warn({ err }, 'cannot complete the lease');
   });
-  await Promise.allSettled([keeper, running, keeping, blackholes, completing]);
+  await Promise.allSettled([keeper, running, keeping, blackholes, completing, probing]);
   signal.removeEventListener('abort', stopPhase);
   return lost ? { kind: 'lease-lost', message: lost.message } : { kind: 'stopped' };
+}
+
+/**
+ * The reconciler's hooks as health, status and metrics: each resync is the reconciler's heartbeat, a programming
+ * problem makes the node unready, and the peer set drives the prober and the per-peer metric labels.
+ */
+function opsObserver(ops: DaemonOps, clock: Clock, resyncMs: number): ReconcilerObserver {
+  ops.loops.register('datapath-reconciler', resyncMs);
+  let probed = new Set<string>();
+  const health: ReconcilerObserver = {
+    resynced: () => ops.loops.beat('datapath-reconciler'),
+    programmed: (problem) => ops.readiness.set('datapath', problem),
+    peerSet: (peers) => {
+      const keys = new Set(peers.keys());
+      for (const gone of probed) if (!keys.has(gone)) ops.metrics?.peerReachable.remove({ peer: gone });
+      probed = keys;
+      ops.prober?.setTargets([...peers].flatMap(([key, lease]) => {
+        if (!lease.subnet) return [];
+        return [{ key, address: networkAddress(lease.subnet), subnet: lease.subnet, ...(lease.attrs.publicIP ? { publicIP: lease.attrs.publicIP } : {}) }];
+      }));
+    },
+  };
+  return combineObservers(ops.metrics && reconcilerMetrics(ops.metrics, clock), ops.status.observer(), health);
+}
+
+/** Lease expiry as a metric, and the keeper watched for stalls only when it has a renewal to make. */
+function leaseTimes(ops: DaemonOps, lease: Lease, now: number, renewMarginMs: number): void {
+  if (lease.expiresAt === undefined) {
+    ops.loops.unregister('lease-keeper');
+    return;
+  }
+  ops.metrics?.leaseExpiry.set(lease.expiresAt / 1000);
+  ops.loops.register('lease-keeper', Math.max(1000, lease.expiresAt - renewMarginMs - now));
 }
 
 /** --ip-blackhole-route: keeps a blackhole route for our own subnet(s), re-checked every period. */

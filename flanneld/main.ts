@@ -26,7 +26,13 @@ import { NftablesTrafficManager } from './traffic/nftables-manager.js';
 import { readVersion } from './version.js';
 import type { Logger } from 'pino';
 import { formatIp } from './ip/address.js';
-import { startHealthServer } from './health/health-server.js';
+import { startHealthServer, type HealthView } from './health/health-server.js';
+import { Registry } from 'prom-client';
+import { DaemonStatus } from './health/daemon-status.js';
+import { LoopMonitor } from './health/loop-monitor.js';
+import { Readiness } from './health/readiness.js';
+import { createMetrics } from './metrics/metrics.js';
+import { countSubnetErrors } from './metrics/subnet-errors.js';
 import { Backoff } from './runtime/backoff.js';
 import { FlannelError, errorMessage } from './runtime/errors.js';
 import { annotationNames } from './subnet/kube/annotations.js';
@@ -35,6 +41,9 @@ import { KubeNodeApi } from './subnet/kube/kube-node-api.js';
 import { KubeSubnetManager } from './subnet/kube/kube-subnet-manager.js';
 import { resolveNodeName } from './subnet/kube/node-name.js';
 import type { SubnetManager } from './subnet/subnet-manager.js';
+
+/** How long the lease watch may neither hold a connection nor retry before /healthz reports it: twice this. */
+const LEASE_WATCH_PERIOD_MS = 30_000;
 
 async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
   const loaded = loadOptions(argv, env);
@@ -56,14 +65,36 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
   log.info({ version: readVersion() }, 'starting flanneld');
   for (const warning of loaded.warnings) log.warn(warning);
   const stop = abortOnSignals((name) => log.info({ signal: name }, 'shutting down'));
-  let ready = false;
+  const registry = new Registry();
+  const metrics = createMetrics(registry);
+  const loops = new LoopMonitor(systemClock);
+  const readiness = new Readiness();
+  readiness.onChange((ready) => metrics.ready.set(ready ? 1 : 0));
+  metrics.ready.set(0);
+  const status = new DaemonStatus(() => systemClock.now());
+  const healthView = (): HealthView => ({ ready: readiness.ready(), notReady: readiness.reasons(), stalled: loops.stalled() });
   const health = options.healthzPort > 0
-    ? await startHealthServer({ host: formatIp(options.healthzIp), port: options.healthzPort, isReady: () => ready, log: log.child({ component: 'health' }) })
+    ? await startHealthServer({
+        host: formatIp(options.healthzIp),
+        port: options.healthzPort,
+        health: healthView,
+        metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
+        status: () => status.report(healthView()),
+        log: log.child({ component: 'health' }),
+      })
     : undefined;
   const datapath = new NetlinkDatapath();
   let store: { subnets: SubnetManager; close(): void };
+  // The watch is the lease-watcher loop: alive while connected or retrying, stalled when it does neither.
+  // Watched from its first attempt on, so waiting for the config at start-up does not count as a stall.
+  let watching = false;
+  const onWatchState = (up: boolean): void => {
+    if (!watching) loops.register('lease-watcher', LEASE_WATCH_PERIOD_MS);
+    watching = true;
+    loops.setUp('lease-watcher', up);
+  };
   try {
-    store = options.kubeSubnetMgr ? await kubeStore(options, env, log, stop.signal) : etcdStore(options, log);
+    store = options.kubeSubnetMgr ? await kubeStore(options, env, log, stop.signal, onWatchState) : etcdStore(options, log, onWatchState);
   } catch (err) {
     await health?.close();
     datapath.close();
@@ -71,7 +102,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
     log.error({ err }, 'fatal');
     return 1;
   }
-  const { subnets } = store;
+  const subnets = countSubnetErrors(store.subnets, (op) => metrics.subnetManagerErrors.inc({ op }));
   try {
     const result = await runDaemon(
       {
@@ -88,9 +119,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         log: log.child({ component: 'daemon' }),
         readFile: (path) => readFile(path, 'utf8').catch(() => undefined),
         writeFile: writeFileAtomic,
-        onReady: () => {
-          ready = true;
-        },
+        ops: { loops, readiness, status, metrics },
       },
       {
         subnetFile: options.subnetFile,
@@ -129,7 +158,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
   }
 }
 
-function etcdStore(options: FlanneldOptions, log: Logger): { subnets: SubnetManager; close(): void } {
+function etcdStore(options: FlanneldOptions, log: Logger, onWatchState: (up: boolean) => void): { subnets: SubnetManager; close(): void } {
   const plan = planEtcdClient({
     endpoints: options.etcdEndpoints,
     keyFile: options.etcdKeyfile,
@@ -146,12 +175,19 @@ function etcdStore(options: FlanneldOptions, log: Logger): { subnets: SubnetMana
     clock: systemClock,
     random: mathRandom,
     log: log.child({ component: 'subnet-etcd' }),
+    onWatchState,
   });
   return { subnets, close: () => client.close() };
 }
 
 /** --kube-subnet-mgr: finding our node needs the API when only POD_NAME is known, so that waits for the API. */
-async function kubeStore(options: FlanneldOptions, env: NodeJS.ProcessEnv, log: Logger, signal: AbortSignal): Promise<{ subnets: SubnetManager; close(): void }> {
+async function kubeStore(
+  options: FlanneldOptions,
+  env: NodeJS.ProcessEnv,
+  log: Logger,
+  signal: AbortSignal,
+  onWatchState: (up: boolean) => void,
+): Promise<{ subnets: SubnetManager; close(): void }> {
   const kubeLog = log.child({ component: 'subnet-kube' });
   const annotations = annotationNames(options.kubeAnnotationPrefix);
   const api = new KubeNodeApi(kubeConfigFor({ kubeconfigFile: options.kubeconfigFile, apiUrl: options.kubeApiUrl, env }));
@@ -179,6 +215,7 @@ async function kubeStore(options: FlanneldOptions, env: NodeJS.ProcessEnv, log: 
     clock: systemClock,
     random: mathRandom,
     log: kubeLog,
+    onWatchState,
   });
   return { subnets, close: () => undefined };
 }

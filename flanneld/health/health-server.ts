@@ -1,14 +1,26 @@
 /**
- * `--healthz-ip`/`--healthz-port` (0 disables): upstream's endpoints for the DaemonSet's probes. `/healthz` answers
- * 200 while the process serves; `/readyz` answers 200 once traffic rules are in and subnet.env is written, 503 before.
+ * `--healthz-ip`/`--healthz-port` (0 disables): the endpoints of the DaemonSet's probes and of monitoring.
+ * `/healthz`: 200 while every loop makes progress, 503 naming the loop that stalled. `/readyz`: 200 once traffic
+ * rules are in and subnet.env is written (upstream's meaning), 503 with the reason before that and whenever the
+ * lease is lost or the datapath cannot be programmed. `/metrics`: Prometheus text. `/status`: JSON for
+ * `flanneld status`.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import type { StatusReport } from './daemon-status.js';
+
+export interface HealthView {
+  readonly ready: boolean;
+  readonly notReady: readonly string[];
+  readonly stalled: readonly string[];
+}
 
 export interface HealthServerOptions {
   readonly host: string;
   readonly port: number;
-  readonly isReady: () => boolean;
+  readonly health: () => HealthView;
+  readonly metrics?: () => Promise<{ readonly contentType: string; readonly body: string }>;
+  readonly status?: () => StatusReport;
   readonly log: Logger;
 }
 
@@ -17,18 +29,32 @@ export interface HealthServer {
   close(): Promise<void>;
 }
 
+function text(res: ServerResponse, code: number, body: string): void {
+  res.writeHead(code, { 'Content-Type': 'text/plain; charset=utf-8' }).end(body);
+}
+
 export async function startHealthServer(opts: HealthServerOptions): Promise<HealthServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD' }).end();
-    } else if (path === '/healthz') {
-      res.writeHead(200, { 'Content-Type': 'text/plain' }).end('ok\n');
+      return;
+    }
+    if (path === '/healthz') {
+      const { stalled } = opts.health();
+      text(res, stalled.length === 0 ? 200 : 503, stalled.length === 0 ? 'ok\n' : `${stalled.join('\n')}\n`);
     } else if (path === '/readyz') {
-      const ready = opts.isReady();
-      res.writeHead(ready ? 200 : 503, { 'Content-Type': 'text/plain' }).end(ready ? 'ok\n' : 'not ready: subnet.env not written yet\n');
+      const { ready, notReady } = opts.health();
+      text(res, ready ? 200 : 503, ready ? 'ok\n' : `not ready: ${notReady.join('; ')}\n`);
+    } else if (path === '/metrics' && opts.metrics) {
+      opts.metrics().then(
+        (m) => res.writeHead(200, { 'Content-Type': m.contentType }).end(m.body),
+        (err: unknown) => text(res, 500, `cannot collect metrics: ${String(err)}\n`),
+      );
+    } else if (path === '/status' && opts.status) {
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(opts.status()));
     } else {
-      res.writeHead(404, { 'Content-Type': 'text/plain' }).end('not found\n');
+      text(res, 404, 'not found\n');
     }
   });
   await new Promise<void>((resolve, reject) => {
@@ -40,7 +66,7 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : opts.port;
-  opts.log.info({ host: opts.host, port }, 'serving /healthz and /readyz');
+  opts.log.info({ host: opts.host, port }, 'serving /healthz, /readyz, /metrics and /status');
   return {
     port,
     close: () => new Promise<void>((resolve) => {

@@ -11,7 +11,7 @@ export type LoopName = (typeof DAEMON_LOOPS)[number];
 interface LoopState {
   periodMs: number;
   lastBeat: number;
-  /** For connection-like loops (a watch): alive for as long as it is up, stalled 2 periods after it went down. */
+  /** For connection-like loops (a watch): alive for as long as it is connected. */
   up?: boolean;
 }
 
@@ -35,10 +35,13 @@ export class LoopMonitor {
     if (loop) loop.lastBeat = this.clock.now();
   }
 
-  /** A watch connected (up) or failing (down); only a change of state moves its clock. */
+  /**
+   * A watch connected (up), or failed and about to retry (down). A retry is progress too: a store that is away makes
+   * the daemon wait, not a restart help, so only a watch that neither holds a connection nor retries is stalled.
+   */
   setUp(name: LoopName, up: boolean): void {
     const loop = this.loops.get(name);
-    if (!loop || loop.up === up) return;
+    if (!loop) return;
     loop.up = up;
     loop.lastBeat = this.clock.now();
   }
