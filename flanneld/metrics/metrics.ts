@@ -28,7 +28,7 @@ const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 
 export function createMetrics(registry: Registry, opts: { processMetrics?: boolean } = {}): FlanneldMetrics {
   const registers = [registry];
   if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry });
-  return {
+  const metrics: FlanneldMetrics = {
     ready: new Gauge({ name: 'flanneld_ready', help: '1 once rules are in and subnet.env is written, 0 when not ready', registers }),
     leaseExpiry: new Gauge({ name: 'flanneld_lease_expiry_timestamp_seconds', help: "When this node's lease expires (Unix seconds); absent when it never does", registers }),
     leaseRenewals: new Counter({ name: 'flanneld_lease_renewals_total', help: 'Lease renewals (and re-claims) that succeeded', registers }),
@@ -43,7 +43,15 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
     probeRtt: new Histogram({ name: 'flanneld_peer_probe_rtt_seconds', help: "Round-trip time of peer probes through the overlay", buckets: DURATION_BUCKETS, registers }),
     peerReachable: new Gauge({ name: 'flanneld_peer_reachable', help: '1 when the peer answers probes through the overlay, 0 when not', labelNames: ['peer'], registers }),
   };
+  // Counters start at 0 for every label value they can take, so a rate() query works before the first event.
+  for (const kind of ['route', 'neigh', 'fdb']) metrics.datapathRepairs.inc({ kind }, 0);
+  for (const manager of ['iptables', 'nftables']) metrics.trafficRuleRepairs.inc({ manager }, 0);
+  for (const op of SUBNET_OPS) metrics.subnetManagerErrors.inc({ op }, 0);
+  return metrics;
 }
+
+/** The operations countSubnetErrors labels. */
+export const SUBNET_OPS = ['get_network_config', 'find_previous_lease', 'acquire_lease', 'renew_lease', 'stored_public_ips', 'complete_lease'] as const;
 
 /** The reconciler's hooks as metrics; entry counts are set for every kind so absent kinds read 0, not missing. */
 export function reconcilerMetrics(metrics: FlanneldMetrics, clock: Clock): ReconcilerObserver {

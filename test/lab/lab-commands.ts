@@ -28,10 +28,13 @@ export interface LabContext {
 }
 
 const FLANNELD = join(REPO_ROOT, 'dist/flanneld/main.js');
+/** Each host's flanneld serves /healthz, /readyz, /metrics and /status on its own loopback. */
+export const LAB_HEALTHZ_PORT = 8471;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function flanneldArgv(host: HostRecord): string[] {
-  return [FLANNELD, `--etcd-endpoints=${LAB_ETCD_ENDPOINT}`, '--ip-masq', `--subnet-file=${join(host.dir, 'subnet.env')}`];
+  return [FLANNELD, `--etcd-endpoints=${LAB_ETCD_ENDPOINT}`, '--ip-masq', `--subnet-file=${join(host.dir, 'subnet.env')}`,
+    `--healthz-ip=127.0.0.1`, `--healthz-port=${LAB_HEALTHZ_PORT}`];
 }
 
 /** Until the daemon has (re)written subnet.env since `since`; fails at once, with its log, if the daemon exits. */
