@@ -51,6 +51,9 @@ export interface ReconcilerObserver {
   leaseBatchApplied?(seenAt: number): void;
 }
 
+const INITIAL_SNAPSHOT = 'initial lease snapshot';
+const DEVICE_RECREATED = 'device re-created';
+
 /** Upstream's device re-creation backoff: 1 s doubling to 30 s. */
 const DEVICE_RETRY = { initialMs: 1000, maxMs: 30_000, jitter: 0 };
 
@@ -200,10 +203,12 @@ export async function runPeerReconciler(
     const started = deps.clock.now();
     const actual = await datapath.dump(plan.scope());
     const changes = diffEntries([...desired.values()], actual);
-    if (changes.length > 0) log.info({ why, changes: changes.length }, 'datapath drifted from the leases; converging');
-    for (const c of changes) if (c.op === 'replace') deps.observer?.repaired?.(c.entry.kind, 1);
+    // Programming the first snapshot or a re-created device is the job itself, not a repair of drift.
+    const drifted = why !== INITIAL_SNAPSHOT && why !== DEVICE_RECREATED;
+    if (changes.length > 0 && drifted) log.info({ why, changes: changes.length }, 'datapath drifted from the leases; converging');
+    if (drifted) for (const c of changes) if (c.op === 'replace') deps.observer?.repaired?.(c.entry.kind, 1);
     await apply(changes);
-    deps.observer?.resynced?.(deps.clock.now() - started, changes.length);
+    deps.observer?.resynced?.(deps.clock.now() - started, drifted ? changes.length : 0);
   };
 
   try {
@@ -226,7 +231,7 @@ export async function runPeerReconciler(
             if (key !== ownKey) setPeer(key, ev.type === 'added' ? ev.lease : undefined);
           }
           leaseTimes.push(input.at);
-          if (!haveSnapshot) full = 'initial lease snapshot';
+          if (!haveSnapshot) full = INITIAL_SNAPSHOT;
           haveSnapshot = true;
         } else if (input.type === 'device-lost') {
           log.warn({ device: input.name }, 'device removed behind our back; re-creating it');
@@ -241,7 +246,7 @@ export async function runPeerReconciler(
         if (!(await ensureDevices(devicesPending))) continue;
         // Device indexes changed: every peer's entries must be recomputed against the new device.
         for (const [key, lease] of [...peers]) setPeer(key, lease);
-        full = 'device re-created';
+        full = DEVICE_RECREATED;
       }
       deps.observer?.peers?.(peers.size);
       deps.observer?.entries?.(counts);

@@ -33,6 +33,7 @@ import { LoopMonitor } from './health/loop-monitor.js';
 import { Readiness } from './health/readiness.js';
 import { createMetrics } from './metrics/metrics.js';
 import { countSubnetErrors } from './metrics/subnet-errors.js';
+import { runStatusCommand } from './status/status-command.js';
 import { Backoff } from './runtime/backoff.js';
 import { FlannelError, errorMessage } from './runtime/errors.js';
 import { annotationNames } from './subnet/kube/annotations.js';
@@ -46,6 +47,7 @@ import type { SubnetManager } from './subnet/subnet-manager.js';
 const LEASE_WATCH_PERIOD_MS = 30_000;
 
 async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<number> {
+  if (argv[0] === 'status') return runStatusCommand(argv.slice(1), env, (s) => process.stdout.write(s));
   const loaded = loadOptions(argv, env);
   switch (loaded.kind) {
     case 'help':

@@ -558,7 +558,9 @@ describe('runPeerReconciler: lifecycle and observer', () => {
     await h.push(added(peerLease(2), peerLease(3)));
     expect(h.seen.leaseBatchApplied).toEqual([t0 + 1000]);
     expect(h.seen.applied).toEqual([[6, 7]]);
-    expect(h.seen.resynced).toEqual([[7, 6]]);
+    // Programming the first snapshot is not drift: no repairs, drift 0.
+    expect(h.seen.resynced).toEqual([[7, 0]]);
+    expect(h.seen.repaired).toEqual([]);
     expect(h.seen.peers.at(-1)).toBe(2);
 
     h.clock.advance(500);
