@@ -109,7 +109,7 @@ export async function status(ctx: LabContext): Promise<void> {
 async function report(ctx: LabContext, state: LabState): Promise<void> {
   const { print } = ctx;
   const hub = new Netns(labNetns(state.id, 'hub'));
-  print(`\n${await hostsTable(state)}`);
+  print(`\n${await hostsTable(state, LAB_HEALTHZ_PORT)}`);
   const etcd = state.processes['etcd'];
   const leases = etcd && isRunning(etcd) ? await readLeases(hub).catch(() => undefined) : undefined;
   print(leases ? `\n${leasesTable(leases)}` : `\netcd is not reachable (${etcd && isRunning(etcd) ? 'running' : 'stopped'}); leases unknown`);

@@ -8,7 +8,10 @@ import { Netns } from '../helpers/netns.js';
 import type { LeaseRow } from './lab-etcd.js';
 import type { MatrixResult } from './lab-matrix.js';
 import { isRunning, processStartTime } from './lab-processes.js';
-import type { HostRecord, LabState, PodRecord, ProcessRecord } from './lab-state.js';
+import { REPO_ROOT, type HostRecord, type LabState, type PodRecord, type ProcessRecord } from './lab-state.js';
+import type { StatusReport } from '../../flanneld/health/daemon-status.js';
+
+const FLANNELD_MAIN = join(REPO_ROOT, 'dist/flanneld/main.js');
 
 export function markdownTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
   const line = (cells: readonly string[]): string => `| ${cells.join(' | ')} |`;
@@ -46,13 +49,37 @@ async function flannelDevice(host: HostRecord): Promise<{ name: string; mac: str
   return m ? { name: m[1] as string, mac: m[2] ?? '-' } : { name: '-', mac: '-' };
 }
 
-export async function hostsTable(state: LabState): Promise<string> {
+/**
+ * What the host's flanneld says about itself (`flanneld status --json` in the host's namespace): ready or why not,
+ * stalled loops, peers answering probes, repairs.
+ */
+async function daemonView(host: HostRecord, record: ProcessRecord | undefined, port: number): Promise<string[]> {
+  if (!record || !isRunning(record)) return ['-', '-', '-'];
+  const out = await new Netns(host.netns).exec(process.execPath, [FLANNELD_MAIN, 'status', '--json', `--healthz-port=${port}`]).catch((err: Error) => {
+    return (err.cause as { stdout?: string } | undefined)?.stdout ?? '';
+  });
+  let report: StatusReport;
+  try {
+    report = JSON.parse(out) as StatusReport;
+  } catch {
+    return ['no answer', '-', '-'];
+  }
+  const health = report.ready && report.stalled.length === 0 ? 'ready' : [...report.notReady, ...report.stalled].join('; ');
+  const probed = report.peers.filter((p) => p.probe);
+  const reachable = probed.filter((p) => p.probe?.reachable).length;
+  const probes = probed.length === 0 ? `${report.peers.length} peer(s), not probed yet` : `${reachable}/${probed.length} reachable`;
+  const repairs = Object.values(report.datapath.repairs).reduce((a, b) => a + b, 0) + report.trafficRules.repairs;
+  return [health, probes, String(repairs)];
+}
+
+export async function hostsTable(state: LabState, healthzPort: number): Promise<string> {
   const rows = await Promise.all(state.hosts.map(async (host) => {
     const env = readSubnetEnv(host);
     const dev = await flannelDevice(host);
-    return [host.name, host.ip, env.get('FLANNEL_SUBNET') ?? '-', env.get('FLANNEL_MTU') ?? '-', dev.name, dev.mac, daemonHealth(state.processes[host.name])];
+    const record = state.processes[host.name];
+    return [host.name, host.ip, env.get('FLANNEL_SUBNET') ?? '-', env.get('FLANNEL_MTU') ?? '-', dev.name, dev.mac, daemonHealth(record), ...(await daemonView(host, record, healthzPort))];
   }));
-  return markdownTable(['host', 'public IP', 'subnet', 'MTU', 'device', 'VTEP MAC', 'flanneld'], rows);
+  return markdownTable(['host', 'public IP', 'subnet', 'MTU', 'device', 'VTEP MAC', 'flanneld', 'health', 'peer probes', 'repairs'], rows);
 }
 
 export function leasesTable(leases: readonly LeaseRow[]): string {
