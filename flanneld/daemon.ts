@@ -228,14 +228,15 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
  */
 function opsObserver(ops: DaemonOps, clock: Clock, resyncMs: number): ReconcilerObserver {
   ops.loops.register('datapath-reconciler', resyncMs);
-  let probed = new Set<string>();
+  // Per-peer series are labelled with the peer's subnet; a peer that leaves takes its series with it.
+  let labelled = new Map<string, string>();
   const health: ReconcilerObserver = {
     resynced: () => ops.loops.beat('datapath-reconciler'),
     programmed: (problem) => ops.readiness.set('datapath', problem),
     peerSet: (peers) => {
-      const keys = new Set(peers.keys());
-      for (const gone of probed) if (!keys.has(gone)) ops.metrics?.peerReachable.remove({ peer: gone });
-      probed = keys;
+      const now = new Map([...peers].map(([key, lease]) => [key, peerLabel(lease)]));
+      for (const [key, label] of labelled) if (!now.has(key)) ops.metrics?.peerReachable.remove({ peer: label });
+      labelled = now;
       ops.prober?.setTargets([...peers].flatMap(([key, lease]) => {
         if (!lease.subnet) return [];
         return [{ key, address: networkAddress(lease.subnet), subnet: lease.subnet, ...(lease.attrs.publicIP ? { publicIP: lease.attrs.publicIP } : {}) }];
@@ -243,6 +244,11 @@ function opsObserver(ops: DaemonOps, clock: Clock, resyncMs: number): Reconciler
     },
   };
   return combineObservers(ops.metrics && reconcilerMetrics(ops.metrics, clock), ops.status.observer(), health);
+}
+
+/** How metrics and logs name a peer: its subnet(s) in CIDR form. */
+export function peerLabel(lease: Lease): string {
+  return [lease.subnet, lease.ipv6Subnet].filter((n) => n !== undefined).map((n) => formatCidr(n)).join(',');
 }
 
 /** Lease expiry as a metric, and the keeper watched for stalls only when it has a renewal to make. */
