@@ -34,6 +34,9 @@ import { Readiness } from './health/readiness.js';
 import { createMetrics } from './metrics/metrics.js';
 import { countSubnetErrors } from './metrics/subnet-errors.js';
 import { runStatusCommand } from './status/status-command.js';
+import { formatCidr } from './ip/cidr.js';
+import { createRawSocketPinger } from './probe/pinger.js';
+import { PeerProber } from './probe/peer-prober.js';
 import { Backoff } from './runtime/backoff.js';
 import { FlannelError, errorMessage } from './runtime/errors.js';
 import { annotationNames } from './subnet/kube/annotations.js';
@@ -105,6 +108,22 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
     return 1;
   }
   const subnets = countSubnetErrors(store.subnets, (op) => metrics.subnetManagerErrors.inc({ op }));
+  const pinger = options.peerProbeInterval > 0 ? createRawSocketPinger() : undefined;
+  const prober = pinger
+    ? new PeerProber({
+        pinger,
+        clock: systemClock,
+        log: log.child({ component: 'probe' }),
+        intervalMs: options.peerProbeInterval * 1000,
+        onResult: (r) => {
+          if (r.rttMs !== undefined) metrics.probeRtt.observe(r.rttMs / 1000);
+          metrics.peerReachable.set({ peer: formatCidr(r.target.subnet) }, r.reachable ? 1 : 0);
+        },
+      })
+    : undefined;
+  if (prober) {
+    status.probes = () => new Map([...prober.state()].map(([key, r]) => [key, { reachable: r.reachable, ...(r.rttMs !== undefined ? { rttMs: r.rttMs } : {}), at: r.at }]));
+  }
   try {
     const result = await runDaemon(
       {
@@ -121,7 +140,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         log: log.child({ component: 'daemon' }),
         readFile: (path) => readFile(path, 'utf8').catch(() => undefined),
         writeFile: writeFileAtomic,
-        ops: { loops, readiness, status, metrics },
+        ops: { loops, readiness, status, metrics, ...(prober ? { prober } : {}) },
       },
       {
         subnetFile: options.subnetFile,
@@ -155,6 +174,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
     return 1;
   } finally {
     store.close();
+    pinger?.close();
     datapath.close();
     await health?.close();
   }

@@ -115,7 +115,6 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
  * issue that implements an option deletes it from this list (and nothing else changes).
  */
 export const NOT_YET_ACTIVE: readonly string[] = Object.freeze([
-  'peer-probe-interval',
   'vmodule', 'log_backtrace_at',
 ]);
 

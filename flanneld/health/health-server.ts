@@ -52,7 +52,15 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
         (err: unknown) => text(res, 500, `cannot collect metrics: ${String(err)}\n`),
       );
     } else if (path === '/status' && opts.status) {
-      res.writeHead(200, { 'Content-Type': 'application/json' }).end(JSON.stringify(opts.status()));
+      // A view that cannot be rendered is a 500 for this request, never an exception that ends the daemon.
+      let body: string;
+      try {
+        body = JSON.stringify(opts.status());
+      } catch (err) {
+        text(res, 500, `cannot render status: ${String(err)}\n`);
+        return;
+      }
+      res.writeHead(200, { 'Content-Type': 'application/json' }).end(body);
     } else {
       text(res, 404, 'not found\n');
     }

@@ -309,8 +309,8 @@ describe('loadOptions: warnings', () => {
   });
 
   it('names the variable when a not-yet-active option comes from the environment', () => {
-    expect(run([], { FLANNELD_PEER_PROBE_INTERVAL: '10' }).warnings).toEqual([
-      'FLANNELD_PEER_PROBE_INTERVAL is not yet active in flannel-ts; ignored',
+    expect(run([], { FLANNELD_VMODULE: 'x=2' }).warnings).toEqual([
+      'FLANNELD_VMODULE is not yet active in flannel-ts; ignored',
     ]);
   });
 
@@ -360,7 +360,8 @@ describe('help text', () => {
     expect(lineOf('public-ipv6')).not.toContain('(not yet active)');
     expect(lineOf('iface')).not.toContain('(not yet active)');
     expect(lineOf('healthz-port')).not.toContain('(not yet active)');
-    expect(lineOf('peer-probe-interval')).toContain('(not yet active)');
+    expect(lineOf('peer-probe-interval')).not.toContain('(not yet active)');
+    expect(lineOf('vmodule')).toContain('(not yet active)');
   });
 
   it('is the usage given with errors', () => {

@@ -1,0 +1,108 @@
+/**
+ * Health, metrics, probes and the status view on a real three-host vxlan overlay: metrics move as peers join,
+ * leave and are repaired; a peer whose overlay path is broken on purpose (VXLAN to it dropped inside h1) becomes
+ * unreachable in the metrics and in `flanneld status`, and reachable again once the path is fixed.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startCluster, type Cluster } from '../helpers/cluster.js';
+import { FLANNELD_BIN } from '../helpers/flanneld-process.js';
+import { NetnsRun, removeStaleNamespaces, type Netns } from '../helpers/netns.js';
+import { killStaleTrackedProcesses, waitFor } from '../helpers/processes.js';
+
+const run = new NetnsRun('op');
+const PORT = 8471;
+let cluster: Cluster;
+let h1: Netns;
+
+async function metrics(ns: Netns): Promise<Map<string, number>> {
+  const text = await ns.exec(process.execPath, ['-e', `fetch('http://127.0.0.1:${PORT}/metrics').then(r => r.text()).then(t => process.stdout.write(t))`]);
+  const values = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const m = /^(flanneld_[^ ]+) (\S+)$/.exec(line);
+    if (m) values.set(m[1] as string, Number(m[2]));
+  }
+  return values;
+}
+
+async function status(ns: Netns): Promise<{ code: number; text: string }> {
+  return ns.exec(process.execPath, [FLANNELD_BIN, 'status', `--healthz-port=${PORT}`]).then(
+    (text) => ({ code: 0, text }),
+    (err: Error & { cause?: { code?: number; stdout?: string } }) => ({ code: err.cause?.code ?? -1, text: err.cause?.stdout ?? '' }),
+  );
+}
+
+const metricIs = (ns: Netns, name: string, want: (v: number | undefined) => boolean) =>
+  waitFor(`${name}`, async () => (want((await metrics(ns)).get(name)) ? true : undefined), 15_000, 200);
+
+beforeAll(async () => {
+  killStaleTrackedProcesses();
+  await removeStaleNamespaces();
+  cluster = await startCluster(run, {
+    hosts: 3,
+    config: { Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } },
+    flanneldArgs: ['--healthz-ip=127.0.0.1', `--healthz-port=${PORT}`, '--peer-probe-interval=1', '--datapath-resync=30'],
+  });
+  h1 = cluster.topology.host('h1').ns;
+});
+
+afterAll(async () => {
+  if (process.env['DEBUG_OPS']) console.log(cluster?.daemon('h1').output().slice(-5000));
+  await cluster?.stop();
+  await run.cleanup();
+});
+
+describe('operations on a real overlay', () => {
+  it('is healthy and ready, and its metrics describe the two peers', async () => {
+    await metricIs(h1, 'flanneld_peers', (v) => v === 2);
+    const m = await metrics(h1);
+    expect(m.get('flanneld_ready')).toBe(1);
+    expect(m.get('flanneld_datapath_entries{kind="route"}')).toBe(2);
+    expect(m.get('flanneld_datapath_entries{kind="fdb"}')).toBe(2);
+    expect(m.get('flanneld_datapath_entries{kind="neigh"}')).toBe(2);
+    expect(m.get('flanneld_lease_expiry_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000 + 23 * 3600);
+    const s = await status(h1);
+    expect(s.code).toBe(0);
+    expect(s.text).toContain('| state | ready |');
+  });
+
+  it('probes every peer through the overlay and reports them reachable with an RTT', async () => {
+    const subnets = ['h2', 'h3'].map((h) => cluster.subnetOf(h));
+    for (const subnet of subnets) await metricIs(h1, `flanneld_peer_reachable{peer="${subnet}"}`, (v) => v === 1);
+    expect((await metrics(h1)).get('flanneld_peer_probe_rtt_seconds_count')).toBeGreaterThan(0);
+    const s = await status(h1);
+    for (const subnet of subnets) expect(s.text).toMatch(new RegExp(`\\| ${subnet.replace(/\./g, '\\.')} \\| 192\\.0\\.2\\.\\d \\| [0-9a-f:]{17} \\| reachable \\| \\d+\\.\\d\\d ms \\|`));
+  });
+
+  it('counts a repair when a route is deleted behind its back', async () => {
+    const before = (await metrics(h1)).get('flanneld_datapath_repairs_total{kind="route"}') ?? 0;
+    await h1.ip('route', 'del', cluster.subnetOf('h2'));
+    await metricIs(h1, 'flanneld_datapath_repairs_total{kind="route"}', (v) => (v ?? 0) === before + 1);
+  });
+
+  it('marks a peer unreachable when its overlay path is broken, and reachable again when fixed', async () => {
+    const peer = cluster.subnetOf('h2');
+    const label = `flanneld_peer_reachable{peer="${peer}"}`;
+    // VXLAN towards h2 dropped inside h1: the FDB entry points at a path that no longer carries anything.
+    const rule = ['-p', 'udp', '-d', '192.0.2.2', '--dport', '8472', '-j', 'DROP'];
+    await h1.exec('iptables', ['-I', 'OUTPUT', ...rule]);
+    try {
+      await metricIs(h1, label, (v) => v === 0);
+      const s = await status(h1);
+      expect(s.text).toMatch(new RegExp(`\\| ${peer.replace(/\./g, '\\.')} \\| 192\\.0\\.2\\.2 \\| [0-9a-f:]{17} \\| UNREACHABLE \\|`));
+      expect(cluster.daemon('h1').output()).toMatch(/peer unreachable/i);
+    } finally {
+      await h1.exec('iptables', ['-D', 'OUTPUT', ...rule]);
+    }
+    await metricIs(h1, label, (v) => v === 1);
+  });
+
+  it('forgets a peer that leaves: peers, entries and its probe series go', async () => {
+    const peer = cluster.subnetOf('h3');
+    await cluster.stopDaemon('h3');
+    await cluster.etcdctl('del', `/coreos.com/network/subnets/${peer.replace('/', '-')}`);
+    await metricIs(h1, 'flanneld_peers', (v) => v === 1);
+    const m = await metrics(h1);
+    expect(m.get('flanneld_datapath_entries{kind="route"}')).toBe(1);
+    expect(m.has(`flanneld_peer_reachable{peer="${peer}"}`)).toBe(false);
+  });
+});
