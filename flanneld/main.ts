@@ -66,7 +66,9 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
       break;
   }
   const options: FlanneldOptions = loaded.options;
-  const log = createRootLogger(options.v);
+  // Every line names its component; lines from this composition root are "main".
+  const root = createRootLogger(options.v);
+  const log = root.child({ component: 'main' });
   log.info({ version: readVersion() }, 'starting flanneld');
   for (const warning of loaded.warnings) log.warn(warning);
   const stop = abortOnSignals((name) => log.info({ signal: name }, 'shutting down'));
@@ -85,7 +87,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         health: healthView,
         metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
         status: () => status.report(healthView()),
-        log: log.child({ component: 'health' }),
+        log: root.child({ component: 'health' }),
       })
     : undefined;
   const datapath = new NetlinkDatapath();
@@ -99,7 +101,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
     loops.setUp('lease-watcher', up);
   };
   try {
-    store = options.kubeSubnetMgr ? await kubeStore(options, env, log, stop.signal, onWatchState) : etcdStore(options, log, onWatchState);
+    store = options.kubeSubnetMgr ? await kubeStore(options, env, root, stop.signal, onWatchState) : etcdStore(options, root, onWatchState);
   } catch (err) {
     await health?.close();
     datapath.close();
@@ -113,7 +115,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
     ? new PeerProber({
         pinger,
         clock: systemClock,
-        log: log.child({ component: 'probe' }),
+        log: root.child({ component: 'probe' }),
         intervalMs: options.peerProbeInterval * 1000,
         onResult: (r) => {
           if (r.rttMs !== undefined) metrics.probeRtt.observe(r.rttMs / 1000);
@@ -132,12 +134,12 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         host: systemHostView(),
         datapath,
         traffic: {
-          iptables: new IptablesTrafficManager({ exec: execCommand, log: log.child({ component: 'iptables' }) }),
-          nftables: new NftablesTrafficManager({ exec: execCommand, log: log.child({ component: 'nftables' }) }),
+          iptables: new IptablesTrafficManager({ exec: execCommand, log: root.child({ component: 'iptables' }) }),
+          nftables: new NftablesTrafficManager({ exec: execCommand, log: root.child({ component: 'nftables' }) }),
         },
         clock: systemClock,
         random: mathRandom,
-        log: log.child({ component: 'daemon' }),
+        log: root.child({ component: 'daemon' }),
         readFile: (path) => readFile(path, 'utf8').catch(() => undefined),
         writeFile: writeFileAtomic,
         ops: { loops, readiness, status, metrics, ...(prober ? { prober } : {}) },
@@ -189,7 +191,7 @@ function etcdStore(options: FlanneldOptions, log: Logger, onWatchState: (up: boo
     username: options.etcdUsername,
     password: options.etcdPassword,
   });
-  if (plan.insecure) log.warn({ endpoints: options.etcdEndpoints }, 'talking to etcd without TLS');
+  if (plan.insecure) log.warn({ component: 'subnet-etcd', endpoints: options.etcdEndpoints }, 'talking to etcd without TLS');
   const client = createEtcdClient(plan);
   const subnets = new EtcdSubnetManager({
     store: new EtcdLeaseStore(client, options.etcdPrefix),
