@@ -12,8 +12,13 @@
 # ---- build: compile TypeScript, bundle the CNI plugin into a single executable, drop dev dependencies ----
 FROM node:20-bookworm-slim AS build
 WORKDIR /src
-# Dependencies first, so source edits do not re-run npm ci. netlink installs from its prebuilt N-API addon (one build
-# serves every Node version), so this stage needs no compiler, python or make.
+# Dependencies first, so source edits do not re-run npm ci. netlink installs from its prebuilt N-API addon, but
+# raw-socket (the peer probes' ICMP sockets) ships only C++ source, which node-gyp compiles at npm ci: that needs
+# python3, make and g++ here. The runtime stage needs none of them (the addon only links libstdc++, which the node
+# image has).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./

@@ -9,7 +9,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(etcd-server etcd-client iproute2 iptables nftables containernetworking-plugins iputils-ping iperf3 openssl)
+packages=(etcd-server etcd-client iproute2 iptables nftables containernetworking-plugins iputils-ping iperf3 openssl g++ make python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

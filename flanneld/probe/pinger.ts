@@ -1,13 +1,21 @@
 /**
  * ICMP echo as a port (Pinger) and its adapter over raw-socket. A raw ICMP socket receives a copy of every ICMP
- * packet delivered to its network namespace (other pingers' replies, errors, our own requests on loopback), so
- * replies are matched on identifier, sequence, type and source, and everything else is dropped unread.
+ * packet delivered to its network namespace (other nodes' probes of us, errors, our own requests on loopback,
+ * other pingers' replies): a kernel type filter keeps out all but echo replies, and those are matched on
+ * identifier, sequence and source, since other pingers' replies still get through.
  */
 import { randomInt } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { formatIp, parseIPv6, type Family, type IpAddress } from '../ip/address.js';
-import { buildEchoRequest, parseIcmpv4EchoReply, parseIcmpv6EchoReply, type EchoReply } from './icmp.js';
+import {
+  buildEchoRequest,
+  ICMP_ECHO_REPLY,
+  ICMPV6_ECHO_REPLY,
+  parseIcmpv4EchoReply,
+  parseIcmpv6EchoReply,
+  type EchoReply,
+} from './icmp.js';
 
 export interface Pinger {
   /**
@@ -34,6 +42,7 @@ export interface PingerStats {
 }
 
 export interface RawSocketPinger extends Pinger {
+  readonly identifier: number;
   stats(): PingerStats;
 }
 
@@ -59,6 +68,13 @@ const DEFAULT_PAYLOAD_BYTES = 16;
 const DEFAULT_RECEIVE_BUFFER_BYTES = 1024 * 1024;
 const SEQUENCE_SPACE = 0x10000;
 
+// Linux kernel-side type filters for raw ICMP sockets (linux/icmp.h, linux/icmpv6.h), which raw-socket does not
+// name. A set bit drops that ICMP type before it is queued to the socket.
+const SOL_RAW = 255;
+const ICMP_FILTER = 1;
+const IPPROTO_ICMPV6 = 58;
+const ICMP6_FILTER = 1;
+
 // ---- the part of raw-socket 1.8.1 used here (it ships no type declarations) ----
 
 interface RawSocket {
@@ -74,6 +90,7 @@ interface RawSocket {
     afterCallback: (error: Error | null, bytes: number) => void,
   ): unknown;
   setOption(level: number, option: number, value: number): void;
+  setOption(level: number, option: number, value: Buffer, length: number): void;
   close(): unknown;
 }
 
@@ -158,6 +175,11 @@ export function createRawSocketPinger(opts: RawSocketPingerOptions = {}): RawSoc
     } catch {
       // The default buffer still works; only large bursts of replies may be dropped.
     }
+    try {
+      acceptOnlyEchoReplies(socket, family);
+    } catch {
+      // Unfiltered still works (every packet is parsed and dropped here); it only costs more wake-ups.
+    }
     // raw-socket reuses one receive buffer for every datagram, so a message must be parsed before returning.
     socket.on('message', (buffer, source) => {
       if (family === 4) {
@@ -194,6 +216,7 @@ export function createRawSocketPinger(opts: RawSocketPingerOptions = {}): RawSoc
   };
 
   return {
+    identifier,
     ping(address, timeoutMs) {
       if (closed) return Promise.resolve(undefined);
       if (inFlight.size >= maxInFlight) {
@@ -239,4 +262,22 @@ export function createRawSocketPinger(opts: RawSocketPingerOptions = {}): RawSoc
     },
     stats: () => ({ ...counters }),
   };
+}
+
+/**
+ * Without a filter the socket gets a copy of every ICMP packet delivered to the namespace, and the biggest share
+ * in a cluster is the echo requests of every other node's probes: each would wake this process for nothing.
+ */
+function acceptOnlyEchoReplies(socket: RawSocket, family: Family): void {
+  if (family === 4) {
+    // struct icmp_filter { __u32 data; }: bit n drops type n; keep only type 0 (echo reply).
+    // >>> 0: raw-socket takes only an unsigned 32-bit number, and ^ yields a signed one.
+    socket.setOption(SOL_RAW, ICMP_FILTER, (0xffffffff ^ (1 << ICMP_ECHO_REPLY)) >>> 0);
+    return;
+  }
+  // struct icmp6_filter { __u32 data[8]; } in host byte order (hence a Uint32Array): keep only type 129.
+  const words = new Uint32Array(8).fill(0xffffffff);
+  words[ICMPV6_ECHO_REPLY >> 5] = ~(1 << (ICMPV6_ECHO_REPLY & 31));
+  const filter = Buffer.from(words.buffer);
+  socket.setOption(IPPROTO_ICMPV6, ICMP6_FILTER, filter, filter.length);
 }
