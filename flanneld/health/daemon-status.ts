@@ -5,7 +5,6 @@
 import { formatIp } from '../ip/address.js';
 import { formatCidr } from '../ip/cidr.js';
 import type { Lease } from '../lease/lease.js';
-import { formatSubnetKey } from '../lease/subnet-key.js';
 import type { ReconcilerObserver } from '../../backends/peer-reconciler.js';
 
 export interface ProbeState {
@@ -119,11 +118,6 @@ export class DaemonStatus {
       },
       trafficRules: { ...(this.rulesManager ? { manager: this.rulesManager } : {}), repairs: this.ruleRepairs, ...(lastCheckAt ? { lastCheckAt } : {}) },
     };
-  }
-
-  /** Subnet keys of the peers, as the prober and metrics label them. */
-  static keyOf(lease: Lease): string {
-    return formatSubnetKey(lease);
   }
 }
 

@@ -56,10 +56,4 @@ export class LoopMonitor {
     }
     return out;
   }
-
-  /** Seconds since each loop's last beat, for the status view. */
-  ages(): Record<string, number> {
-    const now = this.clock.now();
-    return Object.fromEntries([...this.loops].map(([name, loop]) => [name, loop.up ? 0 : (now - loop.lastBeat) / 1000]));
-  }
 }

@@ -50,7 +50,7 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
   return metrics;
 }
 
-/** The operations countSubnetErrors labels. */
+/** The operations countSubnetErrors labels; its `op` is typed from this list, so the two cannot drift. */
 export const SUBNET_OPS = ['get_network_config', 'find_previous_lease', 'acquire_lease', 'renew_lease', 'stored_public_ips', 'complete_lease'] as const;
 
 /** The reconciler's hooks as metrics; entry counts are set for every kind so absent kinds read 0, not missing. */
@@ -66,3 +66,4 @@ export function reconcilerMetrics(metrics: FlanneldMetrics, clock: Clock): Recon
     leaseBatchApplied: (seenAt) => metrics.leaseEventLatency.observe(Math.max(0, clock.now() - seenAt) / 1000),
   };
 }
+export type SubnetOp = (typeof SUBNET_OPS)[number];

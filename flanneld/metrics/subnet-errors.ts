@@ -6,9 +6,10 @@ import type { Lease, LeaseEvent } from '../lease/lease.js';
 import type { IpAddress } from '../ip/address.js';
 import type { NetworkConfig } from '../config/network-config-types.js';
 import type { LeaseRequest, StoredPublicIPs, SubnetManager } from '../subnet/subnet-manager.js';
+import type { SubnetOp } from './metrics.js';
 
-export function countSubnetErrors(inner: SubnetManager, onError: (op: string) => void): SubnetManager {
-  const counted = <T>(op: string, call: () => Promise<T>): Promise<T> =>
+export function countSubnetErrors(inner: SubnetManager, onError: (op: SubnetOp) => void): SubnetManager {
+  const counted = <T>(op: SubnetOp, call: () => Promise<T>): Promise<T> =>
     call().catch((err: unknown) => {
       onError(op);
       throw err;

@@ -4,6 +4,7 @@
  * not or when it cannot be reached, 2 for bad arguments.
  */
 import type { StatusReport } from '../health/daemon-status.js';
+import { markdownTable } from './markdown-table.js';
 
 export interface StatusArgs {
   readonly host: string;
@@ -30,8 +31,6 @@ export function parseStatusArgs(argv: readonly string[], env: Readonly<Record<st
   return { host, port, json };
 }
 
-const table = (headers: readonly string[], rows: readonly (readonly string[])[]): string =>
-  [headers, headers.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
 
 export function renderStatus(report: StatusReport): string {
   const lease = report.lease;
@@ -42,7 +41,7 @@ export function renderStatus(report: StatusReport): string {
   ].join('; ');
   const dp = report.datapath;
   const counts = (rec: Readonly<Record<string, number>>): string => ['route', 'neigh', 'fdb'].map((k) => `${k} ${rec[k] ?? 0}`).join(', ');
-  lines.push(table(['', ''], [
+  lines.push(markdownTable(['', ''], [
     ['state', health],
     ['lease', lease ? [lease.subnet, lease.ipv6Subnet].filter(Boolean).join(', ') || '-' : '-'],
     ['lease expires', lease?.expiresAt ?? 'never (Kubernetes podCIDR)'],
@@ -58,7 +57,7 @@ export function renderStatus(report: StatusReport): string {
     !p ? ['not probed yet', '-'] : p.reachable ? ['reachable', p.rttMs === undefined ? '-' : `${p.rttMs.toFixed(2)} ms`] : ['UNREACHABLE', '-'];
   lines.push('', `${report.peers.length} peer(s)`);
   if (report.peers.length > 0) {
-    lines.push(table(['peer subnet', 'public IP', 'VTEP MAC', 'probe', 'RTT'], report.peers.map((p) => [
+    lines.push(markdownTable(['peer subnet', 'public IP', 'VTEP MAC', 'probe', 'RTT'], report.peers.map((p) => [
       [p.subnet, p.ipv6Subnet].filter(Boolean).join(', '), p.publicIP ?? '-', p.vtepMAC ?? '-', ...probe(p.probe),
     ])));
   }

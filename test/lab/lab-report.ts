@@ -10,13 +10,11 @@ import type { MatrixResult } from './lab-matrix.js';
 import { isRunning, processStartTime } from './lab-processes.js';
 import { REPO_ROOT, type HostRecord, type LabState, type PodRecord, type ProcessRecord } from './lab-state.js';
 import type { StatusReport } from '../../flanneld/health/daemon-status.js';
+import { markdownTable } from '../../flanneld/status/markdown-table.js';
 
 const FLANNELD_MAIN = join(REPO_ROOT, 'dist/flanneld/main.js');
 
-export function markdownTable(headers: readonly string[], rows: readonly (readonly string[])[]): string {
-  const line = (cells: readonly string[]): string => `| ${cells.join(' | ')} |`;
-  return [line(headers), line(headers.map(() => '---')), ...rows.map(line)].join('\n');
-}
+export { markdownTable };
 
 export function readSubnetEnv(host: HostRecord): Map<string, string> {
   const env = new Map<string, string>();
