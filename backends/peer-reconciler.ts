@@ -43,8 +43,11 @@ export interface ReconcilerObserver {
   peers?(count: number): void;
   /** Entries wanted for peers, by kind, after each turn of the loop. */
   entries?(counts: Readonly<Partial<Record<DatapathEntry['kind'], number>>>): void;
-  /** The current peers by subnet key, after each turn that changed them (probe targets, status view). */
-  peerSet?(peers: ReadonlyMap<string, Lease>): void;
+  /**
+   * After each turn that changed peers: what changed by subnet key (undefined = gone), and the live peer map (read
+   * it, do not keep a copy), so observers pay for the change, not for every peer.
+   */
+  peersChanged?(changed: ReadonlyMap<string, Lease | undefined>, peers: ReadonlyMap<string, Lease>): void;
   /** After each turn: undefined when every wanted entry and device is in place, else what is not. */
   programmed?(problem: string | undefined): void;
   /** A lease batch has been programmed; `seenAt` is when the batch arrived. */
@@ -82,7 +85,7 @@ export async function runPeerReconciler(
   const count = (kind: DatapathEntry['kind'], delta: number): void => {
     counts[kind] = (counts[kind] ?? 0) + delta;
   };
-  let peersChanged = false;
+  let changedPeers = new Map<string, Lease | undefined>();
   const failing = new Map<string, string>();
   const skippedOnce = new Set<string>();
   let haveSnapshot = false;
@@ -137,7 +140,7 @@ export async function runPeerReconciler(
       desired.delete(id);
     }
     byPeer.delete(key);
-    peersChanged = true;
+    changedPeers.set(key, lease);
     if (lease) {
       peers.set(key, lease);
       const { entries, skipped } = plan.entriesFor(lease);
@@ -250,8 +253,8 @@ export async function runPeerReconciler(
       }
       deps.observer?.peers?.(peers.size);
       deps.observer?.entries?.(counts);
-      if (peersChanged) deps.observer?.peerSet?.(peers);
-      peersChanged = false;
+      if (changedPeers.size > 0) deps.observer?.peersChanged?.(changedPeers, peers);
+      changedPeers = new Map();
       if (!haveSnapshot) continue;
       try {
         if (full !== undefined) {

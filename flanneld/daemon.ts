@@ -60,7 +60,7 @@ export interface DaemonDeps {
 
 /** The peer prober as the daemon drives it: targets follow the peer set, results feed status and metrics. */
 export interface ProberPort {
-  setTargets(targets: readonly { readonly key: string; readonly address: IpAddress; readonly subnet: IpNet; readonly publicIP?: IpAddress }[]): void;
+  updateTargets(changes: ReadonlyMap<string, { readonly key: string; readonly address: IpAddress; readonly subnet: IpNet; readonly publicIP?: IpAddress } | undefined>): void;
   state(): ReadonlyMap<string, ProbeState>;
   run(signal: AbortSignal): Promise<void>;
 }
@@ -229,18 +229,22 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
 function opsObserver(ops: DaemonOps, clock: Clock, resyncMs: number): ReconcilerObserver {
   ops.loops.register('datapath-reconciler', resyncMs);
   // Per-peer series are labelled with the peer's subnet; a peer that leaves takes its series with it.
-  let labelled = new Map<string, string>();
+  const labels = new Map<string, string>();
   const health: ReconcilerObserver = {
     resynced: () => ops.loops.beat('datapath-reconciler'),
     programmed: (problem) => ops.readiness.set('datapath', problem),
-    peerSet: (peers) => {
-      const now = new Map([...peers].map(([key, lease]) => [key, peerLabel(lease)]));
-      for (const [key, label] of labelled) if (!now.has(key)) ops.metrics?.peerReachable.remove({ peer: label });
-      labelled = now;
-      ops.prober?.setTargets([...peers].flatMap(([key, lease]) => {
-        if (!lease.subnet) return [];
-        return [{ key, address: networkAddress(lease.subnet), subnet: lease.subnet, ...(lease.attrs.publicIP ? { publicIP: lease.attrs.publicIP } : {}) }];
-      }));
+    peersChanged: (changed) => {
+      const targets = new Map<string, { key: string; address: IpAddress; subnet: IpNet; publicIP?: IpAddress } | undefined>();
+      for (const [key, lease] of changed) {
+        const old = labels.get(key);
+        if (old !== undefined && (!lease || peerLabel(lease) !== old)) ops.metrics?.peerReachable.remove({ peer: old });
+        if (lease) labels.set(key, peerLabel(lease));
+        else labels.delete(key);
+        targets.set(key, lease?.subnet
+          ? { key, address: networkAddress(lease.subnet), subnet: lease.subnet, ...(lease.attrs.publicIP ? { publicIP: lease.attrs.publicIP } : {}) }
+          : undefined);
+      }
+      ops.prober?.updateTargets(targets);
     },
   };
   return combineObservers(ops.metrics && reconcilerMetrics(ops.metrics, clock), ops.status.observer(), health);

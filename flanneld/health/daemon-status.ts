@@ -69,8 +69,8 @@ export class DaemonStatus {
       entries: (counts) => {
         this.entries = { ...counts };
       },
-      peerSet: (peers) => {
-        this.peers = new Map(peers);
+      peersChanged: (_changed, peers) => {
+        this.peers = peers;
       },
       programmed: (problem) => {
         this.problem = problem;
@@ -133,7 +133,7 @@ export function combineObservers(...observers: readonly (ReconcilerObserver | un
     resynced: fan('resynced'),
     peers: fan('peers'),
     entries: fan('entries'),
-    peerSet: fan('peerSet'),
+    peersChanged: fan('peersChanged'),
     programmed: fan('programmed'),
     leaseBatchApplied: fan('leaseBatchApplied'),
   };

@@ -86,25 +86,34 @@ export class PeerProber {
    * keys join the current pass, so they are probed within one interval.
    */
   setTargets(targets: readonly ProbeTarget[]): void {
-    const next = new Map<string, ProbeTarget>();
+    const next = new Map<string, ProbeTarget | undefined>();
+    for (const key of this.peers.keys()) next.set(key, undefined);
     for (const target of targets) next.set(target.key, target);
+    this.updateTargets(next);
+  }
+
+  /**
+   * The same for a delta (undefined = the peer left), so a lease event costs the peers it changed, not all of them.
+   */
+  updateTargets(changes: ReadonlyMap<string, ProbeTarget | undefined>): void {
     let changed = false;
-    for (const [key, state] of this.peers) {
-      const target = next.get(key);
-      if (target && target.address.family === state.target.address.family && target.address.value === state.target.address.value) {
+    for (const [key, target] of changes) {
+      const state = this.peers.get(key);
+      if (state && target && target.address.family === state.target.address.family && target.address.value === state.target.address.value) {
         state.target = target;
         continue;
       }
-      this.peers.delete(key);
-      this.pending.delete(key);
-      changed = true;
-    }
-    for (const [key, target] of next) {
-      if (this.peers.has(key)) continue;
-      this.peers.set(key, { target, reachable: true, failures: 0, probing: false, last: undefined });
-      this.pending.add(key);
-      this.passSize++;
-      changed = true;
+      if (state) {
+        this.peers.delete(key);
+        this.pending.delete(key);
+        changed = true;
+      }
+      if (target) {
+        this.peers.set(key, { target, reachable: true, failures: 0, probing: false, last: undefined });
+        this.pending.add(key);
+        this.passSize++;
+        changed = true;
+      }
     }
     if (changed) this.wake?.();
   }

@@ -114,7 +114,7 @@ describe('health server', () => {
     expect(text).toContain('flanneld_datapath_repairs_total{kind="route"} 0');
     expect(text).toContain('flanneld_traffic_rules_repairs_total{manager="iptables"} 0');
 
-    status.observer().peerSet?.(new Map([['10.244.2.0-24', peer(2)]]));
+    status.observer().peersChanged?.(new Map(), new Map([['10.244.2.0-24', peer(2)]]));
     status.probes = () => new Map([['10.244.2.0-24', { reachable: true, rttMs: 0.42, at: clock.now() }]]);
     const report = JSON.parse((await get('/status'))[1]) as ReturnType<DaemonStatus['report']>;
     expect(report.peers).toEqual([{ subnet: '10.244.2.0/24', publicIP: '192.0.2.2', vtepMAC: 'aa:aa:aa:aa:aa:02', probe: { reachable: true, rttMs: 0.42, at: clock.now() } }]);
@@ -129,7 +129,7 @@ describe('flanneld status', () => {
     status.lease = { ...peer(1), expiresAt: Date.UTC(2026, 10, 24) };
     status.backend = { type: 'vxlan', mtu: 1450 };
     status.rulesManager = 'iptables';
-    status.observer().peerSet?.(new Map([['10.244.2.0-24', peer(2)], ['10.244.3.0-24', peer(3)]]));
+    status.observer().peersChanged?.(new Map(), new Map([['10.244.2.0-24', peer(2)], ['10.244.3.0-24', peer(3)]]));
     status.probes = () => new Map([['10.244.2.0-24', { reachable: false, at: 0 }], ['10.244.3.0-24', { reachable: true, rttMs: 0.5, at: 0 }]]);
     const text = renderStatus(status.report({ ready: false, notReady: ['lease lost: x'], stalled: [] }));
     expect(text).toContain('| state | NOT READY: lease lost: x |');

@@ -225,6 +225,17 @@ describe('PeerProber schedule', () => {
     expect(r.prober.state().has('peer-1')).toBe(false);
   });
 
+  it('takes a delta: only the peers named change, the others keep their state', async () => {
+    const r = rig(1000, [peer(1), peer(2)], { answers: { '10.244.1.0': undefined } });
+    await runUntil(r.clock, 1500);
+    expect(r.prober.state().get('peer-1')?.reachable).toBe(false);
+    r.prober.updateTargets(new Map([['peer-2', undefined], ['peer-3', peer(3)]]));
+    expect(r.prober.state().get('peer-1')?.reachable).toBe(false);
+    expect(r.prober.state().has('peer-2')).toBe(false);
+    await runUntil(r.clock, 3000);
+    expect(r.pinger.at('10.244.3.0').length).toBeGreaterThan(0);
+  });
+
   it('uses min(2000 ms, interval) as the ping timeout unless told otherwise', async () => {
     const short = rig(500, [peer(1)]);
     const long = rig(30_000, [peer(1)]);
