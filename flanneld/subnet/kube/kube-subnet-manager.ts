@@ -139,7 +139,7 @@ export class KubeSubnetManager implements SubnetManager {
       return found.kind === 'lease' ? found.lease : undefined;
     };
     let first = true;
-    for await (const batch of watchNodes({ ...this.deps, log: this.deps.log }, signal)) {
+    for await (const batch of watchNodes(this.deps, signal)) {
       if (batch.kind === 'snapshot') {
         keyOfNode.clear();
         const leases: Lease[] = [];
