@@ -1,8 +1,10 @@
 /**
  * Probes every peer's overlay gateway address with ICMP echo, spread evenly over the interval so the cost stays
- * flat as peers grow (5000 peers every 30 s is one probe every 6 ms, never a burst of 5000). A peer is declared
- * unreachable only after FAILURES_TO_UNREACHABLE consecutive failed probes, so one lost packet does not flap the
- * verdict, and the verdict is logged once per change rather than once per probe.
+ * flat as peers grow (5000 peers every 30 s is one probe every 6 ms, never a burst of 5000). The slots that fall
+ * within one batch window (default 1 s) go out together on one wake-up: what a probe costs is mostly the wake-ups
+ * around it (its timer, its send, its timeout), not the packet, and probes sent together also time out together.
+ * A peer is declared unreachable only after FAILURES_TO_UNREACHABLE consecutive failed probes, so one lost packet
+ * does not flap the verdict, and the verdict is logged once per change rather than once per probe.
  */
 import type { Logger } from 'pino';
 import { formatIp, type IpAddress } from '../ip/address.js';
@@ -37,11 +39,18 @@ export interface PeerProberDeps {
   readonly intervalMs: number;
   /** Default min(2000, intervalMs). */
   readonly timeoutMs?: number;
+  /**
+   * Slots due within this many ms of a wake-up are sent on it (default DEFAULT_BATCH_MS, capped at a tenth of the
+   * interval); 0 sends every probe at its own slot.
+   */
+  readonly batchMs?: number;
   readonly onResult?: (result: ProbeResult) => void;
 }
 
 export const FAILURES_TO_UNREACHABLE = 2;
 const DEFAULT_TIMEOUT_MS = 2000;
+/** At 5000 peers every 30 s: 167 probes a second in one burst of ~167 small packets, instead of 167 wake-ups. */
+export const DEFAULT_BATCH_MS = 1000;
 /** How long past its own timeout a ping may stay unsettled before the probe counts it as failed anyway. */
 const PING_GRACE_MS = 1000;
 
@@ -50,7 +59,10 @@ interface PeerState {
   /** Presumed reachable until proven otherwise, so start-up does not warn about peers not yet probed. */
   reachable: boolean;
   failures: number;
-  probing: boolean;
+  /** Clock time the probe now out was sent; undefined while none is. */
+  outSince: number | undefined;
+  /** Numbers the probes, so the late answer to a probe given up on is not taken for the next one's. */
+  probeSeq: number;
   last: ProbeResult | undefined;
 }
 
@@ -59,6 +71,10 @@ type Wait = 'elapsed' | 'woken' | 'aborted';
 export class PeerProber {
   private readonly intervalMs: number;
   private readonly timeoutMs: number;
+  private readonly batchMs: number;
+  /** Peers with a probe out, oldest first (Set keeps insertion order), so the guard sweep stops at the first young one. */
+  private readonly outstanding = new Set<PeerState>();
+  private runSignal: AbortSignal | undefined;
   /** Insertion order is probe order within a pass. */
   private readonly peers = new Map<string, PeerState>();
   /** Keys still to probe in the current pass; setTargets adds to and removes from it. */
@@ -78,6 +94,9 @@ export class PeerProber {
     if (!Number.isFinite(this.timeoutMs) || this.timeoutMs <= 0) {
       throw new RangeError(`peer probe timeout must be a positive number of ms, got ${this.timeoutMs}`);
     }
+    const batchMs = deps.batchMs ?? DEFAULT_BATCH_MS;
+    if (!Number.isFinite(batchMs) || batchMs < 0) throw new RangeError(`peer probe batch must be a non-negative number of ms, got ${batchMs}`);
+    this.batchMs = Math.min(batchMs, this.intervalMs / 10);
   }
 
   /**
@@ -106,10 +125,11 @@ export class PeerProber {
       if (state) {
         this.peers.delete(key);
         this.pending.delete(key);
+        this.outstanding.delete(state);
         changed = true;
       }
       if (target) {
-        this.peers.set(key, { target, reachable: true, failures: 0, probing: false, last: undefined });
+        this.peers.set(key, { target, reachable: true, failures: 0, outSince: undefined, probeSeq: 0, last: undefined });
         this.pending.add(key);
         this.passSize++;
         changed = true;
@@ -126,22 +146,26 @@ export class PeerProber {
   }
 
   /**
-   * Probes until `signal` aborts, then waits for its probes in flight to be discarded. Settles when `signal`
-   * aborts; never rejects (a second concurrent run is refused). Each pass over the targets takes one interval,
-   * probes `interval / N` apart; targets added mid-pass are fitted into the rest of it, never closer together
-   * than `interval / N` with N counting them, so the pass may run over by up to their share.
+   * Probes until `signal` aborts, then drops its probes in flight (their answers are discarded). Settles when
+   * `signal` aborts; never rejects (a second concurrent run is refused). Each pass over the targets takes one
+   * interval, probes `interval / N` apart (sent in batches, see batchMs); targets added mid-pass are fitted into the
+   * rest of it, never closer together than `interval / N` with N counting them, so the pass may run over by up to
+   * their share.
    */
   async run(signal: AbortSignal): Promise<void> {
     if (this.running) throw new Error('PeerProber.run is already running');
     this.running = true;
-    const probes = new Set<Promise<void>>();
+    this.runSignal = signal;
     // When the next probe (or pass) was due, as opposed to when its timer fired: see waitForNextSlot.
     let scheduledAt = this.deps.clock.now();
+    // Slots before this go out without sleeping: they belong to the batch of the last wake-up.
+    let batchEnd = scheduledAt + this.batchMs;
     try {
       while (!signal.aborted) {
         if (this.peers.size === 0) {
           if ((await this.wait(this.intervalMs, signal)) === 'aborted') return;
           scheduledAt = this.deps.clock.now();
+          batchEnd = scheduledAt + this.batchMs;
           continue;
         }
         const passEnd = scheduledAt + this.intervalMs;
@@ -152,47 +176,60 @@ export class PeerProber {
           const key = this.pending.values().next().value as string;
           this.pending.delete(key);
           const state = this.peers.get(key);
-          if (state && !state.probing) {
-            const probe = this.probe(state, signal);
-            probes.add(probe);
-            void probe.finally(() => probes.delete(probe));
-          }
-          const next = await this.waitForNextSlot(this.deps.clock.now(), scheduledAt, passEnd, signal);
+          this.giveUpOnStaleProbes();
+          if (state && state.outSince === undefined) this.probe(state);
+          // A probe sent ahead of its slot, with its batch, counts as sent at its slot.
+          const sentAt = Math.max(this.deps.clock.now(), scheduledAt);
+          const next = await this.waitForNextSlot(sentAt, scheduledAt, passEnd, batchEnd, signal);
           if (next === 'aborted') return;
-          scheduledAt = next;
+          scheduledAt = next.at;
+          if (next.woke) batchEnd = next.at + this.batchMs;
         }
       }
     } finally {
       this.wake = undefined;
       this.pending = new Set();
-      await Promise.all([...probes]);
+      for (const state of this.outstanding) state.outSince = undefined;
+      this.outstanding.clear();
+      this.runSignal = undefined;
       this.running = false;
     }
   }
 
   /**
-   * Sleeps until the next probe is due: the rest of the pass shared by what is left of it (one more slot for the
-   * next pass's first probe), but at least interval / (targets seen this pass), so a batch of targets added near
-   * the end of a pass is spread out too instead of sent at once. Removals only shorten the gaps: they do not
-   * push back the peers still waiting in this pass. Both count from when the last probe was due, not from when
-   * its timer actually fired, so timer lateness does not add up over a pass (1 ms late per probe would stretch a
-   * 30 s pass of 5000 peers to 35 s); but never closer than half the floor to the last probe actually sent, so
-   * after a stalled event loop the schedule resumes instead of firing the missed slots in a burst. Resolves with
-   * the time the next probe was due.
+   * Resolves with the time the next probe is due, and whether it came by waking (a new batch starts there) or
+   * falls before the end of the current batch (`batchEnd`), to be sent at once. Due: the rest of the pass shared by what is
+   * left of it (one more slot for the next pass's first probe), but at least interval / (targets seen this pass),
+   * so a batch of targets added near the end of a pass is spread out too instead of sent at once. Removals only
+   * shorten the gaps: they do not push back the peers still waiting in this pass. Both count from when the last
+   * probe was due, not from when its timer actually fired, so timer lateness does not add up over a pass (1 ms late
+   * per probe would stretch a 30 s pass of 5000 peers to 35 s); but never closer than half the floor to the last
+   * probe sent, so after a stalled event loop the schedule resumes instead of firing the missed slots in a burst.
+   * While it sleeps it also wakes to give up on probes the pinger has not settled in time.
    */
-  private async waitForNextSlot(probedAt: number, scheduledAt: number, passEnd: number, signal: AbortSignal): Promise<number | 'aborted'> {
-    // Bounded: each round either reaches the due time or was woken by a setTargets call.
+  private async waitForNextSlot(
+    sentAt: number,
+    scheduledAt: number,
+    passEnd: number,
+    batchEnd: number,
+    signal: AbortSignal,
+  ): Promise<{ at: number; woke: boolean } | 'aborted'> {
+    // Bounded: each round reaches the due time, was woken by a setTargets call, or gave up on a stale probe (at
+    // most one round per probe out).
     for (;;) {
       const evenShare = (passEnd - scheduledAt) / (this.pending.size + 1);
       const floor = this.intervalMs / Math.max(1, this.passSize);
-      const due = Math.max(scheduledAt + Math.max(evenShare, floor), probedAt + floor / 2);
+      const due = Math.max(scheduledAt + Math.max(evenShare, floor), sentAt + floor / 2);
       const now = this.deps.clock.now();
       // Already overdue after a re-plan: that slot is now, or the next one would be crammed in behind it.
-      if (due <= now) return now;
-      const left = due - now;
-      const why = await this.wait(left, signal);
+      if (due <= now) return { at: now, woke: true };
+      if (due < batchEnd) return { at: due, woke: false };
+      const staleAt = this.staleDeadline();
+      const until = staleAt !== undefined && staleAt < due ? staleAt : due;
+      const why = await this.wait(until - now, signal);
       if (why === 'aborted') return why;
-      if (why === 'elapsed') return due;
+      if (why === 'elapsed' && until === due) return { at: due, woke: true };
+      this.giveUpOnStaleProbes();
     }
   }
 
@@ -218,36 +255,57 @@ export class PeerProber {
     }
   }
 
-  /** Never rejects: a failure of the pinger itself is logged (once per distinct message) and leaves state alone. */
-  private async probe(state: PeerState, signal: AbortSignal): Promise<void> {
-    state.probing = true;
-    // A pinger that never settles must not wedge this peer: the guard ends the probe as a failure.
-    const guard = new AbortController();
-    const stop = (): void => guard.abort();
-    signal.addEventListener('abort', stop, { once: true });
-    let rttMs: number | undefined;
+  /**
+   * Sends one probe; its answer is recorded when it comes. A failure of the pinger itself is logged (once per
+   * distinct message) and leaves the verdicts alone. No timer of its own: the pinger times out on its own, and a
+   * pinger that never settles is caught by giveUpOnStaleProbes.
+   */
+  private probe(state: PeerState): void {
+    const seq = ++state.probeSeq;
+    state.outSince = this.deps.clock.now();
+    this.outstanding.add(state);
+    const settled = (): boolean => {
+      if (state.probeSeq !== seq || state.outSince === undefined) return false;
+      state.outSince = undefined;
+      this.outstanding.delete(state);
+      return this.runSignal !== undefined && !this.runSignal.aborted && this.peers.get(state.target.key) === state;
+    };
+    let ping: Promise<number | undefined>;
     try {
-      rttMs = await Promise.race([
-        this.deps.pinger.ping(state.target.address, this.timeoutMs),
-        this.deps.clock.sleep(this.timeoutMs + PING_GRACE_MS, guard.signal).then(
-          () => undefined,
-          () => undefined,
-        ),
-      ]);
-      this.lastPingError = '';
+      ping = this.deps.pinger.ping(state.target.address, this.timeoutMs);
     } catch (err) {
-      const message = errorMessage(err);
-      if (message !== this.lastPingError && !signal.aborted) this.deps.log.warn({ err: message }, 'cannot send peer probes');
-      this.lastPingError = message;
-      return;
-    } finally {
-      state.probing = false;
-      // A plain reason: abort() without one builds a DOMException (with a stack trace) on every probe.
-      guard.abort('probe settled');
-      signal.removeEventListener('abort', stop);
+      ping = Promise.reject(err);
     }
-    if (signal.aborted || this.peers.get(state.target.key) !== state) return;
-    this.record(state, rttMs);
+    ping.then(
+      (rttMs) => {
+        this.lastPingError = '';
+        if (settled()) this.record(state, rttMs);
+      },
+      (err: unknown) => {
+        if (!settled()) return;
+        const message = errorMessage(err);
+        if (message !== this.lastPingError) this.deps.log.warn({ err: message }, 'cannot send peer probes');
+        this.lastPingError = message;
+      },
+    );
+  }
+
+  /** When the oldest probe out is to be given up on, if any is out. */
+  private staleDeadline(): number | undefined {
+    const oldest = this.outstanding.values().next().value as PeerState | undefined;
+    return oldest?.outSince === undefined ? undefined : oldest.outSince + this.timeoutMs + PING_GRACE_MS;
+  }
+
+  /** A probe the pinger has not settled a grace period past its timeout counts as failed, so it cannot wedge its peer. */
+  private giveUpOnStaleProbes(): void {
+    const limit = this.deps.clock.now() - this.timeoutMs - PING_GRACE_MS;
+    // Bounded by the probes out; oldest first, so it stops at the first one still within its time.
+    for (const state of this.outstanding) {
+      if (state.outSince === undefined || state.outSince > limit) break;
+      state.outSince = undefined;
+      this.outstanding.delete(state);
+      if (this.peers.get(state.target.key) === state) this.record(state, undefined);
+    }
   }
 
   private record(state: PeerState, rttMs: number | undefined): void {

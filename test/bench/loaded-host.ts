@@ -136,7 +136,7 @@ export interface DaemonRun {
 /**
  * Starts flanneld on `host` and resolves when `perKind` routes, neighbours and FDB entries are in its kernel. A
  * daemon that dies first is restarted at once, up to `maxRestarts` times (a supervisor's job), and the crash is
- * recorded; the time still counts from the first spawn.
+ * recorded; the time still counts from the first spawn. `opts.args` are added to the daemon's command line.
  */
 export async function startProgrammedDaemon(
   ctx: BenchContext,
@@ -145,14 +145,15 @@ export async function startProgrammedDaemon(
   watch: KernelWatch,
   perKind: number,
   timeoutMs: number,
-  maxRestarts = 2,
+  opts: { readonly args?: readonly string[]; readonly maxRestarts?: number } = {},
 ): Promise<DaemonRun> {
+  const maxRestarts = opts.maxRestarts ?? 2;
   const envFile = join(hub.dir, `${host.name}.env`);
   rmSync(envFile, { force: true });
   const entries = watchEntries(watch, host.ns, perKind, timeoutMs);
   // BENCH_FLANNELD_NODE_OPTIONS (e.g. --cpu-prof) reaches the daemon's node for diagnosis.
   const nodeOptions = process.env['BENCH_FLANNELD_NODE_OPTIONS'];
-  const args = [`--etcd-endpoints=${hub.etcd.endpoint}`, `--subnet-file=${envFile}`, '--iface=eth0'];
+  const args = [`--etcd-endpoints=${hub.etcd.endpoint}`, `--subnet-file=${envFile}`, '--iface=eth0', ...(opts.args ?? [])];
   const crashes: DaemonCrash[] = [];
   let firstPhases: (() => Map<string, number>) | undefined;
   const spawnedAt = now();

@@ -8,10 +8,11 @@
  *
  * `count` pings (default 1) with at most `concurrency` in flight (default: all of them at once).
  *
- *   node dist/test/drivers/probe-driver.js <address> <count> --prober-interval MS [--passes N] [--timeout MS]
+ *   node dist/test/drivers/probe-driver.js <address> <count> --prober-interval MS [--batch MS] [--passes N] [--timeout MS]
  *
  * runs a PeerProber over `count` targets that all point at `address` (one key and subnet each) on the system
  * clock until every target has `passes` results, and prints when each probe went out, the verdicts and the logs.
+ * `--batch` is the prober's batch window (its default when absent).
  */
 import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
@@ -44,6 +45,7 @@ const { values, positionals } = parseArgs({
     timeout: { type: 'string' },
     'prober-interval': { type: 'string' },
     passes: { type: 'string' },
+    batch: { type: 'string' },
   },
 });
 const address = parseIp(positionals[0] ?? '');
@@ -55,6 +57,7 @@ const identifier = values.identifier === undefined ? undefined : integer('--iden
 
 const proberInterval = values['prober-interval'] === undefined ? undefined : integer('--prober-interval', values['prober-interval'], 0, 1, 3_600_000);
 const passes = integer('--passes', values.passes, 1, 1, 1000);
+const batchMs = values.batch === undefined ? undefined : integer('--batch', values.batch, 0, 0, 3_600_000);
 
 const pinger = createRawSocketPinger({ ...(identifier === undefined ? {} : { identifier }), maxInFlight: Math.max(concurrency, 1) });
 if (proberInterval !== undefined) {
@@ -119,6 +122,7 @@ async function runProber(raw: Pinger & { stats(): unknown }, to: IpAddress, inte
     log,
     intervalMs,
     timeoutMs,
+    ...(batchMs === undefined ? {} : { batchMs }),
     onResult: (r) => {
       const list = results.get(r.target.key) ?? [];
       list.push(r);

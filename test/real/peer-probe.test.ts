@@ -156,8 +156,8 @@ describe('raw-socket pinger in namespaces', () => {
     expect(result.stats.ignored).toBe(0);
   });
 
-  it('runs a PeerProber over 500 peers with the raw-socket pinger: one probe every 4 ms, all answered', async () => {
-    const result = await proberRun(h1, ['192.0.2.2', '500', '--prober-interval', '2000', '--timeout', '500']);
+  it('runs a PeerProber over 500 peers with the raw-socket pinger, unbatched: one probe every 4 ms, all answered', async () => {
+    const result = await proberRun(h1, ['192.0.2.2', '500', '--prober-interval', '2000', '--batch', '0', '--timeout', '500']);
     expect(result.results).toBe(500);
     expect(result.reachable).toBe(500);
     expect(result.answered).toBe(500);
@@ -171,6 +171,21 @@ describe('raw-socket pinger in namespaces', () => {
     // One pass takes the interval (the last probe at 1996 ms, give or take a late timer on a loaded machine).
     const span = (result.sentAt[499] as number) - (result.sentAt[0] as number);
     expect(span).toBeGreaterThan(1900);
+    expect(span).toBeLessThan(2100);
+  });
+
+  it('runs a PeerProber over 500 peers in batches: 10 windows of 200 ms (a tenth of the interval), all answered', async () => {
+    const result = await proberRun(h1, ['192.0.2.2', '500', '--prober-interval', '2000', '--timeout', '500']);
+    expect(result.answered).toBe(500);
+    expect(result.reachable).toBe(500);
+    const gaps = result.sentAt.slice(1).map((t, i) => t - (result.sentAt[i] as number));
+    // Within a batch the probes leave back to back; between batches there is the window.
+    const between = gaps.filter((g) => g > 100);
+    expect(between.length).toBeGreaterThanOrEqual(8);
+    expect(between.length).toBeLessThanOrEqual(10);
+    for (const g of between) expect(g).toBeGreaterThan(150);
+    const span = (result.sentAt[499] as number) - (result.sentAt[0] as number);
+    expect(span).toBeGreaterThan(1600);
     expect(span).toBeLessThan(2100);
   });
 

@@ -1,8 +1,9 @@
 /**
  * PeerProber on the ManualClock with a fake Pinger: probes spread evenly over the interval (also at 5000 peers),
- * target changes mid-pass, the two-failure threshold, one log line per verdict change, and timeouts (the pinger's
+ * sent in batch windows, target changes mid-pass, the two-failure threshold, one log line per verdict change, and timeouts (the pinger's
  * own, and the guard for a pinger that never answers).
  */
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 import { formatIp, ipAddress, parseIp, type IpAddress } from '../../../flanneld/ip/address.js';
 import { ipNet, parseCidr } from '../../../flanneld/ip/cidr.js';
@@ -94,8 +95,9 @@ afterEach(async () => {
 });
 
 /** Starts run() at once, so its first probe goes out before this returns: `answers` are in place for it. */
-function rig(intervalMs: number, targets: ProbeTarget[], opts: { timeoutMs?: number; answers?: Record<string, Answer> } = {}): Rig {
-  const { timeoutMs } = opts;
+/** `batchMs` defaults to 0 here, so the schedule tests see every slot on its own. */
+function rig(intervalMs: number, targets: ProbeTarget[], opts: { timeoutMs?: number; batchMs?: number; answers?: Record<string, Answer> } = {}): Rig {
+  const { timeoutMs, batchMs = 0 } = opts;
   const clock = new ManualClock(T0);
   const pinger = new FakePinger(clock);
   for (const [address, answer] of Object.entries(opts.answers ?? {})) pinger.answers.set(address, answer);
@@ -106,6 +108,7 @@ function rig(intervalMs: number, targets: ProbeTarget[], opts: { timeoutMs?: num
     clock,
     log,
     intervalMs,
+    batchMs,
     ...(timeoutMs === undefined ? {} : { timeoutMs }),
     onResult: (r) => results.push(r),
   });
@@ -143,6 +146,60 @@ describe('PeerProber schedule', () => {
     expect(Math.min(...gaps)).toBeCloseTo(6, 6);
     expect(Math.max(...gaps)).toBeCloseTo(6, 6);
     expect(r.prober.state().size).toBe(5000);
+  });
+
+  it('sends the slots of each batch window together: 5000 peers every 30 s in 30 batches of about 167', async () => {
+    const targets = Array.from({ length: 5000 }, (_, i) => peer(i));
+    const r = rig(30_000, targets, { batchMs: 1000 });
+    await runUntil(r.clock, 29_999);
+    const times = rel(r.pinger.calls.map((c) => c.at));
+    expect(new Set(r.pinger.calls.map((c) => c.address)).size).toBe(5000);
+    const batches = new Map<number, number>();
+    for (const t of times) batches.set(t, (batches.get(t) ?? 0) + 1);
+    const starts = [...batches.keys()];
+    expect(starts).toHaveLength(30);
+    expect(starts[0]).toBe(0);
+    const gaps = starts.slice(1).map((t, i) => t - (starts[i] as number));
+    expect(Math.min(...gaps)).toBeGreaterThanOrEqual(1000);
+    expect(Math.max(...gaps)).toBeLessThanOrEqual(1006);
+    expect(Math.max(...batches.values())).toBeLessThanOrEqual(168);
+    // The next pass starts no earlier than one batch window before its time.
+    await runUntil(r.clock, 31_000);
+    expect(r.pinger.calls.length).toBeGreaterThan(5000);
+    expect((r.pinger.calls[5000] as Call).at - T0).toBeGreaterThanOrEqual(29_000);
+  });
+
+  it('caps the batch window at a tenth of the interval', async () => {
+    const r = rig(1000, Array.from({ length: 10 }, (_, i) => peer(i)), { batchMs: 5000 });
+    await runUntil(r.clock, 999);
+    expect(rel(r.pinger.calls.map((c) => c.at))).toEqual([0, 100, 200, 300, 400, 500, 600, 700, 800, 900]);
+  });
+
+  it('catches up after a stalled event loop at no more than twice the rate, batching too', async () => {
+    const targets = Array.from({ length: 300 }, (_, i) => peer(i));
+    const r = rig(30_000, targets, { batchMs: 1000 });
+    await runUntil(r.clock, 500);
+    const before = r.pinger.calls.length;
+    r.clock.advance(10_000); // 10 s without running: 100 slots missed
+    await flush();
+    await flush();
+    // One batch of one window's worth at twice the rate, not the 100 missed slots at once.
+    expect(r.pinger.calls.length - before).toBeLessThanOrEqual(21);
+  });
+
+  it('keeps one abort listener on the run signal however many probes are out', async () => {
+    const clock = new ManualClock(T0);
+    const pinger = new FakePinger(clock);
+    for (let i = 0; i < 200; i++) pinger.answers.set(formatIp(peer(i).address), 'hang');
+    const prober = new PeerProber({ pinger, clock, log: memoryLog().log, intervalMs: 30_000 });
+    prober.setTargets(Array.from({ length: 200 }, (_, i) => peer(i)));
+    const abort = new AbortController();
+    const running = prober.run(abort.signal);
+    await runUntil(clock, 20_000);
+    expect(pinger.calls.length).toBeGreaterThan(100);
+    expect(getEventListeners(abort.signal, 'abort').length).toBeLessThanOrEqual(1);
+    abort.abort();
+    await running;
   });
 
   it('does not let late timers stretch the passes', async () => {
@@ -330,7 +387,7 @@ describe('PeerProber verdicts', () => {
     const clock = new ManualClock(T0);
     const pinger = new FakePinger(clock);
     const { log, lines } = memoryLog();
-    const prober = new PeerProber({ pinger, clock, log, intervalMs: 1000, onResult: () => { throw new Error('boom'); } });
+    const prober = new PeerProber({ pinger, clock, log, intervalMs: 1000, batchMs: 0, onResult: () => { throw new Error('boom'); } });
     prober.setTargets([peer(1)]);
     const abort = new AbortController();
     const running = prober.run(abort.signal);
