@@ -49,7 +49,11 @@ export interface DaemonDeps {
   readonly traffic: { readonly iptables: TrafficManager; readonly nftables: TrafficManager };
   readonly clock: Clock;
   readonly random: Random;
-  readonly log: Logger;
+  /**
+   * The process's root logger: the daemon's own lines carry component "daemon" and each part it starts its own
+   * name, each a child of this one (a child of a child would carry two component keys).
+   */
+  readonly rootLog: Logger;
   readonly readFile: (path: string) => Promise<string | undefined>;
   readonly writeFile: (path: string, text: string) => Promise<void>;
   /** Called once subnet.env is written (readiness). */
@@ -78,12 +82,12 @@ export type DaemonResult = { readonly kind: 'stopped' } | { readonly kind: 'leas
 const STARTUP_RETRY = { initialMs: 1000, maxMs: 30_000, jitter: 0.1 };
 
 export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: AbortSignal): Promise<DaemonResult> {
-  const { log } = deps;
-  const config = await retryUntilDone(deps, signal, 'network config', () => deps.subnets.getNetworkConfig(signal));
+  const log = deps.rootLog.child({ component: 'daemon' });
+  const config = await retryUntilDone(deps, log, signal, 'network config', () => deps.subnets.getNetworkConfig(signal));
   log.info({ backend: config.backend.type, network: describeNetworks(config) }, 'network config loaded');
 
   const readStored = deps.subnets.storedPublicIPs?.bind(deps.subnets);
-  const stored: StoredPublicIPs = readStored ? await retryUntilDone(deps, signal, 'public IPs recorded for this node', () => readStored(signal)) : {};
+  const stored: StoredPublicIPs = readStored ? await retryUntilDone(deps, log, signal, 'public IPs recorded for this node', () => readStored(signal)) : {};
   if (stored.publicIP || stored.publicIPv6) {
     log.info({ publicIP: stored.publicIP && formatIp(stored.publicIP), publicIPv6: stored.publicIPv6 && formatIp(stored.publicIPv6) }, 'using the public IP recorded for this node');
   }
@@ -110,7 +114,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const previousText = await deps.readFile(opts.subnetFile);
   const previous = previousText ? previousSubnets(previousText) : undefined;
   const acquireLease = (attrs: LeaseAttrs, acquireSignal: AbortSignal): Promise<Lease> =>
-    retryUntilDone(deps, acquireSignal, 'subnet lease', () =>
+    retryUntilDone(deps, log, acquireSignal, 'subnet lease', () =>
       deps.subnets.acquireLease({ attrs, ...(previous ? { previous } : {}) }, acquireSignal),
     );
   const observer = deps.ops ? opsObserver(deps.ops, deps.clock, opts.datapathResyncMs) : undefined;
@@ -124,7 +128,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     clock: deps.clock,
     random: deps.random,
     resyncMs: opts.datapathResyncMs,
-    log: log.child({ component: `backend-${config.backend.type}` }),
+    log: deps.rootLog.child({ component: `backend-${config.backend.type}` }),
   });
   const network = await backend.registerNetwork(config, signal);
   log.info({ subnet: formatSubnetKey(network.lease), mtu: network.mtu }, 'lease acquired');
@@ -177,7 +181,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
       subnets: deps.subnets,
       clock: deps.clock,
       random: deps.random,
-      log: log.child({ component: 'lease-keeper' }),
+      log: deps.rootLog.child({ component: 'lease-keeper' }),
       renewMarginMs: opts.renewMarginMs,
     },
     phase.signal,
@@ -201,7 +205,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const keeping = keepRules(plan, {
     manager: rules,
     clock: deps.clock,
-    log: log.child({ component: 'traffic' }),
+    log: deps.rootLog.child({ component: 'traffic' }),
     periodMs: opts.iptablesResyncMs,
     onRepair: () => {
       ops?.metrics?.trafficRuleRepairs.inc({ manager: rules.kind });
@@ -213,7 +217,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     },
   }, phase.signal);
   const probing = ops?.prober ? ops.prober.run(phase.signal).catch((err: unknown) => log.warn({ err }, 'peer prober stopped')) : undefined;
-  const blackholes = opts.ipBlackholeRoute ? keepBlackholes(deps, network.lease, opts.iptablesResyncMs, phase.signal) : Promise.resolve();
+  const blackholes = opts.ipBlackholeRoute ? keepBlackholes(deps, log, network.lease, opts.iptablesResyncMs, phase.signal) : Promise.resolve();
   const completing = deps.subnets.completeLease?.(network.lease, phase.signal).catch((err: unknown) => {
     if (!phase.signal.aborted) log.warn({ err }, 'cannot complete the lease');
   });
@@ -266,9 +270,9 @@ function leaseTimes(ops: DaemonOps, lease: Lease, now: number, renewMarginMs: nu
 }
 
 /** --ip-blackhole-route: keeps a blackhole route for our own subnet(s), re-checked every period. */
-function keepBlackholes(deps: DaemonDeps, lease: Lease, periodMs: number, signal: AbortSignal): Promise<void> {
+function keepBlackholes(deps: DaemonDeps, log: Logger, lease: Lease, periodMs: number, signal: AbortSignal): Promise<void> {
   const subnets = [lease.subnet, lease.ipv6Subnet].filter((n) => n !== undefined);
-  return repeatEvery({ clock: deps.clock, periodMs, log: deps.log, failure: 'cannot add blackhole route', immediately: true }, async () => {
+  return repeatEvery({ clock: deps.clock, periodMs, log, failure: 'cannot add blackhole route', immediately: true }, async () => {
     for (const subnet of subnets) await deps.datapath.ensureBlackhole(subnet);
   }, signal);
 }
@@ -278,7 +282,7 @@ function keepBlackholes(deps: DaemonDeps, lease: Lease, periodMs: number, signal
  * conditions an operator fixes while the daemon waits, so none of them ends the process; each distinct error is
  * logged once at warn level, repeats at debug.
  */
-async function retryUntilDone<T>(deps: DaemonDeps, signal: AbortSignal, what: string, fn: () => Promise<T>): Promise<T> {
+async function retryUntilDone<T>(deps: DaemonDeps, log: Logger, signal: AbortSignal, what: string, fn: () => Promise<T>): Promise<T> {
   const backoff = new Backoff(STARTUP_RETRY, deps.random);
   let lastMessage = '';
   for (;;) {
@@ -289,8 +293,8 @@ async function retryUntilDone<T>(deps: DaemonDeps, signal: AbortSignal, what: st
       const message = errorMessage(err);
       const retryInMs = backoff.next();
       const fields = { err, code: err instanceof FlannelError ? err.code : undefined, retryInMs };
-      if (message !== lastMessage) deps.log.warn(fields, `cannot get ${what} yet; retrying`);
-      else deps.log.debug(fields, `cannot get ${what} yet; retrying`);
+      if (message !== lastMessage) log.warn(fields, `cannot get ${what} yet; retrying`);
+      else log.debug(fields, `cannot get ${what} yet; retrying`);
       lastMessage = message;
       await deps.clock.sleep(retryInMs, signal);
     }

@@ -139,7 +139,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         },
         clock: systemClock,
         random: mathRandom,
-        log: root.child({ component: 'daemon' }),
+        rootLog: root,
         readFile: (path) => readFile(path, 'utf8').catch(() => undefined),
         writeFile: writeFileAtomic,
         ops: { loops, readiness, status, metrics, ...(prober ? { prober } : {}) },

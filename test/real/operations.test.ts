@@ -65,6 +65,17 @@ describe('operations on a real overlay', () => {
     expect(s.text).toContain('| state | ready |');
   });
 
+  it('logs every line as JSON with exactly one component', () => {
+    const lines = cluster.daemon('h1').output().split('\n').filter((l) => l.startsWith('{'));
+    expect(lines.length).toBeGreaterThan(5);
+    const components = new Set<string>();
+    for (const line of lines) {
+      expect(line.match(/"component":/g), line).toHaveLength(1);
+      components.add((JSON.parse(line) as { component: string }).component);
+    }
+    expect([...components]).toEqual(expect.arrayContaining(['main', 'daemon', 'backend-vxlan']));
+  });
+
   it('probes every peer through the overlay and reports them reachable with an RTT', async () => {
     const subnets = ['h2', 'h3'].map((h) => cluster.subnetOf(h));
     for (const subnet of subnets) await metricIs(h1, `flanneld_peer_reachable{peer="${subnet}"}`, (v) => v === 1);

@@ -78,7 +78,7 @@ function setup(files: Record<string, string> = {}) {
         traffic,
         clock,
         random: seededRandom(42),
-        log,
+        rootLog: log,
         readFile: (path) => Promise.resolve(disk.get(path)),
         writeFile: (path, text) => {
           events.push(`write ${path}`);
