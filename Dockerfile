@@ -26,6 +26,8 @@ COPY scripts/ scripts/
 COPY flanneld/ flanneld/
 COPY backends/ backends/
 COPY cni-plugin/ cni-plugin/
+# The udp backend's N-API addon, compiled by `npm run build` with the g++ toolchain installed above.
+COPY native/ native/
 # tsconfig.json compiles the lab and bench too; they are built here but not shipped.
 COPY test/ test/
 # The SEA is injected into process.execPath, i.e. into this image's official Node build; build-cni.mjs smoke-tests

@@ -40,6 +40,8 @@ export interface Network {
   readonly mtu: number;
   /** Follows peer leases and keeps the datapath converged; settles only when `signal` aborts. */
   run(signal: AbortSignal): Promise<void>;
+  /** Packets a userspace data path (udp) dropped so far, by reason; undefined while it is not running. */
+  readonly dropped?: () => Readonly<Record<string, number>> | undefined;
 }
 
 /** The lease attrs every backend shares: the public addresses of this node. */

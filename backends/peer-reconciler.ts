@@ -24,6 +24,13 @@ export interface PeerPlan {
   ensureDevices(signal: AbortSignal): Promise<void>;
   ownsLink(name: string): boolean;
   entriesFor(peer: Lease): PeerEntries;
+  /**
+   * Entries outside the peers' scope that the network's devices need (udp's route for the whole Network via its
+   * TUN device): their deletion is repaired by ensureDevices, like the loss of a device.
+   */
+  ownsEntry?(entry: DatapathEntry): boolean;
+  /** The peers that changed in a turn (undefined = gone), for a backend that forwards in userspace (udp). */
+  syncPeers?(changed: ReadonlyMap<string, Lease | undefined>): void;
 }
 
 export interface ReconcilerDeps {
@@ -64,6 +71,7 @@ type Input =
   | { readonly type: 'leases'; readonly events: readonly LeaseEvent[]; readonly at: number }
   | { readonly type: 'entry-deleted'; readonly entry: DatapathEntry }
   | { readonly type: 'device-lost'; readonly name: string }
+  | { readonly type: 'device-entry-lost'; readonly entry: DatapathEntry }
   | { readonly type: 'resync'; readonly why: string };
 
 export async function runPeerReconciler(
@@ -112,6 +120,7 @@ export async function runPeerReconciler(
     pump(async () => {
       for await (const event of datapath.events(loop.signal)) {
         if (event.type === 'link-deleted' && plan.ownsLink(event.name)) inputs.push({ type: 'device-lost', name: event.name });
+        else if (event.type === 'entry-deleted' && plan.ownsEntry?.(event.entry)) inputs.push({ type: 'device-entry-lost', entry: event.entry });
         else if (event.type === 'entry-deleted' && inScope(event.entry, plan.scope())) inputs.push({ type: 'entry-deleted', entry: event.entry });
         else if (event.type === 'overrun') inputs.push({ type: 'resync', why: 'netlink notifications overran' });
       }
@@ -239,6 +248,9 @@ export async function runPeerReconciler(
         } else if (input.type === 'device-lost') {
           log.warn({ device: input.name }, 'device removed behind our back; re-creating it');
           devicesPending = `${input.name} removed`;
+        } else if (input.type === 'device-entry-lost') {
+          log.warn({ entry: describeEntry(input.entry) }, 'device entry removed behind our back; restoring it');
+          devicesPending = `${describeEntry(input.entry)} removed`;
         } else if (input.type === 'resync') {
           full ??= input.why;
         } else {
@@ -253,7 +265,10 @@ export async function runPeerReconciler(
       }
       deps.observer?.peers?.(peers.size);
       deps.observer?.entries?.(counts);
-      if (changedPeers.size > 0) deps.observer?.peersChanged?.(changedPeers, peers);
+      if (changedPeers.size > 0) {
+        plan.syncPeers?.(changedPeers);
+        deps.observer?.peersChanged?.(changedPeers, peers);
+      }
       changedPeers = new Map();
       if (!haveSnapshot) continue;
       try {

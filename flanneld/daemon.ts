@@ -134,6 +134,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   log.info({ subnet: formatSubnetKey(network.lease), mtu: network.mtu }, 'lease acquired');
   const ops = deps.ops;
   if (ops) {
+    if (network.dropped) ops.metrics?.trackUdpDrops(network.dropped);
     ops.status.lease = network.lease;
     ops.status.backend = { type: config.backend.type, mtu: network.mtu };
     leaseTimes(ops, network.lease, deps.clock.now(), opts.renewMarginMs);

@@ -17,7 +17,7 @@ import { addAddress, decodeAddress, deleteAddress, dumpAddresses } from './netli
 import {
   RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE, RTNLGRP_LINK, RTNLGRP_NEIGH,
 } from './netlink/constants.js';
-import { createVxlan, decodeLink, deleteLink, getLinkByName, setLinkUp } from './netlink/link.js';
+import { createVxlan, decodeLink, deleteLink, getLinkByName, setLinkMtuUp, setLinkUp } from './netlink/link.js';
 import { decodeMessages } from './netlink/message.js';
 import { decodeNeighbour, deleteFdb, deleteNeigh, dumpNeighbours, replaceFdb, replaceNeigh } from './netlink/neighbour.js';
 import { addBlackholeRoute, decodeRoute, deleteRoute, dumpRoutes, replaceRoute } from './netlink/route.js';
@@ -65,6 +65,10 @@ export class NetlinkDatapath implements Datapath {
 
   async deleteLink(index: number): Promise<void> {
     await this.sock.request(deleteLink(index), `delete link #${index}`);
+  }
+
+  async configureLink(index: number, mtu: number): Promise<void> {
+    await this.sock.request(setLinkMtuUp(index, mtu), `set link #${index} mtu ${mtu} up`);
   }
 
   async addresses(linkIndex: number): Promise<readonly AddressInfo[]> {

@@ -5,7 +5,7 @@
  */
 import type { BackendConfig } from '../../flanneld/config/network-config-types.js';
 import type { Family } from '../../flanneld/ip/address.js';
-import { ConfigError } from '../../flanneld/runtime/errors.js';
+import { backendFields, boolField, intField, type IntKey } from '../backend-keys.js';
 
 export interface VxlanConfig {
   readonly vni: number;
@@ -24,22 +24,12 @@ export const MAX_VNI = 0xffffff;
 /** Outer IP + UDP + VXLAN + inner Ethernet headers: 20+8+8+14 over IPv4, 40+8+8+14 over IPv6. */
 const OVERHEAD: Readonly<Record<Family, number>> = { 4: 50, 6: 70 };
 
-interface IntKey {
-  readonly name: string;
-  readonly min: number;
-  readonly max: number;
-  /** Extra value allowed outside [min, max] (MTU 0 = "derive from the underlay"). */
-  readonly sentinel?: number;
-}
-
 const VNI_KEY: IntKey = { name: 'VNI', min: 0, max: MAX_VNI };
 const PORT_KEY: IntKey = { name: 'Port', min: 0, max: 65535 };
 const MTU_KEY: IntKey = { name: 'MTU', min: 68, max: 65535, sentinel: 0 };
 
 export function parseVxlanConfig(backend: BackendConfig): VxlanConfig {
-  // Go applies keys in document order, so with two spellings of one key the later one wins; Map.set does the same.
-  const fields = new Map<string, unknown>();
-  for (const [key, value] of Object.entries(backend.raw)) fields.set(key.toLowerCase(), value);
+  const fields = backendFields(backend);
 
   return Object.freeze({
     vni: intField(fields, VNI_KEY, DEFAULT_VNI),
@@ -66,30 +56,4 @@ export function vxlanOverhead(family: Family): number {
  */
 export function vxlanMtu(underlayMtu: number, configMtu: number, family: Family): number {
   return (configMtu || underlayMtu) - OVERHEAD[family];
-}
-
-// Go leaves a field at its default when the JSON value is null, so null reads as "not given".
-function given(fields: ReadonlyMap<string, unknown>, name: string): unknown {
-  const value = fields.get(name.toLowerCase());
-  return value === null ? undefined : value;
-}
-
-function intField(fields: ReadonlyMap<string, unknown>, key: IntKey, fallback: number): number {
-  const value = given(fields, key.name);
-  if (value === undefined) return fallback;
-  const range = `${key.sentinel !== undefined ? `${key.sentinel} or ` : ''}${key.min}..${key.max}`;
-  if (typeof value !== 'number' || !Number.isInteger(value)) {
-    throw new ConfigError(`Backend.${key.name}`, value, `must be an integer (${range})`);
-  }
-  if (value !== key.sentinel && (value < key.min || value > key.max)) {
-    throw new ConfigError(`Backend.${key.name}`, value, `must be in ${range}`);
-  }
-  return value;
-}
-
-function boolField(fields: ReadonlyMap<string, unknown>, name: string): boolean {
-  const value = given(fields, name);
-  if (value === undefined) return false;
-  if (typeof value !== 'boolean') throw new ConfigError(`Backend.${name}`, value, 'must be true or false');
-  return value;
 }

@@ -20,6 +20,11 @@ export interface FlanneldMetrics {
   readonly trafficRuleRepairs: Counter<'manager'>;
   readonly probeRtt: Histogram;
   readonly peerReachable: Gauge<'peer'>;
+  /**
+   * Registers flanneld_udp_dropped_packets_total{reason}, read from `source` at each scrape (the udp backend's
+   * native counters); only nodes running udp export it. Every reason `source` names now starts at 0.
+   */
+  trackUdpDrops(source: () => Readonly<Record<string, number>> | undefined): void;
 }
 
 /** Seconds; from sub-millisecond netlink batches up to multi-second cold starts. */
@@ -42,6 +47,29 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
     trafficRuleRepairs: new Counter({ name: 'flanneld_traffic_rules_repairs_total', help: 'Times missing traffic rules were re-applied, by manager', labelNames: ['manager'], registers }),
     probeRtt: new Histogram({ name: 'flanneld_peer_probe_rtt_seconds', help: "Round-trip time of peer probes through the overlay", buckets: DURATION_BUCKETS, registers }),
     peerReachable: new Gauge({ name: 'flanneld_peer_reachable', help: '1 when the peer answers probes through the overlay, 0 when not', labelNames: ['peer'], registers }),
+    trackUdpDrops(source) {
+      const reasons = Object.keys(source() ?? {});
+      // The native counters only grow; each scrape adds what they gained since the last (a re-started proxy starts
+      // again from 0, which counts as no gain rather than a negative one).
+      const seen = new Map<string, number>();
+      const counter: Counter<'reason'> = new Counter({
+        name: 'flanneld_udp_dropped_packets_total',
+        help: 'Packets the udp backend dropped, by reason',
+        labelNames: ['reason'],
+        registers,
+        collect() {
+          const now = source();
+          if (!now) return;
+          for (const reason of reasons) {
+            const value = now[reason] ?? 0;
+            const last = seen.get(reason) ?? 0;
+            if (value > last) counter.inc({ reason }, value - last);
+            seen.set(reason, value);
+          }
+        },
+      });
+      for (const reason of reasons) counter.inc({ reason }, 0);
+    },
   };
   // Counters start at 0 for every label value they can take, so a rate() query works before the first event.
   for (const kind of ['route', 'neigh', 'fdb']) metrics.datapathRepairs.inc({ kind }, 0);

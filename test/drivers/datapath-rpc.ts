@@ -30,6 +30,7 @@ async function handle(call: Call): Promise<unknown> {
     case 'link':
     case 'ensureVxlan':
     case 'deleteLink':
+    case 'configureLink':
     case 'addresses':
     case 'ensureAddress':
     case 'apply':

@@ -186,6 +186,12 @@ export class FakeDatapath implements Datapath {
     this.dropLink(index);
   }
 
+  async configureLink(index: number, mtu: number): Promise<void> {
+    const link = this.linkTable.get(index);
+    if (!link) throw new FlannelError('ERR_INTERFACE', `configure link #${index}: ENODEV`);
+    this.linkTable.set(index, { ...link, mtu, up: true });
+  }
+
   async addresses(linkIndex: number): Promise<readonly AddressInfo[]> {
     return [...(this.addressTable.get(linkIndex) ?? [])];
   }

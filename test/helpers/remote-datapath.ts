@@ -47,6 +47,7 @@ export async function startRemoteDatapath(netns: string): Promise<RemoteDatapath
     link: (name) => call('link', name),
     ensureVxlan: (spec) => call('ensureVxlan', spec),
     deleteLink: (index) => call('deleteLink', index),
+    configureLink: (index, mtu) => call('configureLink', index, mtu),
     addresses: (index) => call('addresses', index),
     ensureAddress: (index, wanted, within) => call('ensureAddress', index, wanted, within),
     apply: (changes) => call('apply', changes),

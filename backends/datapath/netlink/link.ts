@@ -30,6 +30,9 @@ export const deleteLink = (index: number) => (seq: number): Buffer =>
 export const setLinkUp = (index: number) => (seq: number): Buffer =>
   encodeMessage(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq, ifinfomsg(index, IFF_UP, IFF_UP), []);
 
+export const setLinkMtuUp = (index: number, mtu: number) => (seq: number): Buffer =>
+  encodeMessage(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK, seq, ifinfomsg(index, IFF_UP, IFF_UP), [{ type: IFLA_MTU, value: u32(mtu) }]);
+
 export const createVxlan = (spec: VxlanLinkSpec) => (seq: number): Buffer => {
   const data: Attr[] = [
     { type: IFLA_VXLAN_ID, value: u32(spec.vni) },

@@ -1,0 +1,118 @@
+/**
+ * The udp backend's packet path as a port: open the TUN device, start the proxy between it and a UDP socket, edit
+ * its peer table, read its counters. The real one is our N-API addon (native/udp/flannel_udp.c, compiled by
+ * `npm run build` with the system C compiler): Node has no ioctl to attach to a TUN device, and moving packets
+ * through the event loop would cap the backend at what one JavaScript thread can copy. Unit tests use a fake.
+ */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import type { IpAddress } from '../../flanneld/ip/address.js';
+import type { IpNet } from '../../flanneld/ip/cidr.js';
+import { FlannelError } from '../../flanneld/runtime/errors.js';
+
+/** Why packets were dropped, as `flanneld_udp_dropped_packets_total{reason}` names them. */
+export const UDP_DROP_REASONS = ['no_route', 'queue_full', 'send_error', 'ttl_expired', 'malformed', 'not_ipv4', 'tun_write'] as const;
+export type UdpDropReason = (typeof UDP_DROP_REASONS)[number];
+
+export interface UdpStats {
+  /** Packets the kernel routed into the TUN device. */
+  readonly tunRxPackets: number;
+  readonly txPackets: number;
+  readonly txBytes: number;
+  readonly rxPackets: number;
+  readonly rxBytes: number;
+  /** Packets from peers handed to the kernel through the TUN device. */
+  readonly tunTxPackets: number;
+  /** ICMP net unreachable written back for packets with no peer. */
+  readonly icmpSent: number;
+  readonly dropped: Readonly<Record<UdpDropReason, number>>;
+  /** Peer subnets in the table. */
+  readonly routes: number;
+}
+
+export interface UdpProxy {
+  /** Packets for `subnet` go to `peer`:`port`; replaces an earlier route for the same subnet. */
+  setRoute(subnet: IpNet, peer: IpAddress, port: number): void;
+  deleteRoute(subnet: IpNet): void;
+  stats(): UdpStats;
+  /** Stops forwarding and closes the TUN device, which removes it. */
+  stop(): void;
+}
+
+export interface TunDevice {
+  readonly name: string;
+  readonly fd: number;
+}
+
+export interface UdpProxyOptions {
+  readonly tun: TunDevice;
+  readonly localAddr: IpAddress;
+  readonly port: number;
+  readonly mtu: number;
+  /** This node's address on the TUN device: the source of the ICMP errors the proxy writes back. */
+  readonly tunAddr: IpAddress;
+}
+
+export interface UdpDataplane {
+  openTun(name: string): TunDevice;
+  /** Takes ownership of `tun`: stopping the proxy closes it. Throws (naming the address) when the port is taken. */
+  start(opts: UdpProxyOptions): UdpProxy;
+}
+
+interface NativeAddon {
+  openTun(name: string): { fd: number; name: string };
+  startProxy(opts: { tunFd: number; localAddr: number; port: number; mtu: number; tunAddr: number }): object;
+  setRoute(handle: object, network: number, prefixLen: number, peer: number, port: number): void;
+  deleteRoute(handle: object, network: number, prefixLen: number): boolean;
+  stats(handle: object): Record<string, number>;
+  stopProxy(handle: object): void;
+}
+
+// dist/backends/udp/ in the build, backends/udp/ under vitest: the addon is built into dist/native/ either way.
+const ADDON_CANDIDATES = ['../../native/flannel_udp.node', '../../dist/native/flannel_udp.node'].map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
+
+/** Loads the addon on first use, so a node that never runs udp never needs it. */
+export function nativeUdpDataplane(): UdpDataplane {
+  let addon: NativeAddon | undefined;
+  const load = (): NativeAddon => {
+    if (addon) return addon;
+    const path = ADDON_CANDIDATES.find((p) => existsSync(p));
+    if (!path) {
+      throw new FlannelError('ERR_IO', `the udp backend's native addon is missing (looked for ${ADDON_CANDIDATES.join(', ')}); build it with "npm run build"`);
+    }
+    addon = createRequire(import.meta.url)(path) as NativeAddon;
+    return addon;
+  };
+  return {
+    openTun: (name) => load().openTun(name),
+    start(opts) {
+      const native = load();
+      const v4 = (ip: IpAddress, what: string): number => {
+        if (ip.family !== 4) throw new FlannelError('ERR_INTERFACE', `udp backend: ${what} must be IPv4`);
+        return Number(ip.value);
+      };
+      const handle = native.startProxy({
+        tunFd: opts.tun.fd, localAddr: v4(opts.localAddr, 'local address'), port: opts.port, mtu: opts.mtu, tunAddr: v4(opts.tunAddr, 'TUN address'),
+      });
+      return {
+        setRoute: (subnet, peer, port) => native.setRoute(handle, Number(subnet.ip), subnet.prefixLen, v4(peer, 'peer address'), port),
+        deleteRoute: (subnet) => void native.deleteRoute(handle, Number(subnet.ip), subnet.prefixLen),
+        stats: () => fromNative(native.stats(handle)),
+        stop: () => native.stopProxy(handle),
+      };
+    },
+  };
+}
+
+function fromNative(raw: Record<string, number>): UdpStats {
+  const n = (key: string): number => raw[key] ?? 0;
+  return {
+    tunRxPackets: n('tunRxPackets'), txPackets: n('txPackets'), txBytes: n('txBytes'), rxPackets: n('rxPackets'), rxBytes: n('rxBytes'),
+    tunTxPackets: n('tunTxPackets'), icmpSent: n('icmpSent'), routes: n('routes'),
+    dropped: {
+      no_route: n('dropNoRoute'), queue_full: n('dropQueueFull'), send_error: n('dropSendError'), ttl_expired: n('dropTtlExpired'),
+      malformed: n('dropMalformed'), not_ipv4: n('dropNotIpv4'), tun_write: n('dropTunWrite'),
+    },
+  };
+}

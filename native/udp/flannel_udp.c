@@ -1,0 +1,637 @@
+/*
+ * The udp backend's data path: a TUN device and a UDP socket joined by two native threads, so packets never pass
+ * through the JavaScript event loop (which only edits the peer table and reads counters). Wire format as upstream
+ * flannel's udp backend: the UDP payload is the inner IPv4 packet, unchanged except for its TTL.
+ *
+ *   openTun(name)                      -> { fd, name }    IFF_TUN | IFF_NO_PI, non-blocking, close-on-exec
+ *   startProxy({ tunFd, localAddr, port, mtu, tunAddr }) -> handle   (takes ownership of tunFd)
+ *   setRoute(handle, network, prefixLen, peerAddr, peerPort)          addresses as uint32 in host order
+ *   deleteRoute(handle, network, prefixLen)
+ *   stats(handle)                       -> counters (numbers)
+ *   stopProxy(handle)                   joins the threads, closes the socket and the TUN fd (removing the device)
+ *
+ * Queues are the kernel's: the socket buffers (bounded by SO_SNDBUF/SO_RCVBUF) and the TUN device's. Sends are
+ * non-blocking, so a slow or vanished peer costs a counted drop, never a stalled thread.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/ip_icmp.h>
+#include <node_api.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define BATCH 64
+#define MAX_PACKET 65536
+#define SOCKET_BUFFER_BYTES (4 * 1024 * 1024)
+
+/* ---- peer table: one open-addressing hash per prefix length present, guarded by a rwlock ---- */
+
+struct route {
+  uint32_t network; /* host order, masked */
+  uint32_t peer;    /* host order */
+  uint16_t port;
+  uint8_t used;     /* 0 empty, 1 live, 2 deleted (tombstone) */
+};
+
+struct prefix_table {
+  struct route *slots;
+  uint32_t capacity; /* power of two */
+  uint32_t live;
+  uint32_t filled; /* live + tombstones */
+};
+
+struct table {
+  pthread_rwlock_t lock;
+  struct prefix_table by_len[33];
+  /* Prefix lengths with live routes, longest first, so a lookup tries the most specific match first. */
+  uint8_t lens[33];
+  int nlens;
+};
+
+static uint32_t mask_of(int len) { return len == 0 ? 0 : 0xffffffffu << (32 - len); }
+
+static uint32_t hash32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+static struct route *find_slot(struct prefix_table *t, uint32_t network, int for_insert) {
+  if (t->capacity == 0) return NULL;
+  uint32_t i = hash32(network) & (t->capacity - 1);
+  struct route *tomb = NULL;
+  for (uint32_t n = 0; n < t->capacity; n++, i = (i + 1) & (t->capacity - 1)) {
+    struct route *r = &t->slots[i];
+    if (r->used == 0) return for_insert ? (tomb ? tomb : r) : NULL;
+    if (r->used == 2) {
+      if (!tomb) tomb = r;
+      continue;
+    }
+    if (r->network == network) return r;
+  }
+  return for_insert ? tomb : NULL;
+}
+
+static int grow(struct prefix_table *t) {
+  uint32_t capacity = t->capacity ? t->capacity * 2 : 64;
+  /* Rehashing also drops tombstones, so a table churned by adds and deletes does not fill up with them. */
+  if (t->live * 2 < t->capacity) capacity = t->capacity;
+  struct route *slots = calloc(capacity, sizeof(struct route));
+  if (!slots) return -1;
+  struct prefix_table next = { slots, capacity, 0, 0 };
+  for (uint32_t i = 0; i < t->capacity; i++) {
+    if (t->slots[i].used != 1) continue;
+    struct route *r = find_slot(&next, t->slots[i].network, 1);
+    *r = t->slots[i];
+    next.live++;
+    next.filled++;
+  }
+  free(t->slots);
+  *t = next;
+  return 0;
+}
+
+static void refresh_lens(struct table *tab) {
+  tab->nlens = 0;
+  for (int len = 32; len >= 0; len--) if (tab->by_len[len].live > 0) tab->lens[tab->nlens++] = (uint8_t)len;
+}
+
+static int table_set(struct table *tab, uint32_t network, int len, uint32_t peer, uint16_t port) {
+  struct prefix_table *t = &tab->by_len[len];
+  network &= mask_of(len);
+  if ((t->filled + 1) * 4 > t->capacity * 3 && grow(t) != 0) return -1;
+  struct route *r = find_slot(t, network, 1);
+  if (!r) return -1;
+  if (r->used != 1) {
+    if (r->used == 0) t->filled++;
+    t->live++;
+  }
+  r->network = network;
+  r->peer = peer;
+  r->port = port;
+  r->used = 1;
+  refresh_lens(tab);
+  return 0;
+}
+
+static int table_delete(struct table *tab, uint32_t network, int len) {
+  struct prefix_table *t = &tab->by_len[len];
+  struct route *r = find_slot(t, network & mask_of(len), 0);
+  if (!r) return 0;
+  r->used = 2;
+  t->live--;
+  refresh_lens(tab);
+  return 1;
+}
+
+/* Caller holds the read lock. */
+static const struct route *table_lookup(struct table *tab, uint32_t dst) {
+  for (int i = 0; i < tab->nlens; i++) {
+    int len = tab->lens[i];
+    struct route *r = find_slot(&tab->by_len[len], dst & mask_of(len), 0);
+    if (r) return r;
+  }
+  return NULL;
+}
+
+/* ---- counters: each written by one thread, read by JavaScript with relaxed atomics ---- */
+
+enum counter {
+  C_TUN_RX_PACKETS, /* read from the TUN device */
+  C_TX_PACKETS,     /* sent to peers */
+  C_TX_BYTES,
+  C_RX_PACKETS,     /* received from peers */
+  C_RX_BYTES,
+  C_TUN_TX_PACKETS, /* written to the TUN device */
+  C_ICMP_SENT,      /* net unreachable written back into the TUN device */
+  C_DROP_NO_ROUTE,
+  C_DROP_QUEUE_FULL,
+  C_DROP_SEND_ERROR,
+  C_DROP_TTL_EXPIRED,
+  C_DROP_MALFORMED,
+  C_DROP_NOT_IPV4,
+  C_DROP_TUN_WRITE,
+  C_TUN_READ_ERRORS,
+  C_SOCKET_ERRORS,
+  C_COUNT
+};
+
+static const char *counter_names[C_COUNT] = {
+  "tunRxPackets", "txPackets", "txBytes", "rxPackets", "rxBytes", "tunTxPackets", "icmpSent",
+  "dropNoRoute", "dropQueueFull", "dropSendError", "dropTtlExpired", "dropMalformed", "dropNotIpv4", "dropTunWrite",
+  "tunReadErrors", "socketErrors",
+};
+
+struct proxy {
+  int tun;
+  int sock;
+  int stop; /* eventfd */
+  int mtu;
+  uint16_t port;
+  uint32_t tun_addr; /* network order: source of the ICMP errors we generate */
+  struct table table;
+  pthread_t to_peers, from_peers;
+  int threads;
+  uint64_t counters[C_COUNT];
+  int stopped;
+};
+
+static inline void bump(struct proxy *p, enum counter c, uint64_t n) {
+  __atomic_fetch_add(&p->counters[c], n, __ATOMIC_RELAXED);
+}
+
+/* RFC 1624 incremental update: TTL is the high byte of the 16-bit word it shares with the protocol. */
+static int decrement_ttl(struct iphdr *ip) {
+  if (ip->ttl <= 1) return 0;
+  ip->ttl--;
+  uint32_t sum = (uint32_t)ntohs(ip->check) + 0x0100;
+  sum = (sum & 0xffff) + (sum >> 16);
+  ip->check = htons((uint16_t)sum);
+  return 1;
+}
+
+static uint16_t checksum(const void *data, size_t len) {
+  const uint8_t *b = data;
+  uint32_t sum = 0;
+  for (size_t i = 0; i + 1 < len; i += 2) sum += (uint32_t)(b[i] << 8 | b[i + 1]);
+  if (len & 1) sum += (uint32_t)(b[len - 1] << 8);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return htons((uint16_t)~sum);
+}
+
+/* Returns the IPv4 header when `len` bytes hold a well-formed one whose total length fits, else NULL. */
+static struct iphdr *ipv4_header(uint8_t *pkt, ssize_t len) {
+  if (len < (ssize_t)sizeof(struct iphdr)) return NULL;
+  struct iphdr *ip = (struct iphdr *)pkt;
+  if (ip->version != 4 || ip->ihl < 5 || (ssize_t)ip->ihl * 4 > len || ntohs(ip->tot_len) > len) return NULL;
+  return ip;
+}
+
+/* ICMP "net unreachable" for a packet we have no peer for, written back into the TUN device (as upstream). */
+static void send_net_unreachable(struct proxy *p, const uint8_t *offender, size_t offender_len) {
+  const struct iphdr *in = (const struct iphdr *)offender;
+  if (in->protocol == IPPROTO_ICMP) return;           /* never an error about an error */
+  if ((ntohs(in->frag_off) & 0x1fff) != 0) return;    /* only about first fragments */
+  uint8_t buf[sizeof(struct iphdr) + 8 + 60 + 8];
+  size_t quoted = in->ihl * 4 + 8;
+  if (quoted > offender_len) quoted = offender_len;
+  size_t total = sizeof(struct iphdr) + 8 + quoted;
+  memset(buf, 0, sizeof(buf));
+  struct iphdr *ip = (struct iphdr *)buf;
+  ip->version = 4;
+  ip->ihl = 5;
+  ip->tot_len = htons((uint16_t)total);
+  ip->ttl = 64;
+  ip->protocol = IPPROTO_ICMP;
+  ip->saddr = p->tun_addr;
+  ip->daddr = in->saddr;
+  ip->check = checksum(ip, sizeof(struct iphdr));
+  uint8_t *icmp = buf + sizeof(struct iphdr);
+  icmp[0] = ICMP_DEST_UNREACH;
+  icmp[1] = ICMP_NET_UNREACH;
+  memcpy(icmp + 8, offender, quoted);
+  uint16_t sum = checksum(icmp, 8 + quoted);
+  memcpy(icmp + 2, &sum, 2);
+  if (write(p->tun, buf, total) == (ssize_t)total) bump(p, C_ICMP_SENT, 1);
+}
+
+static int wait_readable(struct proxy *p, int fd) {
+  struct pollfd fds[2] = { { fd, POLLIN, 0 }, { p->stop, POLLIN, 0 } };
+  for (;;) {
+    int n = poll(fds, 2, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 || (fds[1].revents & POLLIN)) return 0;
+    if (fds[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+      /* The device went away under us: nothing more will come; wait for stop. */
+      if (fds[0].revents & POLLNVAL) return 0;
+      struct pollfd only_stop = { p->stop, POLLIN, 0 };
+      poll(&only_stop, 1, -1);
+      return 0;
+    }
+    if (fds[0].revents & POLLIN) return 1;
+  }
+}
+
+/* TUN -> peers: read what the kernel routed into the device, look up the peer, send in batches. */
+static void *run_to_peers(void *arg) {
+  struct proxy *p = arg;
+  /* Untouched pages of it cost nothing: only what packets fill is ever faulted in. */
+  uint8_t (*bufs)[MAX_PACKET] = malloc((size_t)BATCH * MAX_PACKET);
+  struct mmsghdr msgs[BATCH];
+  struct iovec iovs[BATCH];
+  struct sockaddr_in dests[BATCH];
+  if (!bufs) return NULL;
+  while (wait_readable(p, p->tun)) {
+    int n = 0;
+    while (n < BATCH) {
+      ssize_t len = read(p->tun, bufs[n], MAX_PACKET);
+      if (len < 0) {
+        if (errno != EAGAIN && errno != EINTR) bump(p, C_TUN_READ_ERRORS, 1);
+        break;
+      }
+      bump(p, C_TUN_RX_PACKETS, 1);
+      struct iphdr *ip = ipv4_header(bufs[n], len);
+      if (!ip) {
+        /* IPv6 the kernel sends on any up device (router solicitations, MLD) is not ours to carry. */
+        bump(p, len > 0 && (bufs[n][0] >> 4) == 6 ? C_DROP_NOT_IPV4 : C_DROP_MALFORMED, 1);
+        continue;
+      }
+      uint32_t dst = ntohl(ip->daddr);
+      pthread_rwlock_rdlock(&p->table.lock);
+      const struct route *r = table_lookup(&p->table, dst);
+      uint32_t peer = r ? r->peer : 0;
+      uint16_t port = r ? r->port : 0;
+      pthread_rwlock_unlock(&p->table.lock);
+      if (!r) {
+        bump(p, C_DROP_NO_ROUTE, 1);
+        send_net_unreachable(p, bufs[n], (size_t)len);
+        continue;
+      }
+      if (!decrement_ttl(ip)) {
+        bump(p, C_DROP_TTL_EXPIRED, 1);
+        continue;
+      }
+      memset(&dests[n], 0, sizeof(dests[n]));
+      dests[n].sin_family = AF_INET;
+      dests[n].sin_addr.s_addr = htonl(peer);
+      dests[n].sin_port = htons(port);
+      iovs[n].iov_base = bufs[n];
+      iovs[n].iov_len = (size_t)len;
+      memset(&msgs[n], 0, sizeof(msgs[n]));
+      msgs[n].msg_hdr.msg_name = &dests[n];
+      msgs[n].msg_hdr.msg_namelen = sizeof(dests[n]);
+      msgs[n].msg_hdr.msg_iov = &iovs[n];
+      msgs[n].msg_hdr.msg_iovlen = 1;
+      n++;
+    }
+    /* sendmmsg stops at the first failure: count that packet and go on with the rest. */
+    int done = 0;
+    while (done < n) {
+      int sent = sendmmsg(p->sock, msgs + done, (unsigned)(n - done), MSG_DONTWAIT);
+      if (sent > 0) {
+        for (int i = done; i < done + sent; i++) bump(p, C_TX_BYTES, msgs[i].msg_len);
+        bump(p, C_TX_PACKETS, (uint64_t)sent);
+        done += sent;
+        continue;
+      }
+      if (errno == EINTR) continue;
+      bump(p, errno == EAGAIN || errno == ENOBUFS ? C_DROP_QUEUE_FULL : C_DROP_SEND_ERROR, 1);
+      done++;
+    }
+  }
+  free(bufs);
+  return NULL;
+}
+
+/* Peers -> TUN: receive in batches, hand each inner packet to the kernel through the device. */
+static void *run_from_peers(void *arg) {
+  struct proxy *p = arg;
+  uint8_t (*bufs)[MAX_PACKET] = malloc((size_t)BATCH * MAX_PACKET);
+  struct mmsghdr msgs[BATCH];
+  struct iovec iovs[BATCH];
+  if (!bufs) return NULL;
+  for (int i = 0; i < BATCH; i++) {
+    iovs[i].iov_base = bufs[i];
+    iovs[i].iov_len = MAX_PACKET;
+  }
+  while (wait_readable(p, p->sock)) {
+    for (int round = 0; round < 16; round++) {
+      for (int i = 0; i < BATCH; i++) {
+        memset(&msgs[i], 0, sizeof(msgs[i]));
+        msgs[i].msg_hdr.msg_iov = &iovs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+      }
+      int n = recvmmsg(p->sock, msgs, BATCH, MSG_DONTWAIT, NULL);
+      if (n <= 0) {
+        if (n < 0 && errno != EAGAIN && errno != EINTR) bump(p, C_SOCKET_ERRORS, 1);
+        break;
+      }
+      for (int i = 0; i < n; i++) {
+        ssize_t len = (ssize_t)msgs[i].msg_len;
+        bump(p, C_RX_PACKETS, 1);
+        bump(p, C_RX_BYTES, (uint64_t)len);
+        struct iphdr *ip = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? NULL : ipv4_header(bufs[i], len);
+        if (!ip) {
+          bump(p, C_DROP_MALFORMED, 1);
+          continue;
+        }
+        if (!decrement_ttl(ip)) {
+          bump(p, C_DROP_TTL_EXPIRED, 1);
+          continue;
+        }
+        size_t tot = ntohs(ip->tot_len);
+        if (write(p->tun, bufs[i], tot) == (ssize_t)tot) bump(p, C_TUN_TX_PACKETS, 1);
+        else bump(p, C_DROP_TUN_WRITE, 1);
+      }
+      if (n < BATCH) break;
+    }
+  }
+  free(bufs);
+  return NULL;
+}
+
+/* ---- N-API glue ---- */
+
+#define CHECK(env, call)                                                      \
+  do {                                                                        \
+    if ((call) != napi_ok) {                                                  \
+      napi_throw_error((env), NULL, "flannel_udp: N-API call failed: " #call); \
+      return NULL;                                                            \
+    }                                                                         \
+  } while (0)
+
+static napi_value throw_errno(napi_env env, const char *what, int err) {
+  char message[256];
+  snprintf(message, sizeof(message), "%s: %s", what, strerror(err));
+  napi_value msg, code, error;
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
+  const char *name = err == EADDRINUSE ? "EADDRINUSE" : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL" : err == EPERM ? "EPERM"
+                   : err == EACCES ? "EACCES" : err == ENOENT ? "ENOENT" : err == EBUSY ? "EBUSY" : "EIO";
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_error(env, code, msg, &error);
+  napi_throw(env, error);
+  return NULL;
+}
+
+static int get_u32_prop(napi_env env, napi_value obj, const char *key, uint32_t *out) {
+  napi_value v;
+  if (napi_get_named_property(env, obj, key, &v) != napi_ok) return -1;
+  return napi_get_value_uint32(env, v, out) == napi_ok ? 0 : -1;
+}
+
+static napi_value open_tun(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char name[IFNAMSIZ] = { 0 };
+  size_t got = 0;
+  /* Measured first: a longer name would be cut silently by the copy below. */
+  if (argc < 1 || napi_get_value_string_utf8(env, argv[0], NULL, 0, &got) != napi_ok || got == 0 || got >= IFNAMSIZ ||
+      napi_get_value_string_utf8(env, argv[0], name, sizeof(name), &got) != napi_ok) {
+    napi_throw_type_error(env, NULL, "openTun(name): name must be a non-empty string shorter than 16 bytes");
+    return NULL;
+  }
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return throw_errno(env, "open /dev/net/tun", errno);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof(ifr));
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  memcpy(ifr.ifr_name, name, got); /* got < IFNAMSIZ: napi_get_value_string_utf8 keeps room for the NUL */
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    int err = errno;
+    close(fd);
+    char what[64];
+    snprintf(what, sizeof(what), "TUNSETIFF %s", name);
+    return throw_errno(env, what, err);
+  }
+  napi_value result, vfd, vname;
+  CHECK(env, napi_create_object(env, &result));
+  CHECK(env, napi_create_int32(env, fd, &vfd));
+  CHECK(env, napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &vname));
+  CHECK(env, napi_set_named_property(env, result, "fd", vfd));
+  CHECK(env, napi_set_named_property(env, result, "name", vname));
+  return result;
+}
+
+static void stop_threads(struct proxy *p) {
+  if (p->stopped) return;
+  p->stopped = 1;
+  uint64_t one = 1;
+  if (write(p->stop, &one, sizeof(one)) < 0) { /* the threads also stop when their fds close below */ }
+  if (p->threads >= 1) pthread_join(p->to_peers, NULL);
+  if (p->threads >= 2) pthread_join(p->from_peers, NULL);
+  close(p->sock);
+  close(p->tun);
+  close(p->stop);
+}
+
+static void finalize_proxy(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  struct proxy *p = data;
+  stop_threads(p);
+  for (int len = 0; len <= 32; len++) free(p->table.by_len[len].slots);
+  pthread_rwlock_destroy(&p->table.lock);
+  free(p);
+}
+
+static struct proxy *unwrap(napi_env env, napi_value v) {
+  struct proxy *p = NULL;
+  if (napi_get_value_external(env, v, (void **)&p) != napi_ok || !p) {
+    napi_throw_type_error(env, NULL, "not a proxy handle");
+    return NULL;
+  }
+  return p;
+}
+
+static napi_value start_proxy(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint32_t tun, local, port, mtu, tun_addr;
+  if (argc < 1 || get_u32_prop(env, argv[0], "tunFd", &tun) || get_u32_prop(env, argv[0], "localAddr", &local) ||
+      get_u32_prop(env, argv[0], "port", &port) || get_u32_prop(env, argv[0], "mtu", &mtu) ||
+      get_u32_prop(env, argv[0], "tunAddr", &tun_addr) || port == 0 || port > 65535 || mtu < 68) {
+    napi_throw_type_error(env, NULL, "startProxy({ tunFd, localAddr, port, mtu, tunAddr }): numbers expected, port 1-65535, mtu >= 68");
+    return NULL;
+  }
+  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (sock < 0) return throw_errno(env, "socket", errno);
+  int size = SOCKET_BUFFER_BYTES;
+  setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+  setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+  struct sockaddr_in addr;
+  memset(&addr, 0, sizeof(addr));
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(local);
+  addr.sin_port = htons((uint16_t)port);
+  if (bind(sock, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
+    int err = errno;
+    close(sock);
+    char what[64];
+    snprintf(what, sizeof(what), "bind UDP %u.%u.%u.%u:%u", local >> 24, (local >> 16) & 255, (local >> 8) & 255, local & 255, port);
+    return throw_errno(env, what, err);
+  }
+  int stop = eventfd(0, EFD_CLOEXEC);
+  if (stop < 0) {
+    int err = errno;
+    close(sock);
+    return throw_errno(env, "eventfd", err);
+  }
+  struct proxy *p = calloc(1, sizeof(struct proxy));
+  if (!p) {
+    close(sock);
+    close(stop);
+    napi_throw_error(env, NULL, "out of memory");
+    return NULL;
+  }
+  p->tun = (int)tun;
+  p->sock = sock;
+  p->stop = stop;
+  p->mtu = (int)mtu;
+  p->port = (uint16_t)port;
+  p->tun_addr = htonl(tun_addr);
+  pthread_rwlock_init(&p->table.lock, NULL);
+  int err = pthread_create(&p->to_peers, NULL, run_to_peers, p);
+  if (err == 0) {
+    p->threads = 1;
+    err = pthread_create(&p->from_peers, NULL, run_from_peers, p);
+    if (err == 0) p->threads = 2;
+  }
+  napi_value handle;
+  if (napi_create_external(env, p, finalize_proxy, NULL, &handle) != napi_ok) {
+    finalize_proxy(env, p, NULL);
+    napi_throw_error(env, NULL, "napi_create_external failed");
+    return NULL;
+  }
+  if (err != 0) {
+    stop_threads(p);
+    return throw_errno(env, "pthread_create", err);
+  }
+  return handle;
+}
+
+static napi_value set_route(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct proxy *p = argc == 5 ? unwrap(env, argv[0]) : NULL;
+  uint32_t network, len, peer, port;
+  if (!p || napi_get_value_uint32(env, argv[1], &network) != napi_ok || napi_get_value_uint32(env, argv[2], &len) != napi_ok ||
+      napi_get_value_uint32(env, argv[3], &peer) != napi_ok || napi_get_value_uint32(env, argv[4], &port) != napi_ok ||
+      len > 32 || port == 0 || port > 65535) {
+    if (p) napi_throw_type_error(env, NULL, "setRoute(handle, network, prefixLen 0-32, peer, port 1-65535)");
+    else if (argc != 5) napi_throw_type_error(env, NULL, "setRoute takes 5 arguments");
+    return NULL;
+  }
+  pthread_rwlock_wrlock(&p->table.lock);
+  int rc = table_set(&p->table, network, (int)len, peer, (uint16_t)port);
+  pthread_rwlock_unlock(&p->table.lock);
+  if (rc != 0) {
+    napi_throw_error(env, NULL, "setRoute: out of memory");
+    return NULL;
+  }
+  return NULL;
+}
+
+static napi_value delete_route(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct proxy *p = argc == 3 ? unwrap(env, argv[0]) : NULL;
+  uint32_t network, len;
+  if (!p || napi_get_value_uint32(env, argv[1], &network) != napi_ok || napi_get_value_uint32(env, argv[2], &len) != napi_ok || len > 32) {
+    if (p || argc != 3) napi_throw_type_error(env, NULL, "deleteRoute(handle, network, prefixLen 0-32)");
+    return NULL;
+  }
+  pthread_rwlock_wrlock(&p->table.lock);
+  int found = table_delete(&p->table, network, (int)len);
+  pthread_rwlock_unlock(&p->table.lock);
+  napi_value result;
+  CHECK(env, napi_get_boolean(env, found, &result));
+  return result;
+}
+
+static napi_value stats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct proxy *p = argc == 1 ? unwrap(env, argv[0]) : NULL;
+  if (!p) return NULL;
+  napi_value result;
+  CHECK(env, napi_create_object(env, &result));
+  for (int c = 0; c < C_COUNT; c++) {
+    napi_value v;
+    CHECK(env, napi_create_double(env, (double)__atomic_load_n(&p->counters[c], __ATOMIC_RELAXED), &v));
+    CHECK(env, napi_set_named_property(env, result, counter_names[c], v));
+  }
+  napi_value routes;
+  uint32_t live = 0;
+  pthread_rwlock_rdlock(&p->table.lock);
+  for (int len = 0; len <= 32; len++) live += p->table.by_len[len].live;
+  pthread_rwlock_unlock(&p->table.lock);
+  CHECK(env, napi_create_uint32(env, live, &routes));
+  CHECK(env, napi_set_named_property(env, result, "routes", routes));
+  return result;
+}
+
+static napi_value stop_proxy(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  struct proxy *p = argc == 1 ? unwrap(env, argv[0]) : NULL;
+  if (p) stop_threads(p);
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    { "openTun", NULL, open_tun, NULL, NULL, NULL, napi_default, NULL },
+    { "startProxy", NULL, start_proxy, NULL, NULL, NULL, napi_default, NULL },
+    { "setRoute", NULL, set_route, NULL, NULL, NULL, napi_default, NULL },
+    { "deleteRoute", NULL, delete_route, NULL, NULL, NULL, napi_default, NULL },
+    { "stats", NULL, stats, NULL, NULL, NULL, napi_default, NULL },
+    { "stopProxy", NULL, stop_proxy, NULL, NULL, NULL, napi_default, NULL },
+  };
+  CHECK(env, napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,22 @@
+// Compiles the udp backend's N-API addon (native/udp) with the C compiler Debian provides, against the headers of
+// the node that runs this script. N-API needs no linking against node, so one `cc` call is the whole build.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+
+const headers = [process.env.npm_config_nodedir && join(process.env.npm_config_nodedir, 'include/node'), join(dirname(process.execPath), '../include/node')]
+  .filter(Boolean)
+  .find((dir) => existsSync(join(dir, 'node_api.h')));
+if (!headers) {
+  process.stderr.write(`build-native: node_api.h not found next to ${process.execPath} (install the nodejs headers)\n`);
+  process.exit(1);
+}
+const out = 'dist/native/flannel_udp.node';
+mkdirSync(dirname(out), { recursive: true });
+const started = Date.now();
+execFileSync(process.env.CC ?? 'cc', [
+  '-O2', '-g', '-std=gnu11', '-Wall', '-Wextra', '-Werror', '-fPIC', '-shared', '-pthread',
+  '-DNODE_GYP_MODULE_NAME=flannel_udp', '-DNAPI_VERSION=8', `-I${headers}`,
+  '-o', out, 'native/udp/flannel_udp.c',
+], { stdio: 'inherit' });
+process.stdout.write(`build-native: ${out} (${Date.now() - started} ms)\n`);
