@@ -19,6 +19,9 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/virtio_net.h>
+#include <netinet/tcp.h>
+#include <netinet/udp.h>
 #include <netinet/in.h>
 #include <netinet/ip.h>
 #include <netinet/ip_icmp.h>
@@ -32,11 +35,17 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define BATCH 64
 #define MAX_PACKET 65536
 #define SOCKET_BUFFER_BYTES (4 * 1024 * 1024)
+#define VNET_HDR sizeof(struct virtio_net_hdr)
+/* One UDP send carries at most this much (an IPv4 datagram's limit less its headers), and UDP GSO at most 64
+   segments per call on older kernels. */
+#define MAX_GSO_BYTES 65000
+#define MAX_GSO_SEGMENTS 64
 
 /* ---- peer table: one open-addressing hash per prefix length present, guarded by a rwlock ---- */
 
@@ -249,7 +258,10 @@ static void send_net_unreachable(struct proxy *p, const uint8_t *offender, size_
   memcpy(icmp + 8, offender, quoted);
   uint16_t sum = checksum(icmp, 8 + quoted);
   memcpy(icmp + 2, &sum, 2);
-  if (write(p->tun, buf, total) == (ssize_t)total) bump(p, C_ICMP_SENT, 1);
+  struct virtio_net_hdr none;
+  memset(&none, 0, sizeof(none));
+  struct iovec out[2] = { { &none, sizeof(none) }, { buf, total } };
+  if (writev(p->tun, out, 2) == (ssize_t)(sizeof(none) + total)) bump(p, C_ICMP_SENT, 1);
 }
 
 static int wait_readable(struct proxy *p, int fd) {
@@ -269,28 +281,191 @@ static int wait_readable(struct proxy *p, int fd) {
   }
 }
 
-/* TUN -> peers: read what the kernel routed into the device, look up the peer, send in batches. */
+/* Sum of 16-bit big-endian words, unfolded. */
+static uint32_t sum16(const uint8_t *b, size_t len, uint32_t sum) {
+  for (size_t i = 0; i + 1 < len; i += 2) sum += (uint32_t)(b[i] << 8 | b[i + 1]);
+  if (len & 1) sum += (uint32_t)(b[len - 1] << 8);
+  return sum;
+}
+
+static uint16_t fold(uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)~sum;
+}
+
+/* The kernel left a checksum for us to finish (TUN_F_CSUM): the field holds the pseudo-header sum. */
+static void finish_checksum(uint8_t *pkt, size_t len, const struct virtio_net_hdr *vh) {
+  size_t start = vh->csum_start, at = start + vh->csum_offset;
+  if (start >= len || at + 2 > len) return;
+  uint16_t sum = fold(sum16(pkt + start, len - start, 0));
+  pkt[at] = (uint8_t)(sum >> 8);
+  pkt[at + 1] = (uint8_t)sum;
+}
+
+static uint16_t tcp_checksum(const struct iphdr *ip, const uint8_t *tcp, size_t tcp_len) {
+  uint32_t sum = 0;
+  sum = sum16((const uint8_t *)&ip->saddr, 4, sum);
+  sum = sum16((const uint8_t *)&ip->daddr, 4, sum);
+  sum += IPPROTO_TCP + (uint32_t)tcp_len;
+  return fold(sum16(tcp, tcp_len, sum));
+}
+
+struct sender {
+  struct proxy *p;
+  uint8_t *out;                 /* segments laid end to end for one UDP GSO send */
+  struct sockaddr_in dest;
+  int gso_ok;                   /* cleared if the kernel refuses UDP_SEGMENT: then one datagram per send */
+};
+
+static void count_send_error(struct proxy *p, int err) {
+  bump(p, err == EAGAIN || err == ENOBUFS ? C_DROP_QUEUE_FULL : C_DROP_SEND_ERROR, 1);
+}
+
+/* Sends `count` datagrams of `seg` bytes each (the last may be shorter) laid end to end in `buf`. */
+static void send_segments(struct sender *s, const uint8_t *buf, size_t total, size_t seg, int count) {
+  struct proxy *p = s->p;
+  if (count > 1 && s->gso_ok) {
+    char control[CMSG_SPACE(sizeof(uint16_t))];
+    memset(control, 0, sizeof(control));
+    struct iovec iov = { (void *)buf, total };
+    struct msghdr msg = { &s->dest, sizeof(s->dest), &iov, 1, control, sizeof(control), 0 };
+    struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_UDP;
+    cm->cmsg_type = UDP_SEGMENT;
+    cm->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+    uint16_t gso = (uint16_t)seg;
+    memcpy(CMSG_DATA(cm), &gso, sizeof(gso));
+    for (;;) {
+      ssize_t r = sendmsg(p->sock, &msg, MSG_DONTWAIT);
+      if (r >= 0) {
+        bump(p, C_TX_PACKETS, (uint64_t)count);
+        bump(p, C_TX_BYTES, (uint64_t)r);
+        return;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EIO || errno == EINVAL || errno == EOPNOTSUPP) {
+        s->gso_ok = 0; /* no UDP GSO here: fall through to one datagram per send */
+        break;
+      }
+      bump(p, errno == EAGAIN || errno == ENOBUFS ? C_DROP_QUEUE_FULL : C_DROP_SEND_ERROR, (uint64_t)count);
+      return;
+    }
+  }
+  struct mmsghdr msgs[MAX_GSO_SEGMENTS];
+  struct iovec iovs[MAX_GSO_SEGMENTS];
+  for (int i = 0; i < count; i++) {
+    size_t off = (size_t)i * seg;
+    iovs[i].iov_base = (void *)(buf + off);
+    iovs[i].iov_len = i == count - 1 ? total - off : seg;
+    memset(&msgs[i], 0, sizeof(msgs[i]));
+    msgs[i].msg_hdr.msg_name = &s->dest;
+    msgs[i].msg_hdr.msg_namelen = sizeof(s->dest);
+    msgs[i].msg_hdr.msg_iov = &iovs[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
+  int done = 0;
+  while (done < count) {
+    int sent = sendmmsg(p->sock, msgs + done, (unsigned)(count - done), MSG_DONTWAIT);
+    if (sent > 0) {
+      for (int i = done; i < done + sent; i++) bump(p, C_TX_BYTES, msgs[i].msg_len);
+      bump(p, C_TX_PACKETS, (uint64_t)sent);
+      done += sent;
+      continue;
+    }
+    if (errno == EINTR) continue;
+    count_send_error(p, errno);
+    done++;
+  }
+}
+
+/*
+ * Cuts a TCP packet the kernel built for a TSO-capable device into packets of `mss` payload bytes, as the NIC
+ * would: each gets its own IP length, id and checksum, sequence number, and TCP checksum; FIN and PSH only on the
+ * last, CWR only on the first. Sent in runs of as many as one UDP GSO call takes.
+ */
+static void send_tso(struct sender *s, uint8_t *pkt, size_t len, size_t mss) {
+  struct iphdr *ip = (struct iphdr *)pkt;
+  size_t iphl = ip->ihl * 4u;
+  if (len < iphl + sizeof(struct tcphdr) || ip->protocol != IPPROTO_TCP) {
+    bump(s->p, C_DROP_MALFORMED, 1);
+    return;
+  }
+  struct tcphdr *tcp = (struct tcphdr *)(pkt + iphl);
+  size_t hl = iphl + tcp->doff * 4u;
+  if (tcp->doff < 5 || hl > len || mss == 0) {
+    bump(s->p, C_DROP_MALFORMED, 1);
+    return;
+  }
+  size_t payload = len - hl, seg = hl + mss;
+  int per_send = (int)(MAX_GSO_BYTES / seg);
+  if (per_send > MAX_GSO_SEGMENTS) per_send = MAX_GSO_SEGMENTS;
+  if (per_send < 1) per_send = 1;
+  uint32_t seq = ntohl(tcp->seq);
+  uint16_t id = ntohs(ip->id);
+  size_t off = 0;
+  int index = 0;
+  while (off < payload) {
+    int count = 0;
+    size_t total = 0;
+    while (count < per_send && off < payload) {
+      size_t n = payload - off < mss ? payload - off : mss;
+      uint8_t *o = s->out + total;
+      memcpy(o, pkt, hl);
+      memcpy(o + hl, pkt + hl + off, n);
+      struct iphdr *oip = (struct iphdr *)o;
+      struct tcphdr *otcp = (struct tcphdr *)(o + iphl);
+      int last = off + n >= payload;
+      oip->tot_len = htons((uint16_t)(hl + n));
+      oip->id = htons((uint16_t)(id + index));
+      oip->check = 0;
+      oip->check = checksum(oip, iphl);
+      otcp->seq = htonl(seq + (uint32_t)off);
+      uint8_t *flags = o + iphl + 13; /* FIN 0x01, PSH 0x08, CWR 0x80 */
+      if (index > 0) *flags &= (uint8_t)~0x80;
+      if (!last) *flags &= (uint8_t)~(0x01 | 0x08);
+      otcp->check = 0;
+      otcp->check = htons(tcp_checksum(oip, (const uint8_t *)otcp, hl - iphl + n));
+      total += hl + n;
+      off += n;
+      count++;
+      index++;
+    }
+    send_segments(s, s->out, total, seg, count);
+  }
+}
+
+/* TUN -> peers: read what the kernel routed into the device, look up the peer, send. */
 static void *run_to_peers(void *arg) {
   struct proxy *p = arg;
-  /* Untouched pages of it cost nothing: only what packets fill is ever faulted in. */
-  uint8_t (*bufs)[MAX_PACKET] = malloc((size_t)BATCH * MAX_PACKET);
-  struct mmsghdr msgs[BATCH];
-  struct iovec iovs[BATCH];
-  struct sockaddr_in dests[BATCH];
-  if (!bufs) return NULL;
+  uint8_t *buf = malloc(VNET_HDR + MAX_PACKET);
+  struct sender s = { p, malloc(MAX_GSO_BYTES + MAX_PACKET), { 0 }, 1 };
+  if (!buf || !s.out) {
+    free(buf);
+    free(s.out);
+    return NULL;
+  }
+  uint8_t *pkt = buf + VNET_HDR;
   while (wait_readable(p, p->tun)) {
-    int n = 0;
-    while (n < BATCH) {
-      ssize_t len = read(p->tun, bufs[n], MAX_PACKET);
-      if (len < 0) {
+    /* Bounded: the device is drained, then poll again (so stop is seen between bursts). */
+    for (int round = 0; round < 256; round++) {
+      ssize_t got = read(p->tun, buf, VNET_HDR + MAX_PACKET);
+      if (got < 0) {
         if (errno != EAGAIN && errno != EINTR) bump(p, C_TUN_READ_ERRORS, 1);
         break;
       }
       bump(p, C_TUN_RX_PACKETS, 1);
-      struct iphdr *ip = ipv4_header(bufs[n], len);
+      if (got < (ssize_t)VNET_HDR) {
+        bump(p, C_DROP_MALFORMED, 1);
+        continue;
+      }
+      struct virtio_net_hdr vh;
+      memcpy(&vh, buf, sizeof(vh));
+      size_t len = (size_t)got - VNET_HDR;
+      int gso = (vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) == VIRTIO_NET_HDR_GSO_TCPV4;
+      struct iphdr *ip = gso ? (len >= sizeof(struct iphdr) && pkt[0] >> 4 == 4 ? (struct iphdr *)pkt : NULL) : ipv4_header(pkt, (ssize_t)len);
       if (!ip) {
         /* IPv6 the kernel sends on any up device (router solicitations, MLD) is not ours to carry. */
-        bump(p, len > 0 && (bufs[n][0] >> 4) == 6 ? C_DROP_NOT_IPV4 : C_DROP_MALFORMED, 1);
+        bump(p, len > 0 && (pkt[0] >> 4) == 6 ? C_DROP_NOT_IPV4 : C_DROP_MALFORMED, 1);
         continue;
       }
       uint32_t dst = ntohl(ip->daddr);
@@ -301,62 +476,159 @@ static void *run_to_peers(void *arg) {
       pthread_rwlock_unlock(&p->table.lock);
       if (!r) {
         bump(p, C_DROP_NO_ROUTE, 1);
-        send_net_unreachable(p, bufs[n], (size_t)len);
+        send_net_unreachable(p, pkt, len);
         continue;
       }
       if (!decrement_ttl(ip)) {
         bump(p, C_DROP_TTL_EXPIRED, 1);
         continue;
       }
-      memset(&dests[n], 0, sizeof(dests[n]));
-      dests[n].sin_family = AF_INET;
-      dests[n].sin_addr.s_addr = htonl(peer);
-      dests[n].sin_port = htons(port);
-      iovs[n].iov_base = bufs[n];
-      iovs[n].iov_len = (size_t)len;
-      memset(&msgs[n], 0, sizeof(msgs[n]));
-      msgs[n].msg_hdr.msg_name = &dests[n];
-      msgs[n].msg_hdr.msg_namelen = sizeof(dests[n]);
-      msgs[n].msg_hdr.msg_iov = &iovs[n];
-      msgs[n].msg_hdr.msg_iovlen = 1;
-      n++;
-    }
-    /* sendmmsg stops at the first failure: count that packet and go on with the rest. */
-    int done = 0;
-    while (done < n) {
-      int sent = sendmmsg(p->sock, msgs + done, (unsigned)(n - done), MSG_DONTWAIT);
-      if (sent > 0) {
-        for (int i = done; i < done + sent; i++) bump(p, C_TX_BYTES, msgs[i].msg_len);
-        bump(p, C_TX_PACKETS, (uint64_t)sent);
-        done += sent;
+      s.dest.sin_family = AF_INET;
+      s.dest.sin_addr.s_addr = htonl(peer);
+      s.dest.sin_port = htons(port);
+      if (gso) {
+        send_tso(&s, pkt, len, vh.gso_size);
         continue;
       }
-      if (errno == EINTR) continue;
-      bump(p, errno == EAGAIN || errno == ENOBUFS ? C_DROP_QUEUE_FULL : C_DROP_SEND_ERROR, 1);
-      done++;
+      if (vh.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) finish_checksum(pkt, len, &vh);
+      send_segments(&s, pkt, len, len, 1);
     }
   }
-  free(bufs);
+  free(buf);
+  free(s.out);
   return NULL;
 }
 
-/* Peers -> TUN: receive in batches, hand each inner packet to the kernel through the device. */
+/*
+ * Receive-side coalescing, as a NIC's GRO would do: consecutive segments of one TCP flow become one large packet
+ * handed to the TUN device with a GSO header, so the kernel runs its receive path once per ~64 KiB instead of once
+ * per segment. Only plain in-order data segments (ACK, PSH on the last) with identical headers merge; anything
+ * else is written as it came.
+ */
+struct coalescer {
+  struct proxy *p;
+  uint8_t *buf;   /* the packet being built */
+  size_t len;     /* its length so far; 0 = nothing pending */
+  size_t hl;      /* IP + TCP header length */
+  size_t mss;     /* payload of its first segment: every segment but the last has exactly this much */
+  int segments;
+  uint32_t next_seq;
+};
+
+static void write_plain(struct proxy *p, const uint8_t *pkt, size_t len) {
+  struct virtio_net_hdr none;
+  memset(&none, 0, sizeof(none));
+  struct iovec out[2] = { { &none, sizeof(none) }, { (void *)pkt, len } };
+  if (writev(p->tun, out, 2) == (ssize_t)(sizeof(none) + len)) bump(p, C_TUN_TX_PACKETS, 1);
+  else bump(p, C_DROP_TUN_WRITE, 1);
+}
+
+static void flush(struct coalescer *c) {
+  if (c->len == 0) return;
+  if (c->segments == 1) {
+    write_plain(c->p, c->buf, c->len);
+    c->len = 0;
+    return;
+  }
+  struct iphdr *ip = (struct iphdr *)c->buf;
+  size_t iphl = ip->ihl * 4u;
+  ip->tot_len = htons((uint16_t)c->len);
+  ip->check = 0;
+  ip->check = checksum(ip, iphl);
+  /* CHECKSUM_PARTIAL: the field holds the pseudo-header sum, the kernel (or the stack that receives it) does the rest. */
+  uint32_t sum = 0;
+  sum = sum16((const uint8_t *)&ip->saddr, 4, sum);
+  sum = sum16((const uint8_t *)&ip->daddr, 4, sum);
+  sum += IPPROTO_TCP + (uint32_t)(c->len - iphl);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  struct tcphdr *tcp = (struct tcphdr *)(c->buf + iphl);
+  tcp->check = htons((uint16_t)sum);
+  struct virtio_net_hdr vh;
+  memset(&vh, 0, sizeof(vh));
+  vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+  vh.gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+  vh.hdr_len = (uint16_t)c->hl;
+  vh.gso_size = (uint16_t)c->mss;
+  vh.csum_start = (uint16_t)iphl;
+  vh.csum_offset = 16;
+  struct iovec out[2] = { { &vh, sizeof(vh) }, { c->buf, c->len } };
+  if (writev(c->p->tun, out, 2) == (ssize_t)(sizeof(vh) + c->len)) bump(c->p, C_TUN_TX_PACKETS, (uint64_t)c->segments);
+  else bump(c->p, C_DROP_TUN_WRITE, (uint64_t)c->segments);
+  c->len = 0;
+}
+
+/* A segment that may merge: TCP over a plain IPv4 header, not fragmented, data with ACK and at most PSH besides. */
+static size_t mergeable(const uint8_t *pkt, size_t len) {
+  const struct iphdr *ip = (const struct iphdr *)pkt;
+  if (ip->protocol != IPPROTO_TCP || ip->ihl != 5 || (ntohs(ip->frag_off) & 0x3fff) != 0) return 0;
+  if (len < 20 + sizeof(struct tcphdr)) return 0;
+  const struct tcphdr *tcp = (const struct tcphdr *)(pkt + 20);
+  size_t hl = 20 + tcp->doff * 4u;
+  uint8_t flags = pkt[20 + 13];
+  if (tcp->doff < 5 || hl >= len || (flags & ~0x08) != 0x10) return 0;
+  return hl;
+}
+
+static void coalesce(struct coalescer *c, const uint8_t *pkt, size_t len) {
+  size_t hl = mergeable(pkt, len);
+  if (c->len > 0 && hl == c->hl) {
+    const struct iphdr *ip = (const struct iphdr *)pkt, *first = (const struct iphdr *)c->buf;
+    const struct tcphdr *tcp = (const struct tcphdr *)(pkt + 20);
+    size_t payload = len - hl;
+    /* Same flow, the very next bytes, same header fields (options included), not bigger than the first segment,
+       and room left; PSH on the pending packet means it already ended a burst. */
+    if (ip->saddr == first->saddr && ip->daddr == first->daddr && ip->tos == first->tos && ip->ttl == first->ttl &&
+        memcmp(pkt + 20, c->buf + 20, 4) == 0 && ntohl(tcp->seq) == c->next_seq &&
+        memcmp(pkt + 20 + 8, c->buf + 20 + 8, 6) == 0 && memcmp(pkt + 40, c->buf + 40, hl - 40) == 0 &&
+        (c->buf[20 + 13] & 0x08) == 0 && payload <= c->mss && c->len + payload <= 65535 - 60) {
+      memcpy(c->buf + c->len, pkt + hl, payload);
+      c->len += payload;
+      c->segments++;
+      c->next_seq += (uint32_t)payload;
+      c->buf[20 + 13] |= pkt[20 + 13] & 0x08;
+      if (payload < c->mss) flush(c); /* a short segment ends what can follow it */
+      return;
+    }
+  }
+  flush(c);
+  if (hl == 0) {
+    write_plain(c->p, pkt, len);
+    return;
+  }
+  memcpy(c->buf, pkt, len);
+  c->len = len;
+  c->hl = hl;
+  c->mss = len - hl;
+  c->segments = 1;
+  c->next_seq = ntohl(((const struct tcphdr *)(pkt + 20))->seq) + (uint32_t)(len - hl);
+}
+
+/* Peers -> TUN: receive in batches (coalesced by UDP GRO where the kernel can), hand each inner packet to the
+   kernel through the device. */
 static void *run_from_peers(void *arg) {
   struct proxy *p = arg;
   uint8_t (*bufs)[MAX_PACKET] = malloc((size_t)BATCH * MAX_PACKET);
   struct mmsghdr msgs[BATCH];
   struct iovec iovs[BATCH];
-  if (!bufs) return NULL;
-  for (int i = 0; i < BATCH; i++) {
-    iovs[i].iov_base = bufs[i];
-    iovs[i].iov_len = MAX_PACKET;
+  char controls[BATCH][CMSG_SPACE(sizeof(int))];
+  struct coalescer c = { p, malloc(MAX_PACKET), 0, 0, 0, 0, 0 };
+  if (!bufs || !c.buf) {
+    free(bufs);
+    free(c.buf);
+    return NULL;
   }
+  int on = 1;
+  setsockopt(p->sock, SOL_UDP, UDP_GRO, &on, sizeof(on));
   while (wait_readable(p, p->sock)) {
     for (int round = 0; round < 16; round++) {
       for (int i = 0; i < BATCH; i++) {
+        iovs[i].iov_base = bufs[i];
+        iovs[i].iov_len = MAX_PACKET;
         memset(&msgs[i], 0, sizeof(msgs[i]));
         msgs[i].msg_hdr.msg_iov = &iovs[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_control = controls[i];
+        msgs[i].msg_hdr.msg_controllen = sizeof(controls[i]);
       }
       int n = recvmmsg(p->sock, msgs, BATCH, MSG_DONTWAIT, NULL);
       if (n <= 0) {
@@ -364,26 +636,43 @@ static void *run_from_peers(void *arg) {
         break;
       }
       for (int i = 0; i < n; i++) {
-        ssize_t len = (ssize_t)msgs[i].msg_len;
-        bump(p, C_RX_PACKETS, 1);
-        bump(p, C_RX_BYTES, (uint64_t)len);
-        struct iphdr *ip = (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? NULL : ipv4_header(bufs[i], len);
-        if (!ip) {
+        size_t total = msgs[i].msg_len;
+        size_t seg = total;
+        for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msgs[i].msg_hdr); cm; cm = CMSG_NXTHDR(&msgs[i].msg_hdr, cm)) {
+          if (cm->cmsg_level == SOL_UDP && cm->cmsg_type == UDP_GRO) {
+            int size;
+            memcpy(&size, CMSG_DATA(cm), sizeof(size));
+            if (size > 0) seg = (size_t)size;
+          }
+        }
+        if (msgs[i].msg_hdr.msg_flags & MSG_TRUNC) {
           bump(p, C_DROP_MALFORMED, 1);
           continue;
         }
-        if (!decrement_ttl(ip)) {
-          bump(p, C_DROP_TTL_EXPIRED, 1);
-          continue;
+        /* Bounded by the datagram: each pass consumes one coalesced datagram of `seg` bytes (the last shorter). */
+        for (size_t off = 0; off < total; off += seg) {
+          size_t dlen = total - off < seg ? total - off : seg;
+          uint8_t *pkt = bufs[i] + off;
+          bump(p, C_RX_PACKETS, 1);
+          bump(p, C_RX_BYTES, (uint64_t)dlen);
+          struct iphdr *ip = ipv4_header(pkt, (ssize_t)dlen);
+          if (!ip) {
+            bump(p, C_DROP_MALFORMED, 1);
+            continue;
+          }
+          if (!decrement_ttl(ip)) {
+            bump(p, C_DROP_TTL_EXPIRED, 1);
+            continue;
+          }
+          coalesce(&c, pkt, ntohs(ip->tot_len));
         }
-        size_t tot = ntohs(ip->tot_len);
-        if (write(p->tun, bufs[i], tot) == (ssize_t)tot) bump(p, C_TUN_TX_PACKETS, 1);
-        else bump(p, C_DROP_TUN_WRITE, 1);
       }
+      flush(&c);
       if (n < BATCH) break;
     }
   }
   free(bufs);
+  free(c.buf);
   return NULL;
 }
 
@@ -432,7 +721,9 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
   if (fd < 0) return throw_errno(env, "open /dev/net/tun", errno);
   struct ifreq ifr;
   memset(&ifr, 0, sizeof(ifr));
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  /* VNET_HDR + TSO: the kernel hands us whole TCP send windows (up to 64 KiB) in one read instead of one packet
+     per read, and we cut them into MTU-sized packets ourselves, as a NIC would. */
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR;
   memcpy(ifr.ifr_name, name, got); /* got < IFNAMSIZ: napi_get_value_string_utf8 keeps room for the NUL */
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
     int err = errno;
@@ -440,6 +731,12 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
     char what[64];
     snprintf(what, sizeof(what), "TUNSETIFF %s", name);
     return throw_errno(env, what, err);
+  }
+  int vnet_size = (int)VNET_HDR;
+  if (ioctl(fd, TUNSETVNETHDRSZ, &vnet_size) < 0 || ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) < 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, "TUNSETOFFLOAD", err);
   }
   napi_value result, vfd, vname;
   CHECK(env, napi_create_object(env, &result));
