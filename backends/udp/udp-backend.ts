@@ -62,7 +62,7 @@ export function createUdpBackend(deps: BackendDeps, dataplane: UdpDataplane): Ba
           const tun = dataplane.openTun(UDP_DEVICE);
           const opened = await datapath.link(tun.name);
           if (!opened) throw new FlannelError('ERR_INTERFACE', `${tun.name} vanished right after it was opened`);
-          const proxy = dataplane.start({ tun, localAddr, port: cfg.port, mtu, tunAddr });
+          const proxy = dataplane.start({ tun, localAddr, port: cfg.port, mtu });
           running = { proxy, index: opened.index };
           for (const r of routes.values()) proxy.setRoute(r.subnet, r.peer, cfg.port);
         }

@@ -50,8 +50,6 @@ export interface UdpProxyOptions {
   readonly localAddr: IpAddress;
   readonly port: number;
   readonly mtu: number;
-  /** This node's address on the TUN device: the source of the ICMP errors the proxy writes back. */
-  readonly tunAddr: IpAddress;
 }
 
 export interface UdpDataplane {
@@ -62,7 +60,7 @@ export interface UdpDataplane {
 
 interface NativeAddon {
   openTun(name: string): { fd: number; name: string };
-  startProxy(opts: { tunFd: number; localAddr: number; port: number; mtu: number; tunAddr: number }): object;
+  startProxy(opts: { tunFd: number; localAddr: number; port: number; mtu: number }): object;
   setRoute(handle: object, network: number, prefixLen: number, peer: number, port: number): void;
   deleteRoute(handle: object, network: number, prefixLen: number): boolean;
   stats(handle: object): Record<string, number>;
@@ -93,7 +91,7 @@ export function nativeUdpDataplane(): UdpDataplane {
         return Number(ip.value);
       };
       const handle = native.startProxy({
-        tunFd: opts.tun.fd, localAddr: v4(opts.localAddr, 'local address'), port: opts.port, mtu: opts.mtu, tunAddr: v4(opts.tunAddr, 'TUN address'),
+        tunFd: opts.tun.fd, localAddr: v4(opts.localAddr, 'local address'), port: opts.port, mtu: opts.mtu,
       });
       return {
         setRoute: (subnet, peer, port) => native.setRoute(handle, Number(subnet.ip), subnet.prefixLen, v4(peer, 'peer address'), port),

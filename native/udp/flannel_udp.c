@@ -4,7 +4,7 @@
  * flannel's udp backend: the UDP payload is the inner IPv4 packet, unchanged except for its TTL.
  *
  *   openTun(name)                      -> { fd, name }    IFF_TUN | IFF_NO_PI, non-blocking, close-on-exec
- *   startProxy({ tunFd, localAddr, port, mtu, tunAddr }) -> handle   (takes ownership of tunFd)
+ *   startProxy({ tunFd, localAddr, port, mtu }) -> handle   (takes ownership of tunFd)
  *   setRoute(handle, network, prefixLen, peerAddr, peerPort)          addresses as uint32 in host order
  *   deleteRoute(handle, network, prefixLen)
  *   stats(handle)                       -> counters (numbers)
@@ -194,7 +194,6 @@ struct proxy {
   int stop; /* eventfd */
   int mtu;
   uint16_t port;
-  uint32_t tun_addr; /* network order: source of the ICMP errors we generate */
   struct table table;
   pthread_t to_peers, from_peers;
   int threads;
@@ -249,7 +248,9 @@ static void send_net_unreachable(struct proxy *p, const uint8_t *offender, size_
   ip->tot_len = htons((uint16_t)total);
   ip->ttl = 64;
   ip->protocol = IPPROTO_ICMP;
-  ip->saddr = p->tun_addr;
+  /* From the unreachable destination, as upstream: our own TUN address would be a martian (a local source
+     arriving from outside) and the kernel would drop the error before it reached the sender. */
+  ip->saddr = in->daddr;
   ip->daddr = in->saddr;
   ip->check = checksum(ip, sizeof(struct iphdr));
   uint8_t *icmp = buf + sizeof(struct iphdr);
@@ -782,11 +783,10 @@ static napi_value start_proxy(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  uint32_t tun, local, port, mtu, tun_addr;
+  uint32_t tun, local, port, mtu;
   if (argc < 1 || get_u32_prop(env, argv[0], "tunFd", &tun) || get_u32_prop(env, argv[0], "localAddr", &local) ||
-      get_u32_prop(env, argv[0], "port", &port) || get_u32_prop(env, argv[0], "mtu", &mtu) ||
-      get_u32_prop(env, argv[0], "tunAddr", &tun_addr) || port == 0 || port > 65535 || mtu < 68) {
-    napi_throw_type_error(env, NULL, "startProxy({ tunFd, localAddr, port, mtu, tunAddr }): numbers expected, port 1-65535, mtu >= 68");
+      get_u32_prop(env, argv[0], "port", &port) || get_u32_prop(env, argv[0], "mtu", &mtu) || port == 0 || port > 65535 || mtu < 68) {
+    napi_throw_type_error(env, NULL, "startProxy({ tunFd, localAddr, port, mtu }): numbers expected, port 1-65535, mtu >= 68");
     return NULL;
   }
   int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -824,7 +824,6 @@ static napi_value start_proxy(napi_env env, napi_callback_info info) {
   p->stop = stop;
   p->mtu = (int)mtu;
   p->port = (uint16_t)port;
-  p->tun_addr = htonl(tun_addr);
   pthread_rwlock_init(&p->table.lock, NULL);
   int err = pthread_create(&p->to_peers, NULL, run_to_peers, p);
   if (err == 0) {
