@@ -463,7 +463,9 @@ static void *run_to_peers(void *arg) {
       memcpy(&vh, buf, sizeof(vh));
       size_t len = (size_t)got - VNET_HDR;
       int gso = (vh.gso_type & ~VIRTIO_NET_HDR_GSO_ECN) == VIRTIO_NET_HDR_GSO_TCPV4;
-      struct iphdr *ip = gso ? (len >= sizeof(struct iphdr) && pkt[0] >> 4 == 4 ? (struct iphdr *)pkt : NULL) : ipv4_header(pkt, (ssize_t)len);
+      /* A TSO packet's header is checked by send_tso; only its version and header length matter here. */
+      struct iphdr *ip = gso ? (len >= sizeof(struct iphdr) && pkt[0] >> 4 == 4 && (pkt[0] & 15) >= 5 ? (struct iphdr *)pkt : NULL)
+                             : ipv4_header(pkt, (ssize_t)len);
       if (!ip) {
         /* IPv6 the kernel sends on any up device (router solicitations, MLD) is not ours to carry. */
         bump(p, len > 0 && (pkt[0] >> 4) == 6 ? C_DROP_NOT_IPV4 : C_DROP_MALFORMED, 1);
@@ -580,7 +582,9 @@ static void coalesce(struct coalescer *c, const uint8_t *pkt, size_t len) {
        and room left; PSH on the pending packet means it already ended a burst. */
     if (ip->saddr == first->saddr && ip->daddr == first->daddr && ip->tos == first->tos && ip->ttl == first->ttl &&
         memcmp(pkt + 20, c->buf + 20, 4) == 0 && ntohl(tcp->seq) == c->next_seq &&
-        memcmp(pkt + 20 + 8, c->buf + 20 + 8, 6) == 0 && memcmp(pkt + 40, c->buf + 40, hl - 40) == 0 &&
+        /* ack number, header length, and flags but PSH (the segment ending a burst carries it) */
+        memcmp(pkt + 28, c->buf + 28, 5) == 0 && (pkt[33] & ~0x08) == (c->buf[33] & ~0x08) &&
+        memcmp(pkt + 40, c->buf + 40, hl - 40) == 0 &&
         (c->buf[20 + 13] & 0x08) == 0 && payload <= c->mss && c->len + payload <= 65535 - 60) {
       memcpy(c->buf + c->len, pkt + hl, payload);
       c->len += payload;
