@@ -560,7 +560,12 @@ static void flush(struct coalescer *c) {
   c->len = 0;
 }
 
-/* A segment that may merge: TCP over a plain IPv4 header, not fragmented, data with ACK and at most PSH besides. */
+/*
+ * A segment that may merge: TCP over a plain IPv4 header, not fragmented, data with ACK and at most PSH besides,
+ * and a correct TCP checksum. The merged packet goes to the kernel as "checksum still to compute", which the
+ * kernel's own receive path takes as verified, so a damaged segment must be caught here (as the kernel's GRO
+ * does); written as it came instead, the kernel drops it.
+ */
 static size_t mergeable(const uint8_t *pkt, size_t len) {
   const struct iphdr *ip = (const struct iphdr *)pkt;
   if (ip->protocol != IPPROTO_TCP || ip->ihl != 5 || (ntohs(ip->frag_off) & 0x3fff) != 0) return 0;
@@ -569,6 +574,7 @@ static size_t mergeable(const uint8_t *pkt, size_t len) {
   size_t hl = 20 + tcp->doff * 4u;
   uint8_t flags = pkt[20 + 13];
   if (tcp->doff < 5 || hl >= len || (flags & ~0x08) != 0x10) return 0;
+  if (tcp_checksum(ip, pkt + 20, len - 20) != 0) return 0;
   return hl;
 }
 
@@ -582,8 +588,8 @@ static void coalesce(struct coalescer *c, const uint8_t *pkt, size_t len) {
        and room left; PSH on the pending packet means it already ended a burst. */
     if (ip->saddr == first->saddr && ip->daddr == first->daddr && ip->tos == first->tos && ip->ttl == first->ttl &&
         memcmp(pkt + 20, c->buf + 20, 4) == 0 && ntohl(tcp->seq) == c->next_seq &&
-        /* ack number, header length, and flags but PSH (the segment ending a burst carries it) */
-        memcmp(pkt + 28, c->buf + 28, 5) == 0 && (pkt[33] & ~0x08) == (c->buf[33] & ~0x08) &&
+        /* ack number, header length, flags but PSH (the segment ending a burst carries it), window */
+        memcmp(pkt + 28, c->buf + 28, 5) == 0 && (pkt[33] & ~0x08) == (c->buf[33] & ~0x08) && memcmp(pkt + 34, c->buf + 34, 2) == 0 &&
         memcmp(pkt + 40, c->buf + 40, hl - 40) == 0 &&
         (c->buf[20 + 13] & 0x08) == 0 && payload <= c->mss && c->len + payload <= 65535 - 60) {
       memcpy(c->buf + c->len, pkt + hl, payload);
