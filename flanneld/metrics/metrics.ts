@@ -49,8 +49,8 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
     peerReachable: new Gauge({ name: 'flanneld_peer_reachable', help: '1 when the peer answers probes through the overlay, 0 when not', labelNames: ['peer'], registers }),
     trackUdpDrops(source) {
       const reasons = Object.keys(source() ?? {});
-      // The native counters only grow; each scrape adds what they gained since the last (a re-started proxy starts
-      // again from 0, which counts as no gain rather than a negative one).
+      // The native counters only grow; each scrape adds what they gained since the last. A proxy re-started with
+      // its device starts again from 0, so a value below the last one is all new.
       const seen = new Map<string, number>();
       const counter: Counter<'reason'> = new Counter({
         name: 'flanneld_udp_dropped_packets_total',
@@ -63,7 +63,8 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
           for (const reason of reasons) {
             const value = now[reason] ?? 0;
             const last = seen.get(reason) ?? 0;
-            if (value > last) counter.inc({ reason }, value - last);
+            const gained = value >= last ? value - last : value;
+            if (gained > 0) counter.inc({ reason }, gained);
             seen.set(reason, value);
           }
         },

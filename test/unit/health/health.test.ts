@@ -145,3 +145,34 @@ describe('flanneld status', () => {
     expect(parseStatusArgs(['--nope'], {})).toMatch(/unknown argument --nope/);
   });
 });
+
+describe('udp drop metric', () => {
+  const dropped = async (registry: Registry): Promise<Record<string, number>> => {
+    const out: Record<string, number> = {};
+    for (const line of (await registry.metrics()).split('\n')) {
+      const m = /^flanneld_udp_dropped_packets_total\{reason="(\w+)"\} (\d+)$/.exec(line);
+      if (m) out[m[1] as string] = Number(m[2]);
+    }
+    return out;
+  };
+
+  it('starts every reason at 0 and adds what the native counters gained, also across a proxy restart', async () => {
+    const registry = new Registry();
+    const metrics = createMetrics(registry, { processMetrics: false });
+    let native: Record<string, number> | undefined = { no_route: 0, queue_full: 0 };
+    metrics.trackUdpDrops(() => native);
+    expect(await dropped(registry)).toEqual({ no_route: 0, queue_full: 0 });
+    native = { no_route: 5, queue_full: 1 };
+    expect(await dropped(registry)).toEqual({ no_route: 5, queue_full: 1 });
+    native = undefined; // the proxy is being re-created
+    expect(await dropped(registry)).toEqual({ no_route: 5, queue_full: 1 });
+    native = { no_route: 2, queue_full: 0 }; // a new proxy counts from 0
+    expect(await dropped(registry)).toEqual({ no_route: 7, queue_full: 1 });
+  });
+
+  it('is not exported by a daemon that does not run udp', async () => {
+    const registry = new Registry();
+    createMetrics(registry, { processMetrics: false });
+    expect(await registry.metrics()).not.toContain('flanneld_udp_dropped_packets_total');
+  });
+});
