@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { formatIp } from '../../../flanneld/ip/address.js';
 import { formatCidr } from '../../../flanneld/ip/cidr.js';
-import { ConfigError } from '../../../flanneld/runtime/errors.js';
 import {
   DEFAULT_BACKEND_TYPE,
   KNOWN_BACKEND_TYPES,
@@ -9,18 +8,9 @@ import {
   parseNetworkConfig,
 } from '../../../flanneld/config/network-config.js';
 import type { AllocationRange } from '../../../flanneld/config/network-config-types.js';
+import { thrownConfigError as thrown } from '../../helpers/thrown-config-error.js';
 
 const VXLAN = '"Backend":{"Type":"vxlan"}';
-
-function thrown(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return err as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 function show(range: AllocationRange | undefined): [string, number, string, string] | undefined {
   return range && [formatCidr(range.network), range.subnetLen, formatIp(range.subnetMin), formatIp(range.subnetMax)];

@@ -1,18 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_UDP_PORT, parseUdpConfig, type UdpConfig } from '../../../../backends/udp/udp-config.js';
-import { ConfigError } from '../../../../flanneld/runtime/errors.js';
+import { thrownConfigError as thrown } from '../../../helpers/thrown-config-error.js';
 
 const parse = (raw: Record<string, unknown>): UdpConfig => parseUdpConfig({ type: 'udp', raw });
-
-function thrown(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return err as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('parseUdpConfig', () => {
   it("defaults to upstream's port 8285", () => {

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../../../flanneld/runtime/errors.js';
 import {
   parseVxlanConfig,
   vxlanDeviceName,
@@ -7,18 +6,9 @@ import {
   vxlanOverhead,
   type VxlanConfig,
 } from '../../../../backends/vxlan/vxlan-config.js';
+import { thrownConfigError as thrown } from '../../../helpers/thrown-config-error.js';
 
 const parse = (raw: Record<string, unknown>): VxlanConfig => parseVxlanConfig({ type: 'vxlan', raw });
-
-function thrown(fn: () => unknown): ConfigError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(ConfigError);
-    return err as ConfigError;
-  }
-  throw new Error('expected a ConfigError');
-}
 
 describe('parseVxlanConfig', () => {
   it('applies upstream defaults to an empty block', () => {
