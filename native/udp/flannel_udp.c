@@ -215,14 +215,37 @@ static int decrement_ttl(struct iphdr *ip) {
   return 1;
 }
 
-static uint16_t checksum(const void *data, size_t len) {
-  const uint8_t *b = data;
-  uint32_t sum = 0;
+/* Sum of 16-bit big-endian words, unfolded. */
+static uint32_t sum16(const uint8_t *b, size_t len, uint32_t sum) {
   for (size_t i = 0; i + 1 < len; i += 2) sum += (uint32_t)(b[i] << 8 | b[i + 1]);
   if (len & 1) sum += (uint32_t)(b[len - 1] << 8);
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return htons((uint16_t)~sum);
+  return sum;
 }
+
+static uint16_t fold(uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)~sum;
+}
+
+/* The Internet checksum of `len` bytes, ready to store in a header field. */
+static uint16_t checksum(const void *data, size_t len) {
+  return htons(fold(sum16(data, len, 0)));
+}
+
+/* A TCP segment's pseudo-header (addresses, protocol, length), unfolded. */
+static uint32_t pseudo_sum(const struct iphdr *ip, size_t tcp_len) {
+  uint32_t sum = sum16((const uint8_t *)&ip->saddr, 4, 0);
+  sum = sum16((const uint8_t *)&ip->daddr, 4, sum);
+  return sum + IPPROTO_TCP + (uint32_t)tcp_len;
+}
+
+/* One packet into the TUN device behind its virtio header; false when the kernel did not take it whole. */
+static int write_tun(struct proxy *p, const struct virtio_net_hdr *vh, const void *pkt, size_t len) {
+  struct iovec out[2] = { { (void *)vh, sizeof(*vh) }, { (void *)pkt, len } };
+  return writev(p->tun, out, 2) == (ssize_t)(sizeof(*vh) + len);
+}
+
+static const struct virtio_net_hdr NO_OFFLOAD = { 0 };
 
 /* Returns the IPv4 header when `len` bytes hold a well-formed one whose total length fits, else NULL. */
 static struct iphdr *ipv4_header(uint8_t *pkt, ssize_t len) {
@@ -259,10 +282,7 @@ static void send_net_unreachable(struct proxy *p, const uint8_t *offender, size_
   memcpy(icmp + 8, offender, quoted);
   uint16_t sum = checksum(icmp, 8 + quoted);
   memcpy(icmp + 2, &sum, 2);
-  struct virtio_net_hdr none;
-  memset(&none, 0, sizeof(none));
-  struct iovec out[2] = { { &none, sizeof(none) }, { buf, total } };
-  if (writev(p->tun, out, 2) == (ssize_t)(sizeof(none) + total)) bump(p, C_ICMP_SENT, 1);
+  if (write_tun(p, &NO_OFFLOAD, buf, total)) bump(p, C_ICMP_SENT, 1);
 }
 
 static int wait_readable(struct proxy *p, int fd) {
@@ -282,18 +302,6 @@ static int wait_readable(struct proxy *p, int fd) {
   }
 }
 
-/* Sum of 16-bit big-endian words, unfolded. */
-static uint32_t sum16(const uint8_t *b, size_t len, uint32_t sum) {
-  for (size_t i = 0; i + 1 < len; i += 2) sum += (uint32_t)(b[i] << 8 | b[i + 1]);
-  if (len & 1) sum += (uint32_t)(b[len - 1] << 8);
-  return sum;
-}
-
-static uint16_t fold(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return (uint16_t)~sum;
-}
-
 /* The kernel left a checksum for us to finish (TUN_F_CSUM): the field holds the pseudo-header sum. */
 static void finish_checksum(uint8_t *pkt, size_t len, const struct virtio_net_hdr *vh) {
   size_t start = vh->csum_start, at = start + vh->csum_offset;
@@ -304,11 +312,7 @@ static void finish_checksum(uint8_t *pkt, size_t len, const struct virtio_net_hd
 }
 
 static uint16_t tcp_checksum(const struct iphdr *ip, const uint8_t *tcp, size_t tcp_len) {
-  uint32_t sum = 0;
-  sum = sum16((const uint8_t *)&ip->saddr, 4, sum);
-  sum = sum16((const uint8_t *)&ip->daddr, 4, sum);
-  sum += IPPROTO_TCP + (uint32_t)tcp_len;
-  return fold(sum16(tcp, tcp_len, sum));
+  return fold(sum16(tcp, tcp_len, pseudo_sum(ip, tcp_len)));
 }
 
 struct sender {
@@ -318,8 +322,8 @@ struct sender {
   int gso_ok;                   /* cleared if the kernel refuses UDP_SEGMENT: then one datagram per send */
 };
 
-static void count_send_error(struct proxy *p, int err) {
-  bump(p, err == EAGAIN || err == ENOBUFS ? C_DROP_QUEUE_FULL : C_DROP_SEND_ERROR, 1);
+static void count_send_error(struct proxy *p, int err, uint64_t packets) {
+  bump(p, err == EAGAIN || err == ENOBUFS ? C_DROP_QUEUE_FULL : C_DROP_SEND_ERROR, packets);
 }
 
 /* Sends `count` datagrams of `seg` bytes each (the last may be shorter) laid end to end in `buf`. */
@@ -348,7 +352,7 @@ static void send_segments(struct sender *s, const uint8_t *buf, size_t total, si
         s->gso_ok = 0; /* no UDP GSO here: fall through to one datagram per send */
         break;
       }
-      bump(p, errno == EAGAIN || errno == ENOBUFS ? C_DROP_QUEUE_FULL : C_DROP_SEND_ERROR, (uint64_t)count);
+      count_send_error(p, errno, (uint64_t)count);
       return;
     }
   }
@@ -374,7 +378,7 @@ static void send_segments(struct sender *s, const uint8_t *buf, size_t total, si
       continue;
     }
     if (errno == EINTR) continue;
-    count_send_error(p, errno);
+    count_send_error(p, errno, 1);
     done++;
   }
 }
@@ -519,11 +523,7 @@ struct coalescer {
 };
 
 static void write_plain(struct proxy *p, const uint8_t *pkt, size_t len) {
-  struct virtio_net_hdr none;
-  memset(&none, 0, sizeof(none));
-  struct iovec out[2] = { { &none, sizeof(none) }, { (void *)pkt, len } };
-  if (writev(p->tun, out, 2) == (ssize_t)(sizeof(none) + len)) bump(p, C_TUN_TX_PACKETS, 1);
-  else bump(p, C_DROP_TUN_WRITE, 1);
+  bump(p, write_tun(p, &NO_OFFLOAD, pkt, len) ? C_TUN_TX_PACKETS : C_DROP_TUN_WRITE, 1);
 }
 
 static void flush(struct coalescer *c) {
@@ -539,13 +539,8 @@ static void flush(struct coalescer *c) {
   ip->check = 0;
   ip->check = checksum(ip, iphl);
   /* CHECKSUM_PARTIAL: the field holds the pseudo-header sum, the kernel (or the stack that receives it) does the rest. */
-  uint32_t sum = 0;
-  sum = sum16((const uint8_t *)&ip->saddr, 4, sum);
-  sum = sum16((const uint8_t *)&ip->daddr, 4, sum);
-  sum += IPPROTO_TCP + (uint32_t)(c->len - iphl);
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
   struct tcphdr *tcp = (struct tcphdr *)(c->buf + iphl);
-  tcp->check = htons((uint16_t)sum);
+  tcp->check = htons((uint16_t)~fold(pseudo_sum(ip, c->len - iphl)));
   struct virtio_net_hdr vh;
   memset(&vh, 0, sizeof(vh));
   vh.flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
@@ -554,9 +549,7 @@ static void flush(struct coalescer *c) {
   vh.gso_size = (uint16_t)c->mss;
   vh.csum_start = (uint16_t)iphl;
   vh.csum_offset = 16;
-  struct iovec out[2] = { { &vh, sizeof(vh) }, { c->buf, c->len } };
-  if (writev(c->p->tun, out, 2) == (ssize_t)(sizeof(vh) + c->len)) bump(c->p, C_TUN_TX_PACKETS, (uint64_t)c->segments);
-  else bump(c->p, C_DROP_TUN_WRITE, (uint64_t)c->segments);
+  bump(c->p, write_tun(c->p, &vh, c->buf, c->len) ? C_TUN_TX_PACKETS : C_DROP_TUN_WRITE, (uint64_t)c->segments);
   c->len = 0;
 }
 
