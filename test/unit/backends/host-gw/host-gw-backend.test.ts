@@ -16,6 +16,7 @@ import type { LeaseRequest } from '../../../../flanneld/subnet/subnet-manager.js
 import { FakeDatapath } from '../../../helpers/fake-datapath.js';
 import { FakeSubnetManager } from '../../../helpers/fake-subnet-manager.js';
 import { ManualClock } from '../../../helpers/manual-clock.js';
+import { reconcilerProgress } from '../../../helpers/reconciler-progress.js';
 
 const ip = (text: string): IpAddress => parseIp(text) as IpAddress;
 const net = (text: string): IpNet => parseCidr(text) as IpNet;
@@ -86,8 +87,7 @@ function setup(opts: SetupOptions = {}) {
     reservation: false,
   }));
   const { log, lines } = memoryLog();
-  let batches = 0;
-  let resyncs = 0;
+  const progress = reconcilerProgress(subnets, clock, RESYNC_MS);
 
   const register = (json: string): Promise<Network> => {
     const cfg = config(json);
@@ -101,7 +101,7 @@ function setup(opts: SetupOptions = {}) {
       random: seededRandom(3),
       log,
       resyncMs: RESYNC_MS,
-      observer: { leaseBatchApplied: () => void batches++, resynced: () => void resyncs++ },
+      observer: progress.observer,
     });
     return backend.registerNetwork(cfg, new AbortController().signal);
   };
@@ -115,22 +115,7 @@ function setup(opts: SetupOptions = {}) {
     });
   };
 
-  /** Pushes one lease batch and waits until it is programmed. */
-  const push = async (events: readonly LeaseEvent[]): Promise<void> => {
-    const before = batches;
-    subnets.pushLeases(events);
-    await vi.waitFor(() => expect(batches).toBe(before + 1));
-  };
-
-  /** Fires the periodic resync and waits until it has run and the timer is re-armed. */
-  const resync = async (): Promise<void> => {
-    const before = resyncs;
-    clock.advance(RESYNC_MS);
-    await vi.waitFor(() => {
-      expect(resyncs).toBe(before + 1);
-      expect(clock.pending).toBe(1);
-    });
-  };
+  const { push, resync } = progress;
 
   return {
     dp, eth0, subnets, lines, register, run, push, resync,

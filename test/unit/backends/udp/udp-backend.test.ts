@@ -17,6 +17,7 @@ import type { LeaseRequest } from '../../../../flanneld/subnet/subnet-manager.js
 import { FakeDatapath } from '../../../helpers/fake-datapath.js';
 import { FakeSubnetManager } from '../../../helpers/fake-subnet-manager.js';
 import { ManualClock } from '../../../helpers/manual-clock.js';
+import { reconcilerProgress } from '../../../helpers/reconciler-progress.js';
 
 const ip = (text: string): IpAddress => parseIp(text) as IpAddress;
 const net = (text: string): IpNet => parseCidr(text) as IpNet;
@@ -154,8 +155,7 @@ function setup(opts: { mtu?: number } = {}) {
   const subnets = new FakeSubnetManager();
   subnets.acquire.otherwise((request: LeaseRequest) => ({ subnet: net(OWN_SUBNET), attrs: request.attrs, reservation: false }));
   const { log, lines } = memoryLog();
-  let batches = 0;
-  let resyncs = 0;
+  const progress = reconcilerProgress(subnets, clock, RESYNC_MS);
 
   const register = (json: string): Promise<Network> => {
     const cfg = config(json);
@@ -170,7 +170,7 @@ function setup(opts: { mtu?: number } = {}) {
         random: seededRandom(7),
         log,
         resyncMs: RESYNC_MS,
-        observer: { leaseBatchApplied: () => void batches++, resynced: () => void resyncs++ },
+        observer: progress.observer,
       },
       dataplane,
     );
@@ -190,22 +190,7 @@ function setup(opts: { mtu?: number } = {}) {
     return entry;
   };
 
-  /** Pushes one lease batch and waits until the reconciler has handled it. */
-  const push = async (events: readonly LeaseEvent[]): Promise<void> => {
-    const before = batches;
-    subnets.pushLeases(events);
-    await vi.waitFor(() => expect(batches).toBe(before + 1));
-  };
-
-  /** Fires the periodic resync and waits until it has run and the timer is re-armed. */
-  const resync = async (): Promise<void> => {
-    const before = resyncs;
-    clock.advance(RESYNC_MS);
-    await vi.waitFor(() => {
-      expect(resyncs).toBe(before + 1);
-      expect(clock.pending).toBe(1);
-    });
-  };
+  const { push, resync } = progress;
 
   const tun = (): LinkInfo | undefined => dp.links.find((l) => l.name === 'flannel0');
 
