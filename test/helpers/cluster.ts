@@ -10,11 +10,14 @@ import type { EtcdServer } from './etcd-server.js';
 import { startFlanneld } from './flanneld-process.js';
 import type { NetnsRun } from './netns.js';
 import { waitFor, type TrackedProcess } from './processes.js';
-import { addPod, buildTopology, startEtcdOnHub, type Host, type Pod, type Topology } from './topology.js';
+import { formatCidr, parseCidr } from '../../flanneld/ip/cidr.js';
+import { addPod, buildTopology, startEtcdOnHub, type Host, type Pod, type Topology, type UnderlayStack } from './topology.js';
 
 export interface ClusterOptions {
   readonly hosts: number;
   readonly routedHosts?: number;
+  /** Underlay address families (default 'v4'); the overlay's come from `config`. */
+  readonly stack?: UnderlayStack;
   /** The network config written to etcd. */
   readonly config: object;
   readonly flanneldArgs?: readonly string[];
@@ -28,7 +31,10 @@ export interface Cluster {
   readonly pods: Pod[];
   readonly dir: string;
   etcdctl(...args: string[]): Promise<string>;
+  /** The host's first leased subnet (IPv4, or IPv6 when IPv6-only). */
   subnetOf(host: string): string;
+  /** Every subnet the host leased, IPv4 first. */
+  subnetsOf(host: string): string[];
   daemon(host: string): TrackedProcess;
   /** Starts (or restarts after stopDaemon) the host's flanneld and waits for its subnet.env. */
   startDaemon(host: string): Promise<void>;
@@ -38,21 +44,28 @@ export interface Cluster {
 
 export async function startCluster(run: NetnsRun, opts: ClusterOptions): Promise<Cluster> {
   const dir = mkdtempSync(join(tmpdir(), 'flannel-ts-cluster-'));
-  const topology = await buildTopology(run, { hosts: opts.hosts, ...(opts.routedHosts ? { routedHosts: opts.routedHosts } : {}) });
+  const topology = await buildTopology(run, {
+    hosts: opts.hosts,
+    ...(opts.routedHosts ? { routedHosts: opts.routedHosts } : {}),
+    ...(opts.stack ? { stack: opts.stack } : {}),
+  });
   const etcd = await startEtcdOnHub(topology);
   const daemons = new Map<string, TrackedProcess>();
   const envFile = (host: string): string => join(dir, `${host}.env`);
   const etcdctl = (...args: string[]): Promise<string> => topology.hub.exec('etcdctl', [`--endpoints=${etcd.endpoint}`, ...args]);
   await etcdctl('put', '/coreos.com/network/config', JSON.stringify(opts.config));
 
-  const readSubnet = (host: string): string | undefined => {
+  // subnet.env holds each subnet's first address (10.244.3.1/24); the pods want the network (10.244.3.0/24).
+  const readSubnets = (host: string): string[] => {
+    let text: string;
     try {
-      const m = /^FLANNEL_SUBNET=(\d+\.\d+\.\d+)\.1\/(\d+)$/m.exec(readFileSync(envFile(host), 'utf8'));
-      return m ? `${m[1]}.0/${m[2]}` : undefined;
+      text = readFileSync(envFile(host), 'utf8');
     } catch {
-      return undefined;
+      return [];
     }
+    return [...text.matchAll(/^FLANNEL_(?:IPV6_)?SUBNET=(\S+)$/gm)].map((m) => parseCidr(m[1]!)).filter((n) => n !== undefined).map(formatCidr);
   };
+  const readSubnet = (host: string): string | undefined => readSubnets(host)[0];
   const startDaemon = async (host: string): Promise<void> => {
     rmSync(envFile(host), { force: true });
     const h: Host = topology.host(host);
@@ -76,7 +89,7 @@ export async function startCluster(run: NetnsRun, opts: ClusterOptions): Promise
   await Promise.all(topology.hosts.map((h) => startDaemon(h.name)));
   const pods: Pod[] = [];
   if (opts.pods ?? true) {
-    for (const h of topology.hosts) pods.push(await addPod(h, 'p1', readSubnet(h.name) as string, 1));
+    for (const h of topology.hosts) pods.push(await addPod(h, 'p1', readSubnets(h.name), 1));
   }
   return {
     topology,
@@ -89,6 +102,7 @@ export async function startCluster(run: NetnsRun, opts: ClusterOptions): Promise
       if (!s) throw new Error(`${host} has no subnet.env`);
       return s;
     },
+    subnetsOf: readSubnets,
     daemon: (host) => {
       const d = daemons.get(host);
       if (!d) throw new Error(`no flanneld on ${host}`);

@@ -6,12 +6,12 @@ import type { Netns } from './netns.js';
 import { spawnTracked, waitFor, type TrackedProcess } from './processes.js';
 
 const SERVER = `
-const d = require('dgram').createSocket('udp4');
+const d = require('dgram').createSocket(process.argv[2] === '6' ? 'udp6' : 'udp4');
 d.on('message', (m, r) => { process.stdout.write('from ' + r.address + '\\n'); d.send(m, r.port, r.address); });
 d.bind(Number(process.argv[1]), () => process.stdout.write('listening\\n'));
 `;
 const CLIENT = `
-const d = require('dgram').createSocket('udp4');
+const d = require('dgram').createSocket(process.argv[1].includes(':') ? 'udp6' : 'udp4');
 const t = setTimeout(() => process.exit(1), Number(process.argv[3]));
 d.on('message', () => { clearTimeout(t); process.exit(0); });
 d.send('probe', Number(process.argv[2]), process.argv[1]);
@@ -24,8 +24,9 @@ export interface UdpEcho {
   stop(): Promise<void>;
 }
 
-export async function startUdpEcho(ns: Netns, port: number): Promise<UdpEcho> {
-  const proc = spawnTracked('ip', ['netns', 'exec', ns.name, process.execPath, '-e', SERVER, String(port)], {}, SERVER.slice(0, 40));
+/** An echo on `port` of every address of one family in `ns`. */
+export async function startUdpEcho(ns: Netns, port: number, family: 4 | 6 = 4): Promise<UdpEcho> {
+  const proc = spawnTracked('ip', ['netns', 'exec', ns.name, process.execPath, '-e', SERVER, String(port), String(family)], {}, SERVER.slice(0, 40));
   await waitFor('echo server', () => (proc.output().includes('listening') ? true : undefined), 5000);
   return {
     process: proc,
