@@ -6,7 +6,7 @@ import type { Netns } from './netns.js';
 import { spawnTracked, waitFor, type TrackedProcess } from './processes.js';
 
 const SERVER = `
-const d = require('dgram').createSocket(process.argv[2] === '6' ? 'udp6' : 'udp4');
+const d = require('dgram').createSocket(process.argv[2] === '6' ? { type: 'udp6', ipv6Only: true } : 'udp4');
 d.on('message', (m, r) => { process.stdout.write('from ' + r.address + '\\n'); d.send(m, r.port, r.address); });
 d.bind(Number(process.argv[1]), () => process.stdout.write('listening\\n'));
 `;

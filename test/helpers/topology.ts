@@ -158,7 +158,7 @@ async function forwardAll(ns: Netns): Promise<void> {
 }
 
 /** No duplicate address detection on `dev` (see the header); set before the link goes up. */
-async function skipDad(ns: Netns, dev: string): Promise<void> {
+export async function skipDad(ns: Netns, dev: string): Promise<void> {
   await ns.exec('sysctl', ['-qw', `net.ipv6.conf.${dev}.accept_dad=0`]);
 }
 
