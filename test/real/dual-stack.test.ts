@@ -39,6 +39,7 @@ const v6Endpoints = (pods: readonly Pod[]): Pod[] => pods.map((p) => ({ ...p, ip
 
 describe.each([
   { name: 'vxlan', backend: { Type: 'vxlan' } },
+  { name: 'vxlan + DirectRouting', backend: { Type: 'vxlan', DirectRouting: true } },
   { name: 'host-gw', backend: { Type: 'host-gw' } },
 ])('dual-stack overlay with $name', ({ backend }) => {
   it('lets every pod reach every other pod over IPv4 and IPv6', async () => {
@@ -51,6 +52,11 @@ describe.each([
     expect(cluster.pods.every((p) => p.ip6 !== undefined)).toBe(true);
     expect(describeFailures(await pingMatrix(cluster.pods, { count: 2 }))).toEqual([]);
     expect(describeFailures(await pingMatrix(v6Endpoints(cluster.pods), { count: 2 }))).toEqual([]);
+    // Each family takes its own path: the encapsulated one through flannel-v6.1, the others via the peer's address.
+    const h1 = cluster.topology.host('h1').ns;
+    const route6 = (await h1.ip('-6', 'route', 'show', cluster.subnetsOf('h2')[1]!)).trim();
+    if (backend.Type === 'vxlan' && !('DirectRouting' in backend)) expect(route6).toMatch(/ dev flannel-v6\.1 /);
+    else expect(route6).toMatch(/via 2001:db8:2::2 dev eth0/);
   });
 });
 
@@ -66,6 +72,30 @@ describe.each([
       config: { EnableIPv4: false, EnableIPv6: true, IPv6Network: V6_NETWORK, Backend: backend },
     });
     expect(describeFailures(await pingMatrix(cluster.pods, { count: 2 }))).toEqual([]);
+
+    // No IPv4 anywhere: the lease key carries upstream's 0.0.0.0-0 placeholder, subnet.env has only the v6 pair.
+    const [v6] = cluster.subnetsOf('h2') as [string];
+    expect(v6).toMatch(/^2001:db8:a:[0-9a-f]+::\/64$/);
+    const keys = (await cluster.etcdctl('get', '--prefix', '/coreos.com/network/subnets/', '--keys-only')).split('\n').filter(Boolean).sort();
+    expect(keys).toContain(`/coreos.com/network/subnets/0.0.0.0-0&${v6.replace('/', '-')}`);
+    expect(keys).toHaveLength(3);
+    const value = JSON.parse((await cluster.etcdctl('get', `/coreos.com/network/subnets/0.0.0.0-0&${v6.replace('/', '-')}`, '--print-value-only')).trim()) as Record<string, unknown>;
+    expect(value['PublicIP']).toBe('0.0.0.0');
+    expect(value['PublicIPv6']).toBe('2001:db8:2::2');
+    expect(value['BackendType']).toBe(backend.Type);
+    const env = readFileSync(join(cluster.dir, 'h2.env'), 'utf8');
+    expect(env).not.toMatch(/^FLANNEL_(NETWORK|SUBNET)=/m);
+    expect(env).toContain(`FLANNEL_IPV6_NETWORK=${V6_NETWORK}\n`);
+    const links = await cluster.topology.host('h2').ns.ip('-o', 'link', 'show');
+    expect(links).not.toContain('flannel.1:');
+    if (backend.Type === 'vxlan') {
+      expect(value['BackendV6Data']).toEqual({ VNI: 1, VtepMAC: expect.stringMatching(/^[0-9a-f:]{17}$/) });
+      expect(value).not.toHaveProperty('BackendData');
+      expect(links).toContain('flannel-v6.1:');
+      expect(env).toMatch(/^FLANNEL_MTU=1430$/m);
+    } else {
+      expect(env).toMatch(/^FLANNEL_MTU=1500$/m);
+    }
   });
 });
 
