@@ -124,6 +124,7 @@ describe('dual-stack vxlan in detail', () => {
     const v6 = v6SubnetOf('h1');
     const addrs = await h1.ip('-6', 'addr', 'show', 'dev', 'flannel-v6.1', 'scope', 'global');
     expect(addrs).toContain(`inet6 ${v6.split('/')[0]}/128`);
+    expect(addrs).not.toContain('tentative'); // usable as a source at once (no DAD)
     expect(await h1.ip('link', 'show', 'flannel-v6.1')).toMatch(/mtu 1430 /);
     expect(await h1.ip('link', 'show', 'flannel.1')).toMatch(/mtu 1450 /);
     const env = readFileSync(join(detail!.dir, 'h1.env'), 'utf8');

@@ -51,6 +51,7 @@ export const IFLA_VXLAN_GBP = 23;
 
 export const IFA_ADDRESS = 1;
 export const IFA_LOCAL = 2;
+export const IFA_F_NODAD = 0x02;
 
 export const RTA_DST = 1;
 export const RTA_OIF = 4;
