@@ -84,7 +84,7 @@ export async function chooseExternalInterface(host: HostView, opts: ExternalInte
     const ip = (publicIP ?? publicIPv6) as IpAddress;
     chosen = byAddr(ip);
     if (!chosen) {
-      throw new FlannelError('ERR_INTERFACE', `no interface holds the public IP ${formatIp(ip)} given by --public-ip`);
+      throw new FlannelError('ERR_INTERFACE', `no interface holds the public IP ${formatIp(ip)} given by ${publicIP ? '--public-ip' : '--public-ipv6'}`);
     }
   } else {
     const v4 = opts.enableIPv4 ? await host.defaultRouteInterface(4) : undefined;
@@ -106,8 +106,13 @@ export async function chooseExternalInterface(host: HostView, opts: ExternalInte
   }
 
   if (chosen.mtu <= 0) throw new FlannelError('ERR_INTERFACE', `interface ${chosen.name} has MTU ${chosen.mtu}`);
+  const iface = chosen;
+  // A public address the interface itself holds is also the tunnel's local end: taking the interface's first
+  // address instead would send from one address while peers are told another (upstream issue #2045, IPv6-only).
+  const owned = (family: Family): IpAddress | undefined =>
+    [publicIP, publicIPv6].find((p) => p?.family === family && iface.addrs.some((a) => sameIp(a, p)));
   const pick = (family: Family): IpAddress | undefined =>
-    src?.family === family ? src : preferredAddress(chosen.addrs, family);
+    src?.family === family ? src : owned(family) ?? preferredAddress(iface.addrs, family);
   const ifaceAddr = pick(4);
   const ifaceAddrV6 = pick(6);
   if (opts.enableIPv4 && !ifaceAddr && !publicIP) {

@@ -196,10 +196,24 @@ describe('chooseExternalInterface', () => {
         name: 'eth1',
         index: 3,
         mtu: 9000,
-        ifaceAddr: '192.168.1.7',
+        ifaceAddr: '10.1.0.7',
         ifaceAddrV6: 'fd00::7',
         publicIP: '10.1.0.7',
       });
+    });
+
+    it('uses the given --public-ipv6 as the local address when the interface has several (upstream #2045)', async () => {
+      const multi = iface('eth2', 5, ['2001:db8:9::1', 'fe80::9', '2001:db8:9::2']);
+      const host = fakeHost([LO, multi], { v6: 'eth2' });
+      const ext = await chooseExternalInterface(host, v4Only({ enableIPv4: false, enableIPv6: true, publicIPv6: ip('2001:db8:9::2') }));
+      expect(show(ext)).toMatchObject({ name: 'eth2', ifaceAddrV6: '2001:db8:9::2', publicIPv6: '2001:db8:9::2' });
+      const dual = await chooseExternalInterface(fakeHost([LO, iface('eth2', 5, ['192.0.2.7', '2001:db8:9::1', '2001:db8:9::2'])], { v4: 'eth2', v6: 'eth2' }), v4Only({ iface: ['eth2'], enableIPv6: true, publicIPv6: ip('2001:db8:9::2') }));
+      expect(show(dual)).toMatchObject({ ifaceAddr: '192.0.2.7', ifaceAddrV6: '2001:db8:9::2', publicIPv6: '2001:db8:9::2' });
+    });
+
+    it('names --public-ipv6 when no interface holds that address', async () => {
+      const err = await failure(fakeHost(HOST_IFACES, { v6: 'eth0' }), v4Only({ enableIPv4: false, enableIPv6: true, publicIPv6: ip('2001:db8:ff::1') }));
+      expect(err.message).toContain('2001:db8:ff::1 given by --public-ipv6');
     });
 
     it('selects by --public-ipv6 on an IPv6-only network', async () => {
