@@ -58,6 +58,8 @@ export async function chooseExternalInterface(host: HostView, opts: ExternalInte
       const ip = parseIp(entry);
       chosen = ip ? byAddr(ip) : all.find((i) => i.name === entry);
       tried.push(`--iface=${entry}`);
+      // An address given to pick the interface is also that family's local address, as upstream.
+      if (chosen && ip) src = ip;
       if (chosen) break;
     }
     for (const pattern of chosen ? [] : opts.ifaceRegex) {

@@ -211,6 +211,14 @@ describe('chooseExternalInterface', () => {
       expect(show(dual)).toMatchObject({ ifaceAddr: '192.0.2.7', ifaceAddrV6: '2001:db8:9::2', publicIPv6: '2001:db8:9::2' });
     });
 
+    it('takes an address given to --iface as that family\'s local address', async () => {
+      const host = fakeHost([LO, iface('eth2', 5, ['192.0.2.7', '192.0.2.8', '2001:db8:9::1', '2001:db8:9::2'])]);
+      const v6 = await chooseExternalInterface(host, v4Only({ iface: ['2001:db8:9::2'], enableIPv6: true }));
+      expect(show(v6)).toMatchObject({ name: 'eth2', ifaceAddr: '192.0.2.7', ifaceAddrV6: '2001:db8:9::2', publicIPv6: '2001:db8:9::2' });
+      const v4 = await chooseExternalInterface(host, v4Only({ iface: ['192.0.2.8'], enableIPv6: true }));
+      expect(show(v4)).toMatchObject({ ifaceAddr: '192.0.2.8', ifaceAddrV6: '2001:db8:9::1' });
+    });
+
     it('names --public-ipv6 when no interface holds that address', async () => {
       const err = await failure(fakeHost(HOST_IFACES, { v6: 'eth0' }), v4Only({ enableIPv4: false, enableIPv6: true, publicIPv6: ip('2001:db8:ff::1') }));
       expect(err.message).toContain('2001:db8:ff::1 given by --public-ipv6');
