@@ -18,6 +18,7 @@ export interface PeerReport {
   readonly subnet: string;
   readonly ipv6Subnet?: string;
   readonly publicIP?: string;
+  readonly publicIPv6?: string;
   readonly vtepMAC?: string;
   readonly probe?: ProbeState;
 }
@@ -26,7 +27,13 @@ export interface StatusReport {
   readonly ready: boolean;
   readonly notReady: readonly string[];
   readonly stalled: readonly string[];
-  readonly lease?: { readonly subnet?: string; readonly ipv6Subnet?: string; readonly expiresAt?: string; readonly publicIP?: string };
+  readonly lease?: {
+    readonly subnet?: string;
+    readonly ipv6Subnet?: string;
+    readonly expiresAt?: string;
+    readonly publicIP?: string;
+    readonly publicIPv6?: string;
+  };
   readonly backend?: { readonly type: string; readonly mtu: number };
   readonly peers: readonly PeerReport[];
   readonly datapath: { readonly entries: Readonly<Record<string, number>>; readonly lastDrift?: number; readonly lastResyncAt?: string; readonly repairs: Readonly<Record<string, number>>; readonly problem?: string };
@@ -34,6 +41,14 @@ export interface StatusReport {
 }
 
 const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
+
+/** IPv6-only peers have no IPv4 subnet ('-'); they sort by their IPv6 one. */
+const sortKey = (p: PeerReport): string => (p.subnet === '-' ? p.ipv6Subnet ?? '-' : p.subnet);
+
+function publicAddresses(lease: Lease): { publicIP?: string; publicIPv6?: string } {
+  const { publicIP, publicIPv6 } = lease.attrs;
+  return { ...(publicIP ? { publicIP: formatIp(publicIP) } : {}), ...(publicIPv6 ? { publicIPv6: formatIp(publicIPv6) } : {}) };
+}
 
 function vtepMac(data: unknown): string | undefined {
   const mac = (data as { VtepMAC?: unknown } | undefined)?.VtepMAC;
@@ -86,11 +101,11 @@ export class DaemonStatus {
       return {
         subnet: lease.subnet ? formatCidr(lease.subnet) : '-',
         ...(lease.ipv6Subnet ? { ipv6Subnet: formatCidr(lease.ipv6Subnet) } : {}),
-        ...(lease.attrs.publicIP ? { publicIP: formatIp(lease.attrs.publicIP) } : {}),
+        ...publicAddresses(lease),
         ...(mac ? { vtepMAC: mac } : {}),
         ...(probe ? { probe } : {}),
       };
-    }).sort((a, b) => a.subnet.localeCompare(b.subnet, 'en', { numeric: true }));
+    }).sort((a, b) => sortKey(a).localeCompare(sortKey(b), 'en', { numeric: true }));
     const lease = this.lease;
     const lastResyncAt = iso(this.lastResync);
     const lastCheckAt = iso(this.lastRulesCheck);
@@ -103,7 +118,7 @@ export class DaemonStatus {
               ...(lease.subnet ? { subnet: formatCidr(lease.subnet) } : {}),
               ...(lease.ipv6Subnet ? { ipv6Subnet: formatCidr(lease.ipv6Subnet) } : {}),
               ...(expiresAt ? { expiresAt } : {}),
-              ...(lease.attrs.publicIP ? { publicIP: formatIp(lease.attrs.publicIP) } : {}),
+              ...publicAddresses(lease),
             },
           }
         : {}),

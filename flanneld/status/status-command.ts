@@ -32,6 +32,8 @@ export function parseStatusArgs(argv: readonly string[], env: Readonly<Record<st
 }
 
 
+const publicIPs = (x: { publicIP?: string; publicIPv6?: string } | undefined): string => [x?.publicIP, x?.publicIPv6].filter(Boolean).join(', ') || '-';
+
 export function renderStatus(report: StatusReport): string {
   const lease = report.lease;
   const lines: string[] = [];
@@ -45,7 +47,7 @@ export function renderStatus(report: StatusReport): string {
     ['state', health],
     ['lease', lease ? [lease.subnet, lease.ipv6Subnet].filter(Boolean).join(', ') || '-' : '-'],
     ['lease expires', lease?.expiresAt ?? 'never (Kubernetes podCIDR)'],
-    ['public IP', lease?.publicIP ?? '-'],
+    ['public IP', publicIPs(lease)],
     ['backend', report.backend ? `${report.backend.type}, MTU ${report.backend.mtu}` : '-'],
     ['datapath entries', counts(dp.entries)],
     ['datapath repairs', counts(dp.repairs)],
@@ -58,7 +60,7 @@ export function renderStatus(report: StatusReport): string {
   lines.push('', `${report.peers.length} peer(s)`);
   if (report.peers.length > 0) {
     lines.push(markdownTable(['peer subnet', 'public IP', 'VTEP MAC', 'probe', 'RTT'], report.peers.map((p) => [
-      [p.subnet, p.ipv6Subnet].filter(Boolean).join(', '), p.publicIP ?? '-', p.vtepMAC ?? '-', ...probe(p.probe),
+      [p.subnet, p.ipv6Subnet].filter((x) => x && x !== '-').join(', '), publicIPs(p), p.vtepMAC ?? '-', ...probe(p.probe),
     ])));
   }
   return `${lines.join('\n')}\n`;

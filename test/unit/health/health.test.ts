@@ -1,6 +1,6 @@
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
-import { parseIPv4 } from '../../../flanneld/ip/address.js';
+import { parseIPv4, parseIp } from '../../../flanneld/ip/address.js';
 import { parseCidr } from '../../../flanneld/ip/cidr.js';
 import type { Lease } from '../../../flanneld/lease/lease.js';
 import { DaemonStatus } from '../../../flanneld/health/daemon-status.js';
@@ -136,6 +136,23 @@ describe('flanneld status', () => {
     expect(text).toContain('| lease expires | 2026-11-24T00:00:00.000Z |');
     expect(text).toContain('| 10.244.2.0/24 | 192.0.2.2 | aa:aa:aa:aa:aa:02 | UNREACHABLE | - |');
     expect(text).toContain('| 10.244.3.0/24 | 192.0.2.3 | aa:aa:aa:aa:aa:03 | reachable | 0.50 ms |');
+  });
+
+  it('shows both families of dual-stack and IPv6-only peers', () => {
+    const status = new DaemonStatus(() => 0);
+    const v6 = (n: number, v4: boolean): Lease => ({
+      ...(v4 ? { subnet: parseCidr(`10.244.${n}.0/24`)! } : {}),
+      ipv6Subnet: parseCidr(`2001:db8:a:${n}::/64`)!,
+      attrs: { ...(v4 ? { publicIP: parseIPv4(`192.0.2.${n}`)! } : {}), publicIPv6: parseIp(`2001:db8:2::${n}`)!, backendType: 'host-gw' },
+      reservation: false,
+    });
+    status.lease = v6(1, true);
+    status.observer().peersChanged?.(new Map(), new Map([['a', v6(3, false)], ['b', v6(2, true)]]));
+    const text = renderStatus(status.report({ ready: true, notReady: [], stalled: [] }));
+    expect(text).toContain('| lease | 10.244.1.0/24, 2001:db8:a:1::/64 |');
+    expect(text).toContain('| public IP | 192.0.2.1, 2001:db8:2::1 |');
+    expect(text).toContain('| 10.244.2.0/24, 2001:db8:a:2::/64 | 192.0.2.2, 2001:db8:2::2 | - |');
+    expect(text).toContain('| 2001:db8:a:3::/64 | 2001:db8:2::3 | - |');
   });
 
   it('takes the health port from the flag, then FLANNELD_HEALTHZ_PORT, then 8081', () => {
