@@ -32,6 +32,21 @@ export function nodeSubnets(node: KubeNode): NodeSubnets {
 }
 
 /**
+ * A node with a podCIDR of one family while net-conf.json also enables the other (upstream: "pod cidrs should be
+ * IPv4/IPv6 only or dualstack"). Waiting only helps if someone re-creates the Node: spec.podCIDRs cannot change once
+ * set. The message says which side to fix, since either the cluster or net-conf.json can be the wrong one.
+ */
+function missingFamily(node: KubeNode, family: 4 | 6): FlannelError {
+  const fix = family === 6
+    ? 'node IPAM must give every node an IPv6 podCIDR too (an IPv6 range in kube-controller-manager --cluster-cidr), or net-conf.json must not set EnableIPv6'
+    : 'net-conf.json must set "EnableIPv4": false for an IPv6-only cluster, or node IPAM must give every node an IPv4 podCIDR too';
+  return new FlannelError(
+    'ERR_CONFIG_INVALID',
+    `node "${node.name}" has no IPv${family} podCIDR but net-conf.json enables IPv${family} (spec.podCIDRs: ${node.podCIDRs.join(',') || 'none'}): ${fix}; spec.podCIDRs cannot change once set, so the Node must be re-created`,
+  );
+}
+
+/**
  * This node's subnets for the enabled families, checked against the network config: a podCIDR outside Network means
  * the cluster's --cluster-cidr and net-conf.json disagree, which no amount of waiting fixes.
  */
@@ -39,7 +54,7 @@ export function ownSubnets(node: KubeNode, config: NetworkConfig): NodeSubnets {
   const found = nodeSubnets(node);
   const out: { v4?: IpNet; v6?: IpNet } = {};
   const pick = (family: 4 | 6, network: IpNet | undefined, subnet: IpNet | undefined, key: string): IpNet => {
-    if (!subnet) throw new FlannelError('ERR_CONFIG_NOT_FOUND', `node "${node.name}" has no IPv${family} podCIDR yet (spec.podCIDRs: ${node.podCIDRs.join(',') || 'none'})`);
+    if (!subnet) throw missingFamily(node, family);
     if (!network || !containsNet(network, subnet)) {
       throw new ConfigError(key, network && formatCidr(network), `does not contain the ${family === 6 ? 'IPv6 ' : ''}podCIDR ${formatCidr(subnet)} of node "${node.name}"; net-conf.json must match the cluster's --cluster-cidr`);
     }

@@ -88,7 +88,7 @@ describe('nodes as leases', () => {
   it("checks this node's podCIDR against Network and says what is missing", () => {
     expect(formatCidr(ownSubnets(node('n1', ['10.244.1.0/24']), v4).v4!)).toBe('10.244.1.0/24');
     expect(() => ownSubnets(node('n1', ['10.99.1.0/24']), v4)).toThrow(/Network: does not contain the podCIDR 10.99.1.0\/24 of node "n1"; net-conf.json must match the cluster's --cluster-cidr/);
-    expect(() => ownSubnets(node('n1', ['10.244.1.0/24']), dual)).toThrow(/node "n1" has no IPv6 podCIDR yet/);
+    expect(() => ownSubnets(node('n1', ['10.244.1.0/24']), dual)).toThrow(/node "n1" has no IPv6 podCIDR but net-conf.json enables IPv6 \(spec.podCIDRs: 10.244.1.0\/24\): node IPAM must give every node an IPv6 podCIDR too/);
   });
 
   it('publishes attrs, with the operator overwrite of the public IP, and patches only what changed', () => {
