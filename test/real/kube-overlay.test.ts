@@ -8,71 +8,44 @@
  * a compaction, so through 410 Gone and a re-list) is applied when it returns. Every call made is one the manifest's
  * ClusterRole grants.
  */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KUBE_API_CALLS } from '../../flanneld/subnet/kube/kube-api-calls.js';
-import { startFakeKubeApi, type FakeKubeApi } from '../helpers/fake-kube-api.js';
-import { startFlanneld } from '../helpers/flanneld-process.js';
-import { exposeInNetns } from '../helpers/kube-api-in-netns.js';
+import type { FakeKubeApi } from '../helpers/fake-kube-api.js';
+import { startKubeLab, type KubeLab } from '../helpers/kube-api-in-netns.js';
 import { NetnsRun, removeStaleNamespaces, type Netns } from '../helpers/netns.js';
-import { killStaleTrackedProcesses, waitFor, type TrackedProcess } from '../helpers/processes.js';
-import { addPod, buildTopology, pingMatrix, type Pod, type Topology } from '../helpers/topology.js';
+import { killStaleTrackedProcesses, waitFor } from '../helpers/processes.js';
+import { addPod, pingMatrix, type Pod, type Topology } from '../helpers/topology.js';
 
 const run = new NetnsRun('ku');
 const P = 'flannel.alpha.coreos.com/';
 const PODCIDR: Record<string, string> = { h1: '10.244.1.0/24', h2: '10.244.2.0/24', h3: '10.244.3.0/24' };
+let lab: KubeLab;
 let topology: Topology;
 let api: FakeKubeApi;
-let forwarder: TrackedProcess;
-const daemons = new Map<string, TrackedProcess>();
 const pods: Pod[] = [];
-const dir = mkdtempSync(join(tmpdir(), 'flannel-ts-kube-'));
-const netConf = join(dir, 'net-conf.json');
 
-const nodeOf = (host: string): string => `node-${host}`;
-const envFile = (host: string): string => join(dir, `${host}.env`);
-const readEnv = (host: string): string | undefined => {
-  try {
-    return readFileSync(envFile(host), 'utf8');
-  } catch {
-    return undefined;
-  }
-};
+const nodeOf = (host: string): string => lab.nodeOf(host);
+const readEnv = (host: string): string | undefined => lab.readEnv(host);
 const routeTo = async (ns: Netns, subnet: string): Promise<string> => (await ns.ip('route', 'show', subnet)).trim();
-
-function start(host: string): TrackedProcess {
-  const proc = startFlanneld(topology.host(host).ns.name, [
-    '--kube-subnet-mgr',
-    '--kube-api-url=http://192.0.2.254:6443',
-    `--net-config-path=${netConf}`,
-    `--subnet-file=${envFile(host)}`,
-    '--healthz-port=8081',
-    '--healthz-ip=127.0.0.1',
-  ], { NODE_NAME: nodeOf(host) });
-  daemons.set(host, proc);
-  return proc;
-}
 
 beforeAll(async () => {
   killStaleTrackedProcesses();
   await removeStaleNamespaces();
-  writeFileSync(netConf, '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
-  topology = await buildTopology(run, { hosts: 3 });
-  api = await startFakeKubeApi({ bookmarkIntervalMs: 500 });
-  forwarder = await exposeInNetns(api, topology.hub, '192.0.2.254', 6443);
+  lab = await startKubeLab(run, {
+    hosts: 3,
+    netConf: { Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } },
+    api: { bookmarkIntervalMs: 500 },
+    flanneldArgs: ['--healthz-port=8081', '--healthz-ip=127.0.0.1'],
+  });
+  ({ topology, api } = lab);
   for (const host of ['h1', 'h2', 'h3']) {
     api.addNode({ name: nodeOf(host), internalIP: topology.host(host).ip, ...(host === 'h3' ? {} : { podCIDR: PODCIDR[host] as string }) });
-    start(host);
+    lab.start(host);
   }
 });
 
 afterAll(async () => {
-  if (process.env['DEBUG_KUBE']) for (const [h, d] of daemons) console.log(h, d.output().slice(-4000));
-  for (const d of daemons.values()) await d.stop();
-  await forwarder?.stop();
-  await api?.close();
+  await lab?.stop();
   await run.cleanup();
 });
 
@@ -101,8 +74,8 @@ describe('flanneld with --kube-subnet-mgr', () => {
   });
 
   it('waits for node IPAM to set a podCIDR, says so, and starts once it is set', async () => {
-    await waitFor('h3 to say it waits', () => (daemons.get('h3')?.output().includes('has no spec.podCIDR yet') ? true : undefined), 20_000);
-    expect(daemons.get('h3')?.output()).toContain(`node \\"${nodeOf('h3')}\\" has no spec.podCIDR yet`);
+    await waitFor('h3 to say it waits', () => (lab.daemon('h3')?.output().includes('has no spec.podCIDR yet') ? true : undefined), 20_000);
+    expect(lab.daemon('h3')?.output()).toContain(`node \\"${nodeOf('h3')}\\" has no spec.podCIDR yet`);
     expect(readEnv('h3')).toBeUndefined();
     api.updateNode(nodeOf('h3'), (n) => {
       n.spec = { ...n.spec, podCIDR: PODCIDR['h3'] as string, podCIDRs: [PODCIDR['h3'] as string] };
@@ -119,7 +92,7 @@ describe('flanneld with --kube-subnet-mgr', () => {
   });
 
   it("removes a node deleted from the API from its peers' datapath", async () => {
-    await daemons.get('h3')?.stop();
+    await lab.daemon('h3')?.stop();
     api.deleteNode(nodeOf('h3'));
     for (const host of ['h1', 'h2']) {
       await waitFor(`${host} to drop the route to h3`, async () => ((await routeTo(topology.host(host).ns, '10.244.3.0/24')) === '' ? true : undefined), 10_000);
@@ -148,7 +121,7 @@ describe('flanneld with --kube-subnet-mgr', () => {
       await waitFor(`${host} route to the node that joined`, async () => ((await routeTo(topology.host(host).ns, '10.244.9.0/24')).includes('via 10.244.9.0 dev flannel.1') ? true : undefined), 15_000);
     }
     expect(await topology.host('h1').ns.exec('bridge', ['fdb', 'show', 'dev', 'flannel.1'])).toContain('0a:00:00:00:00:99 dst 192.0.2.99');
-    expect(daemons.get('h1')?.output()).toContain('listing again');
+    expect(lab.daemon('h1')?.output()).toContain('listing again');
   });
 
   it('makes only the API calls the ClusterRole grants', () => {
