@@ -18,7 +18,7 @@ import type { Random } from '../../runtime/random.js';
 import type { LeaseRequest, StoredPublicIPs, SubnetManager } from '../subnet-manager.js';
 import type { AnnotationNames } from './annotations.js';
 import type { KubeNode, NodeApi } from './node-api.js';
-import { changedAnnotations, ownSubnets, peerLease, publishedAnnotations } from './node-lease.js';
+import { changedAnnotations, ownSubnets, peerLease, publishedAnnotations, storedBackendData } from './node-lease.js';
 import { watchNodes } from './node-watch.js';
 
 export interface KubeSubnetManagerDeps {
@@ -78,12 +78,17 @@ export class KubeSubnetManager implements SubnetManager {
     return { ...(publicIP ? { publicIP } : {}), ...(publicIPv6 ? { publicIPv6 } : {}) };
   }
 
-  /** What this node published last time, if anything (the vxlan backend reuses its VTEP MAC from it). */
+  /**
+   * The backend data this node published last time, if any (the vxlan backend reuses its VTEP MACs from it). Only
+   * attrs: the subnets always come from the node's podCIDRs, and each family's data counts on its own (see
+   * storedBackendData), not only when the whole node still parses as a lease under the current config.
+   */
   async findPreviousLease(): Promise<Lease | undefined> {
     const node = await this.deps.api.getNode(this.deps.nodeName);
     if (!node) return undefined;
-    const found = peerLease(node, this.deps.annotations, await this.getNetworkConfig());
-    return found.kind === 'lease' ? found.lease : undefined;
+    const stored = storedBackendData(node, this.deps.annotations);
+    if (stored.backendData === undefined && stored.backendV6Data === undefined) return undefined;
+    return { attrs: { backendType: node.annotations[this.deps.annotations.backendType] ?? '', ...stored }, reservation: false };
   }
 
   async acquireLease(request: LeaseRequest, signal: AbortSignal): Promise<Lease> {

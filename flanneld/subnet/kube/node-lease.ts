@@ -116,6 +116,25 @@ export function peerLease(node: KubeNode, names: AnnotationNames, config: Networ
 }
 
 /**
+ * The backend data this node published before, each family read on its own as upstream's GetStoredMacAddresses does,
+ * so the vxlan backend keeps its VTEP MACs even when the node no longer reads as a lease under the current config: a
+ * node moving from IPv4-only to dual stack has no public-ipv6 yet, and its IPv4 MAC must survive the restart all the
+ * same (peers keep reaching it through their FDB entries). Data that does not parse is left out.
+ */
+export function storedBackendData(node: KubeNode, names: AnnotationNames): Pick<LeaseAttrs, 'backendData' | 'backendV6Data'> {
+  const read = (key: string): unknown => {
+    try {
+      return parseData(node, key);
+    } catch {
+      return undefined;
+    }
+  };
+  const backendData = read(names.backendData);
+  const backendV6Data = read(names.backendV6Data);
+  return { ...(backendData !== undefined ? { backendData } : {}), ...(backendV6Data !== undefined ? { backendV6Data } : {}) };
+}
+
+/**
  * What this node publishes (compat.md §4): always kube-subnet-manager and backend-type; per family with a subnet,
  * the backend data (JSON, `null` when the backend has none) and the public IP, or the operator's overwrite of it.
  */

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KubeConfig } from '@kubernetes/client-node';
 import { afterEach, describe, expect, it } from 'vitest';
-import { formatIp, parseIPv4 } from '../../../../flanneld/ip/address.js';
+import { formatIp, parseIPv4, parseIPv6 } from '../../../../flanneld/ip/address.js';
 import { formatCidr } from '../../../../flanneld/ip/cidr.js';
 import type { Lease, LeaseEvent } from '../../../../flanneld/lease/lease.js';
 import { systemClock } from '../../../../flanneld/runtime/clock.js';
@@ -25,6 +25,8 @@ const P = 'flannel.alpha.coreos.com/';
 const dir = mkdtempSync(join(tmpdir(), 'kube-sm-'));
 const netConf = join(dir, 'net-conf.json');
 writeFileSync(netConf, '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}');
+const dualNetConf = join(dir, 'net-conf-dual.json');
+writeFileSync(dualNetConf, '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:a::/48","Backend":{"Type":"vxlan"}}');
 
 const peerAnnotations = (ip: string, mac: string): Record<string, string> => ({
   [`${P}kube-subnet-manager`]: 'true',
@@ -41,7 +43,7 @@ afterEach(async () => {
   api = undefined;
 });
 
-async function setup(nodeName = 'n1') {
+async function setup(nodeName = 'n1', netConfPath = netConf) {
   api = await startFakeKubeApi({ bookmarkIntervalMs: 200 });
   const kc = new KubeConfig();
   kc.loadFromClusterAndUser({ name: 'fake', server: api.url, skipTLSVerify: true }, { name: 'u' });
@@ -50,7 +52,7 @@ async function setup(nodeName = 'n1') {
     api: new KubeNodeApi(kc),
     nodeName,
     annotations: annotationNames('flannel.alpha.coreos.com'),
-    netConfPath: netConf,
+    netConfPath,
     readFile: async (p) => (await import('node:fs/promises')).readFile(p, 'utf8'),
     setNodeNetworkUnavailable: true,
     clock: systemClock,
@@ -204,5 +206,72 @@ describe('kube subnet manager', () => {
     api.addPod('kube-flannel', 'kube-flannel-ds-x7k2p', 'worker-3');
     expect(await resolveNodeName({ POD_NAME: 'kube-flannel-ds-x7k2p', POD_NAMESPACE: 'kube-flannel' }, nodeApi)).toBe('worker-3');
     await expect(resolveNodeName({ POD_NAME: 'gone', POD_NAMESPACE: 'kube-flannel' }, nodeApi)).rejects.toThrow(/error retrieving pod spec for 'kube-flannel\/gone': get pod kube-flannel\/gone: HTTP 404/);
+  });
+});
+
+describe('kube subnet manager, dual stack', () => {
+  const dualAttrs = {
+    ...attrs,
+    publicIPv6: parseIPv6('2001:db8:2::1')!,
+    backendV6Data: { VNI: 1, VtepMAC: 'aa:aa:aa:aa:06:01' },
+  };
+  const dualPeer = (v4: string, v6: string, mac6: string): Record<string, string> => ({
+    ...peerAnnotations(v4, 'aa:aa:aa:aa:aa:02'),
+    [`${P}backend-v6-data`]: `{"VNI":1,"VtepMAC":"${mac6}"}`,
+    [`${P}public-ipv6`]: v6,
+  });
+  const annotate = (api: FakeKubeApi, name: string, changes: Record<string, string>): void => {
+    api.updateNode(name, (n) => {
+      n.metadata!.annotations = { ...n.metadata!.annotations, ...changes };
+    });
+  };
+
+  it('takes a subnet per family from spec.podCIDRs and publishes both, honouring public-ipv6-overwrite', async () => {
+    const { api, manager, signal } = await setup('n1', dualNetConf);
+    api.addNode({ name: 'n1', podCIDRs: ['10.244.1.0/24', '2001:db8:a:1::/64'], annotations: { [`${P}public-ipv6-overwrite`]: '2001:db8:ff::7' } });
+    const lease = await manager.acquireLease({ attrs: dualAttrs }, signal);
+    expect([formatCidr(lease.subnet!), formatCidr(lease.ipv6Subnet!)]).toEqual(['10.244.1.0/24', '2001:db8:a:1::/64']);
+    expect(api.node('n1')?.metadata?.annotations).toMatchObject({
+      [`${P}backend-data`]: '{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:01"}',
+      [`${P}public-ip`]: '192.0.2.1',
+      [`${P}backend-v6-data`]: '{"VNI":1,"VtepMAC":"aa:aa:aa:aa:06:01"}',
+      [`${P}public-ipv6`]: '2001:db8:ff::7',
+    });
+  });
+
+  it('refuses a node whose podCIDRs lack the IPv6 CIDR, naming the node and its podCIDRs, and publishes nothing', async () => {
+    const { api, manager, signal } = await setup('n1', dualNetConf);
+    api.addNode({ name: 'n1', podCIDRs: ['10.244.1.0/24'] });
+    await expect(manager.acquireLease({ attrs: dualAttrs }, signal)).rejects.toThrow(
+      /^node "n1" has no IPv6 podCIDR but net-conf.json enables IPv6 \(spec.podCIDRs: 10.244.1.0\/24\): .*the Node must be re-created$/,
+    );
+    expect(api.requests.filter((r) => r.verb === 'patch')).toEqual([]);
+  });
+
+  it("emits an update when only a peer's IPv6 annotations change, and when only its IPv4 ones do (compat.md §4 Decision)", async () => {
+    const { api, manager, signal } = await setup('n1', dualNetConf);
+    api.addNode({ name: 'n2', podCIDRs: ['10.244.2.0/24', '2001:db8:a:2::/64'], annotations: dualPeer('192.0.2.2', '2001:db8:2::2', 'aa:aa:aa:aa:06:02') });
+    const batches = collect(manager, signal);
+    await waitFor('the first batch', () => batches[0], 5000);
+    const seen = (i: number) => waitFor(`batch ${i}`, () => batches[i], 5000).then((b) => b.map((e) => `${e.type} ${formatCidr(e.lease.ipv6Subnet!)} ${formatIp(e.lease.attrs.publicIP!)} ${formatIp(e.lease.attrs.publicIPv6!)} ${JSON.stringify(e.lease.attrs.backendV6Data)}`));
+    annotate(api, 'n2', { [`${P}backend-v6-data`]: '{"VNI":1,"VtepMAC":"aa:aa:aa:aa:06:22"}' });
+    expect(await seen(1)).toEqual(['added 2001:db8:a:2::/64 192.0.2.2 2001:db8:2::2 {"VNI":1,"VtepMAC":"aa:aa:aa:aa:06:22"}']);
+    annotate(api, 'n2', { 'example.com/unrelated': 'x' });
+    annotate(api, 'n2', { [`${P}public-ipv6`]: '2001:db8:2::22' });
+    expect(await seen(2)).toEqual(['added 2001:db8:a:2::/64 192.0.2.2 2001:db8:2::22 {"VNI":1,"VtepMAC":"aa:aa:aa:aa:06:22"}']);
+    // Upstream drops an update whose IPv6 annotations are unchanged even when IPv4 ones changed; we do not.
+    annotate(api, 'n2', { [`${P}public-ip`]: '192.0.2.22' });
+    expect(await seen(3)).toEqual(['added 2001:db8:a:2::/64 192.0.2.22 2001:db8:2::22 {"VNI":1,"VtepMAC":"aa:aa:aa:aa:06:22"}']);
+    expect(batches).toHaveLength(4);
+  });
+
+  it("keeps each family's published VTEP MAC even when the node no longer reads as a lease (IPv4-only to dual stack)", async () => {
+    const { api, manager } = await setup('n1', dualNetConf);
+    expect(await manager.findPreviousLease()).toBeUndefined();
+    // Published by an IPv4-only run: no public-ipv6, no backend-v6-data, so not a dual-stack lease.
+    api.addNode({ name: 'n1', podCIDRs: ['10.244.1.0/24', '2001:db8:a:1::/64'], annotations: peerAnnotations('192.0.2.1', 'aa:aa:aa:aa:aa:01') });
+    expect((await manager.findPreviousLease())?.attrs).toEqual({ backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: 'aa:aa:aa:aa:aa:01' } });
+    annotate(api, 'n1', { [`${P}backend-v6-data`]: '{"VNI":1,"VtepMAC":"aa:aa:aa:aa:06:01"}', [`${P}backend-data`]: 'not json' });
+    expect((await manager.findPreviousLease())?.attrs).toEqual({ backendType: 'vxlan', backendV6Data: { VNI: 1, VtepMAC: 'aa:aa:aa:aa:06:01' } });
   });
 });
