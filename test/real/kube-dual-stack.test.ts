@@ -68,7 +68,14 @@ describe('dual-stack Kubernetes mode with vxlan', () => {
     killStaleTrackedProcesses();
     await removeStaleNamespaces();
     lab = await startKubeLab(run, { hosts: 4, stack: 'dual', netConf: { ...DUAL, Backend: { Type: 'vxlan' } }, api: { bookmarkIntervalMs: 500 } });
-    await ns('h3').ip('addr', 'add', `${H3_NODE_PUBLIC_IPV6}/64`, 'dev', 'eth0', 'nodad');
+    // The kernel lists the newest IPv6 address first and flanneld detects the first one, so h3's own address is
+    // added back after the operator's: without node-public-ipv6, h3 would publish 2001:db8:2::3.
+    const h3 = ns('h3');
+    await h3.ip('addr', 'add', `${H3_NODE_PUBLIC_IPV6}/64`, 'dev', 'eth0', 'nodad');
+    await h3.ip('addr', 'del', '2001:db8:2::3/64', 'dev', 'eth0');
+    await h3.ip('addr', 'add', '2001:db8:2::3/64', 'dev', 'eth0', 'nodad');
+    await h3.ip('-6', 'route', 'replace', 'default', 'via', '2001:db8:2::fe');
+    expect(await h3.ip('-6', '-o', 'addr', 'show', 'dev', 'eth0', 'scope', 'global')).toMatch(/^\d+: eth0 +inet6 2001:db8:2::3\/64 /);
     // h4's Node has only an IPv4 podCIDR although net-conf.json enables IPv6 (a cluster without an IPv6 --cluster-cidr).
     lab.api.addNode({ name: lab.nodeOf('h4'), internalIP: lab.topology.host('h4').ip, podCIDR: v4Cidr('h4'), podCIDRs: [v4Cidr('h4')] });
     lab.start('h4');
@@ -98,6 +105,7 @@ describe('dual-stack Kubernetes mode with vxlan', () => {
         // node-public-ipv6, set by the operator on h3's Node, wins over the address flanneld would detect.
         [`${P}public-ipv6`]: host === 'h3' ? H3_NODE_PUBLIC_IPV6 : h.ip6,
       });
+      if (host === 'h3') expect(lab.daemon(host)?.output()).toMatch(/"publicIPv6":"2001:db8:2::33".*"msg":"using the public IP recorded for this node"/);
       const env = lab.readEnv(host);
       expect(env).toContain(`FLANNEL_NETWORK=10.244.0.0/16\n`);
       expect(env).toContain(`FLANNEL_SUBNET=${v4Cidr(host).replace('.0/', '.1/')}\n`);
