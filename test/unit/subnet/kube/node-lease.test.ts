@@ -69,6 +69,15 @@ describe('nodes as leases', () => {
     expect(formatIp(lease.attrs.publicIPv6!)).toBe('2001:db8::2');
   });
 
+  it('takes spec.podCIDRs in either order (IPv6 first, as kubeadm writes it for an IPv6-primary cluster)', () => {
+    const found = peerLease(node('n2', ['2001:db8:42:2::/64', '10.244.2.0/24'], annotated({
+      'flannel.alpha.coreos.com/public-ipv6': '2001:db8::2',
+      'flannel.alpha.coreos.com/backend-v6-data': '{"VNI":1,"VtepMAC":"12:c6:65:89:b4:e4"}',
+    })), names, dual);
+    const lease = (found as { lease: Lease }).lease;
+    expect([formatCidr(lease.subnet!), formatCidr(lease.ipv6Subnet!)]).toEqual(['10.244.2.0/24', '2001:db8:42:2::/64']);
+  });
+
   it('ignores nodes flannel does not run on', () => {
     expect(peerLease(node('n3', ['10.244.3.0/24']), names, v4)).toEqual({ kind: 'unmanaged' });
   });
