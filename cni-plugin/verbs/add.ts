@@ -1,10 +1,14 @@
-/** ADD: render the delegate config, save it (so DEL can undo exactly this), run the delegate, convert its result. */
+/**
+ * ADD: render the delegate config, save it (so DEL can undo exactly this), run the delegate, wait for the pod's IPv6
+ * gateways to leave DAD (gateway-settle.ts), convert the result.
+ */
 import type { CniEnv } from '../protocol.js';
 import { CniCode, CniError } from '../protocol.js';
 import type { FlannelNetConf, JsonObject } from '../netconf.js';
 import { delegateTarget } from '../delegate-conf.js';
 import { runPlugin } from '../delegate.js';
 import { checkDelegate, renderDelegate, stableStringify } from '../render-delegate.js';
+import { settleGateways } from '../gateway-settle.js';
 import { convertResult } from '../result-convert.js';
 import { loadScratch, removeScratch, saveScratch } from '../scratch-store.js';
 import { loadSubnetFile } from '../subnet-file.js';
@@ -22,14 +26,25 @@ export async function cmdAdd(env: CniEnv, conf: FlannelNetConf): Promise<JsonObj
   const text = stableStringify({ ...rendered, cniVersion: target.version });
   await saveScratch(conf.dataDir, env.containerId, env.ifname, text);
   try {
-    const { output } = await runPlugin(target.path, { ...env.raw, CNI_COMMAND: 'ADD' }, text);
-    if (!output) throw new CniError(CniCode.Internal, 'the delegate returned no result');
+    const output = await delegateAdd(target.path, env, text);
+    await settleGateways(output);
     return convertResult(output, conf.cniVersion);
   } catch (err) {
-    // SPEC §4: a failed delegate ADD is followed by its DEL, so nothing half-made (an address, a veth) stays.
+    // SPEC §4: a failed ADD is followed by the delegate's DEL, so nothing half-made (an address, a veth) stays.
     await runPlugin(target.path, { ...env.raw, CNI_COMMAND: 'DEL' }, text)
       .then(() => removeScratch(conf.dataDir, env.containerId))
       .catch(() => undefined);
+    throw err;
+  }
+}
+
+/** The delegate's ADD result; its errors keep their code and say they came from the delegate. */
+async function delegateAdd(path: string, env: CniEnv, text: string): Promise<JsonObject> {
+  try {
+    const { output } = await runPlugin(path, { ...env.raw, CNI_COMMAND: 'ADD' }, text);
+    if (!output) throw new CniError(CniCode.Internal, 'the delegate returned no result');
+    return output;
+  } catch (err) {
     if (err instanceof CniError) throw new CniError(err.code, `failed to delegate add: ${err.message}`, err.details);
     throw err;
   }
