@@ -1,7 +1,8 @@
 /**
  * The `flannel` CNI plugin driven as a runtime drives it, with Debian's bridge/host-local/portmap/loopback, pods as
  * namespaces of this run: every verb, both netns forms, result shapes per spec version, the bad-input table (right
- * code, a message naming the problem, nothing changed on the node), concurrency, and DEL/GC freeing addresses.
+ * code, a message naming the problem, nothing changed on the node), concurrency, DEL/GC freeing addresses, and
+ * dual-stack / IPv6-only subnet.env (an address, routes and a reachable gateway per family, on the first pod too).
  * Every case runs for the script form; the self-contained form gets an ADD/CHECK/DEL smoke run when it is built.
  */
 import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -9,6 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   CniNode,
+  DEFAULT_SUBNET_ENV,
   FLANNEL_VERSIONS,
   formUnavailable,
   REFERENCE_PLUGIN_DIR,
@@ -18,9 +20,11 @@ import {
   type CniPod,
   type InvokeOptions,
   type PluginForm,
+  type SubnetEnvFields,
 } from '../helpers/cni-runtime.js';
 import { NetnsRun, removeStaleNamespaces } from '../helpers/netns.js';
 import { killStaleTrackedProcesses } from '../helpers/processes.js';
+import { ping } from '../helpers/topology.js';
 
 const run = new NetnsRun('cni');
 const nodes: CniNode[] = [];
@@ -40,8 +44,8 @@ afterAll(async () => {
 });
 
 let nodeCount = 0;
-async function newNode(form: PluginForm, cniVersion?: string): Promise<CniNode> {
-  const node = await CniNode.create(run, { name: `n${++nodeCount}`, form, ...(cniVersion ? { cniVersion } : {}) });
+async function newNode(form: PluginForm, cniVersion?: string, subnetEnv?: SubnetEnvFields): Promise<CniNode> {
+  const node = await CniNode.create(run, { name: `n${++nodeCount}`, form, ...(cniVersion ? { cniVersion } : {}), ...(subnetEnv ? { subnetEnv } : {}) });
   nodes.push(node);
   return node;
 }
@@ -401,6 +405,200 @@ describe.skipIf(scriptMissing ?? referenceMissing)(`flannel CNI plugin, script f
 
     it('nothing was written under /var/lib/cni by any case', () => {
       expect(strayStateFiles()).toEqual([]);
+    });
+  });
+
+  describe('dual-stack and IPv6-only subnet.env (FLANNEL_IPV6_NETWORK/FLANNEL_IPV6_SUBNET)', () => {
+    const V6_NETWORK = '2001:db8:a::/48';
+    const V6_GATEWAY = '2001:db8:a:7::1';
+    const V6_NODE_SUBNET = /^2001:db8:a:7::[0-9a-f]{1,4}\/64$/;
+    const DUAL_STACK_ENV: SubnetEnvFields = { ...DEFAULT_SUBNET_ENV, FLANNEL_IPV6_NETWORK: V6_NETWORK, FLANNEL_IPV6_SUBNET: `${V6_GATEWAY}/64` };
+    const V6_ONLY_ENV: SubnetEnvFields = { FLANNEL_IPV6_NETWORK: V6_NETWORK, FLANNEL_IPV6_SUBNET: `${V6_GATEWAY}/64`, FLANNEL_MTU: '1450', FLANNEL_IPMASQ: 'true' };
+
+    interface PodAddresses {
+      readonly v4?: string;
+      readonly v6?: string;
+    }
+
+    /** The result's addresses (without prefix length) by family; at most one of each. */
+    function addressesOf(result: AddResult): PodAddresses {
+      const bare = (v6: boolean): string[] => result.ips.filter((ip) => ip.address.includes(':') === v6).map((ip) => ip.address.split('/')[0]!);
+      const [v4, v6] = [bare(false), bare(true)];
+      expect(v4.length + v6.length, JSON.stringify(result.ips)).toBe(result.ips.length);
+      expect(Math.max(v4.length, v6.length), JSON.stringify(result.ips)).toBeLessThanOrEqual(1);
+      return { ...(v4[0] ? { v4: v4[0] } : {}), ...(v6[0] ? { v6: v6[0] } : {}) };
+    }
+
+    /**
+     * What the kernel shows right after ADD, per family the pod has (and nothing of the other): the address on eth0
+     * with DAD done, the flannel network and default routes via cni0's gateway, the gateway on cni0 no longer
+     * tentative, and one ping of that gateway answered at the first try.
+     */
+    async function expectWired(node: CniNode, pod: CniPod, addrs: PodAddresses): Promise<void> {
+      const eth0 = await pod.ns.ip('-o', 'addr', 'show', 'dev', 'eth0');
+      expect(eth0).not.toMatch(/tentative|dadfailed/);
+      const cni0 = await node.host.ip('-o', 'addr', 'show', 'dev', 'cni0');
+      const routes4 = await pod.ns.ip('-4', 'route', 'show');
+      const routes6 = await pod.ns.ip('-6', 'route', 'show');
+      if (addrs.v4) {
+        expect(eth0).toContain(`inet ${addrs.v4}/24 `);
+        expect(routes4).toMatch(/^10\.244\.0\.0\/16 via 10\.244\.7\.1 dev eth0/m);
+        expect(routes4).toMatch(/^default via 10\.244\.7\.1 dev eth0/m);
+        expect(cni0).toContain('inet 10.244.7.1/24 ');
+        expect((await ping(pod.ns, '10.244.7.1', { count: 1, waitSec: 1 })).ok).toBe(true);
+      } else {
+        expect(eth0).not.toContain('inet ');
+        expect(routes4).toBe('');
+        expect(cni0).not.toContain('inet ');
+      }
+      if (addrs.v6) {
+        expect(eth0).toContain(`inet6 ${addrs.v6}/64 scope global`);
+        expect(routes6).toMatch(/^2001:db8:a::\/48 via 2001:db8:a:7::1 dev eth0/m);
+        expect(routes6).toMatch(/^default via 2001:db8:a:7::1 dev eth0/m);
+        expect(cni0).toMatch(/inet6 2001:db8:a:7::1\/64 scope global \\/); // no "tentative" after "global"
+        const p6 = await ping(pod.ns, V6_GATEWAY, { count: 1, waitSec: 1 });
+        expect(p6.ok, p6.output).toBe(true);
+      } else {
+        expect(eth0).not.toMatch(/inet6 (?!fe80:)/);
+        expect(routes6).not.toMatch(/^default|^2001:/m);
+      }
+    }
+
+    /** The delegate config saved for `pod`: the stock one with a range and a route per family subnet.env has. */
+    function expectSaved(node: CniNode, pod: CniPod, delegateVersion: string, families: { v4: boolean; v6: boolean }): void {
+      expect(readFileSync(join(node.dataDir, pod.containerId), 'utf8')).toBe(JSON.stringify({
+        cniVersion: delegateVersion, hairpinMode: true, ipMasq: false,
+        ipam: {
+          dataDir: node.ipamDir,
+          ranges: [...(families.v4 ? [[{ subnet: '10.244.7.0/24' }]] : []), ...(families.v6 ? [[{ subnet: '2001:db8:a:7::/64' }]] : [])],
+          routes: [...(families.v4 ? [{ dst: '10.244.0.0/16' }] : []), ...(families.v6 ? [{ dst: V6_NETWORK }] : [])],
+          type: 'host-local',
+        },
+        isDefaultGateway: true, isGateway: true, mtu: 1450, name: 'cbr0', type: 'bridge',
+      }));
+    }
+
+    function sortedReservations(node: CniNode): string[] {
+      return node.reservations().map((r) => `${r.ip} ${r.containerId} ${r.ifname}`).sort();
+    }
+
+    async function delOk(node: CniNode, pod: CniPod, result: AddResult): Promise<void> {
+      const del = await node.del(pod, { prevResult: result });
+      ok(del, `DEL ${pod.containerId}`);
+      expect(del.stdout).toBe('');
+      expect(node.savedConfigs().filter((n) => n.startsWith(pod.containerId))).toEqual([]);
+      expect(await pod.ns.ip('-o', 'link', 'show')).not.toContain('eth0');
+    }
+
+    for (const version of ['0.3.1', '0.4.0', '1.0.0', '1.1.0']) {
+      it(`dual-stack ADD (${version}): an address of each family on eth0, both routes and gateways, pings over both, CHECK, DEL frees both`, async () => {
+        const node = await newNode(form, version, DUAL_STACK_ENV);
+        const pod = await node.pod(`ds${version.replaceAll('.', '')}`);
+        const result = await addOk(node, pod);
+        const legacy = version.startsWith('0.');
+        expect(result.cniVersion).toBe(version);
+        const eth0 = result.interfaces.findIndex((i) => i.name === 'eth0' && i.sandbox === pod.netnsPath);
+        expect(eth0, JSON.stringify(result.interfaces)).toBeGreaterThanOrEqual(0);
+        // host-local answers in range order: IPv4 (first range) before IPv6.
+        expect(result.ips).toEqual([
+          { address: expect.stringMatching(NODE_SUBNET), gateway: '10.244.7.1', interface: eth0, ...(legacy ? { version: '4' } : {}) },
+          { address: expect.stringMatching(V6_NODE_SUBNET), gateway: V6_GATEWAY, interface: eth0, ...(legacy ? { version: '6' } : {}) },
+        ]);
+        expect(result.routes).toHaveLength(4);
+        expect(result.routes).toEqual(expect.arrayContaining([
+          { dst: '10.244.0.0/16' }, { dst: V6_NETWORK }, { dst: '0.0.0.0/0', gw: '10.244.7.1' }, { dst: '::/0', gw: V6_GATEWAY },
+        ]));
+        const addrs = addressesOf(result);
+        expect([addrs.v4, addrs.v6]).not.toContain(undefined);
+        expect([addrs.v4, addrs.v6]).not.toContain(V6_GATEWAY);
+        await expectWired(node, pod, addrs);
+        expectSaved(node, pod, version === '1.1.0' ? '1.0.0' : version, { v4: true, v6: true }); // Debian's bridge speaks up to 1.0.0
+        expect(sortedReservations(node)).toEqual([`${addrs.v4} ${pod.containerId} eth0`, `${addrs.v6} ${pod.containerId} eth0`].sort());
+
+        if (!legacy || version === '0.4.0') ok(await node.check(pod, result, { cniVersion: version }), `CHECK ${version}`); // 0.3.1 has no CHECK
+        await delOk(node, pod, result);
+        expect(node.reservations()).toEqual([]);
+        expect(await node.host.ip('-o', 'link', 'show', 'type', 'veth')).toBe('');
+      });
+    }
+
+    it('dual-stack CHECK fails once the pod lost its IPv6 address or the node\'s IPv6 subnet moved', async () => {
+      const node = await newNode(form, '1.0.0', DUAL_STACK_ENV);
+      const pod = await node.pod('dscheck');
+      const result = await addOk(node, pod);
+      const { v6 } = addressesOf(result);
+      ok(await node.check(pod, result), 'CHECK on a healthy dual-stack pod');
+
+      node.writeSubnetEnv({ ...DUAL_STACK_ENV, FLANNEL_IPV6_SUBNET: '2001:db8:a:8::1/64' });
+      failsWith(await node.check(pod, result), 7, new RegExp(`${v6}/64 is outside this node's subnet 10\\.244\\.7\\.0/24, 2001:db8:a:8::/64`));
+      node.writeSubnetEnv(DUAL_STACK_ENV);
+      ok(await node.check(pod, result), 'CHECK with subnet.env restored');
+
+      await pod.ns.ip('addr', 'del', `${v6}/64`, 'dev', 'eth0');
+      const missing = await node.check(pod, result);
+      expect(missing.code, missing.stdout).not.toBe(0);
+      expect((missing.json as { msg?: string }).msg, missing.stdout).toContain(v6);
+      await delOk(node, pod, result);
+      expect(node.reservations()).toEqual([]);
+    });
+
+    for (const version of ['0.3.1', '1.0.0']) {
+      it(`IPv6-only ADD (${version}): only an IPv6 address and IPv6 routes, pods reach the gateway and each other, DEL frees it`, async () => {
+        const node = await newNode(form, version, V6_ONLY_ENV);
+        const [a, b] = [await node.pod(`v6a${version.replaceAll('.', '')}`), await node.pod(`v6b${version.replaceAll('.', '')}`)];
+        const first = await addOk(node, a!);
+        expect(first.ips).toEqual([
+          { address: expect.stringMatching(V6_NODE_SUBNET), gateway: V6_GATEWAY, interface: expect.any(Number), ...(version === '0.3.1' ? { version: '6' } : {}) },
+        ]);
+        expect(first.routes).toHaveLength(2);
+        expect(first.routes).toEqual(expect.arrayContaining([{ dst: V6_NETWORK }, { dst: '::/0', gw: V6_GATEWAY }]));
+        const addrsA = addressesOf(first);
+        await expectWired(node, a!, addrsA);
+        expectSaved(node, a!, version, { v4: false, v6: true });
+
+        const second = await addOk(node, b!);
+        const addrsB = addressesOf(second);
+        await expectWired(node, b!, addrsB);
+        expect(addrsB.v6).not.toBe(addrsA.v6);
+        const across = await ping(a!.ns, addrsB.v6!, { count: 1, waitSec: 1 });
+        expect(across.ok, across.output).toBe(true);
+        expect(sortedReservations(node)).toEqual([`${addrsA.v6} ${a!.containerId} eth0`, `${addrsB.v6} ${b!.containerId} eth0`].sort());
+        if (version !== '0.3.1') ok(await node.check(a!, first), 'CHECK');
+
+        await delOk(node, a!, first);
+        expect(sortedReservations(node)).toEqual([`${addrsB.v6} ${b!.containerId} eth0`]);
+        await delOk(node, b!, second);
+        expect(node.reservations()).toEqual([]);
+      });
+    }
+
+    it('20 concurrent dual-stack ADDs get 20 distinct address pairs, each on its own pod; 20 concurrent DELs free all 40', async () => {
+      const node = await newNode(form, '1.0.0', DUAL_STACK_ENV);
+      const pods: CniPod[] = [];
+      for (let i = 0; i < 20; i++) pods.push(await node.pod(`dsc${i}`));
+      const adds = await Promise.all(pods.map((p) => node.add(p)));
+      const results = adds.map((a, i) => ok(a, `ADD ${i}`) as AddResult);
+      const pairs = results.map(addressesOf);
+      for (const p of pairs) {
+        expect(p.v4).toMatch(/^10\.244\.7\.\d+$/);
+        expect(p.v6).toMatch(/^2001:db8:a:7::[0-9a-f]+$/);
+      }
+      expect(new Set(pairs.map((p) => p.v4)).size).toBe(20);
+      expect(new Set(pairs.map((p) => p.v6)).size).toBe(20);
+      expect(pairs.flatMap((p) => [p.v4, p.v6])).not.toContain('10.244.7.1');
+      expect(pairs.flatMap((p) => [p.v4, p.v6])).not.toContain(V6_GATEWAY);
+      expect(sortedReservations(node)).toEqual(pods.flatMap((pod, i) => [`${pairs[i]!.v4} ${pod.containerId} eth0`, `${pairs[i]!.v6} ${pod.containerId} eth0`]).sort());
+      await Promise.all(pods.map(async (pod, i) => {
+        const eth0 = await pod.ns.ip('-o', 'addr', 'show', 'dev', 'eth0');
+        expect(eth0).toContain(`inet ${pairs[i]!.v4}/24 `);
+        expect(eth0).toContain(`inet6 ${pairs[i]!.v6}/64 scope global`);
+        const p6 = await ping(pod.ns, V6_GATEWAY, { count: 1, waitSec: 1 });
+        expect(p6.ok, `${pod.containerId}: ${p6.output}`).toBe(true);
+      }));
+      const dels = await Promise.all(pods.map((p, i) => node.del(p, { prevResult: results[i] })));
+      dels.forEach((d, i) => ok(d, `DEL ${i}`));
+      expect(node.reservations()).toEqual([]);
+      for (const p of pods) await node.removePod(p);
     });
   });
 });
