@@ -9,6 +9,9 @@ export type LabCommand = (typeof LAB_COMMANDS)[number];
 /** The backends the lab offers; alloc is left out because it programs no datapath for pods to use. */
 export const LAB_BACKENDS = ['vxlan', 'host-gw', 'udp'] as const;
 
+/** Address families of the underlay and the overlay: IPv4 (as before), dual-stack (--ipv6), IPv6 only (--ipv6-only). */
+export type LabStack = 'v4' | 'dual' | 'v6';
+
 export interface LabOptions {
   readonly command: LabCommand;
   readonly id: string;
@@ -16,6 +19,9 @@ export interface LabOptions {
   readonly pods: number;
   readonly network?: string;
   readonly backend?: string;
+  readonly stack: LabStack;
+  /** The IPv6Network for --ipv6 / --ipv6-only (default 2001:db8:a::/48). */
+  readonly ipv6Network?: string;
   /** A net-conf.json file used as the whole network config. */
   readonly config?: string;
   /** exec / add-pod / kill / restart: the host, pod or process named. */
@@ -41,7 +47,13 @@ options:
   --pods M          pods per host, 0..20 (default 2)
   --network CIDR    the flannel Network (default 10.244.0.0/16)
   --backend TYPE    ${LAB_BACKENDS.join(' | ')} (default vxlan)
-  --config FILE     a net-conf.json used as the whole network config (instead of --network/--backend)`;
+  --ipv6            dual-stack: the underlay adds 2001:db8:2::/64, the overlay IPv6Network, pods get both families
+  --ipv6-only       IPv6 only: no IPv4 on the hosts, etcd on [2001:db8:2::fe]:2379, pods IPv6 only
+  --ipv6-network CIDR  the IPv6Network for --ipv6/--ipv6-only, inside 2001:db8::/32 (default 2001:db8:a::/48)
+  --config FILE     a net-conf.json used as the whole network config (instead of --network/--backend/--ipv6*);
+                    the underlay follows it: EnableIPv6 makes it dual-stack, EnableIPv4 false IPv6-only
+
+up records the families in the lab's state; status, add-pod and restart keep them without these options.`;
 
 export class LabUsageError extends Error {
   override readonly name = 'LabUsageError';
@@ -63,6 +75,11 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
     }
     const eq = arg.indexOf('=');
     const flag = eq >= 0 ? arg.slice(0, eq) : arg;
+    if (SWITCHES.has(flag)) {
+      if (eq >= 0) throw new LabUsageError(`${flag} takes no value, got "${arg.slice(eq + 1)}"`);
+      values.set(flag, '');
+      continue;
+    }
     const value = eq >= 0 ? arg.slice(eq + 1) : rest.shift();
     if (!FLAGS.has(flag)) throw new LabUsageError(`unknown option ${flag}`);
     if (value === undefined || value === '') throw new LabUsageError(`${flag} needs a value`);
@@ -84,6 +101,7 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
     id: 'lab',
     hosts: 3,
     pods: 2,
+    stack: stackOption(values),
     execArgv,
   };
   if (target !== undefined) opts.target = target;
@@ -103,17 +121,40 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
     }
     opts.backend = backend;
   }
+  const ipv6Network = values.get('--ipv6-network');
+  if (ipv6Network !== undefined) {
+    if (opts.stack === 'v4') throw new LabUsageError(`--ipv6-network ${ipv6Network} needs --ipv6 or --ipv6-only`);
+    opts.ipv6Network = ipv6Network;
+  }
+  if (opts.stack !== 'v4') {
+    const flag = opts.stack === 'dual' ? '--ipv6' : '--ipv6-only';
+    if (backend === 'udp') throw new LabUsageError(`--backend udp carries IPv4 only (flanneld refuses EnableIPv6 with it); use vxlan or host-gw with ${flag}`);
+    if (network !== undefined && opts.stack === 'v6') {
+      throw new LabUsageError(`--network ${network} is the IPv4 Network, which --ipv6-only has none of; use --ipv6-network for the IPv6 one`);
+    }
+  }
   const config = values.get('--config');
   if (config !== undefined) {
-    if (network !== undefined || backend !== undefined) {
-      throw new LabUsageError(`--config ${config} is the whole network config; put Network and Backend in that file instead of --network/--backend`);
+    const given = ['--network', '--backend', '--ipv6', '--ipv6-only', '--ipv6-network'].filter((f) => values.has(f));
+    if (given.length > 0) {
+      throw new LabUsageError(`--config ${config} is the whole network config, so ${given.join(', ')} cannot go with it; put that in the file `
+        + '(EnableIPv6 and IPv6Network make the lab dual-stack, EnableIPv4 false makes it IPv6-only)');
     }
     opts.config = config;
   }
   return opts;
 }
 
-const FLAGS: ReadonlySet<string> = new Set(['--id', '--hosts', '--pods', '--network', '--backend', '--config']);
+const FLAGS: ReadonlySet<string> = new Set(['--id', '--hosts', '--pods', '--network', '--backend', '--config', '--ipv6-network']);
+/** Options that take no value. */
+const SWITCHES: ReadonlySet<string> = new Set(['--ipv6', '--ipv6-only']);
+
+function stackOption(values: ReadonlyMap<string, string>): LabStack {
+  const dual = values.has('--ipv6');
+  const v6 = values.has('--ipv6-only');
+  if (dual && v6) throw new LabUsageError('--ipv6 and --ipv6-only exclude each other: --ipv6 is dual-stack, --ipv6-only leaves IPv4 out');
+  return dual ? 'dual' : v6 ? 'v6' : 'v4';
+}
 
 function intOption(values: ReadonlyMap<string, string>, flag: string, min: number, max: number, fallback: number): number {
   const raw = values.get(flag);
