@@ -5,19 +5,19 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { Netns, sh } from '../helpers/netns.js';
+import { sh } from '../helpers/netns.js';
 import type { LabOptions } from './lab-args.js';
-import { etcdArgv, etcdHealthy, LAB_ETCD_ENDPOINT, putNetworkConfig, readLeases } from './lab-etcd.js';
-import { pingMatrix } from './lab-matrix.js';
+import { etcdArgv, etcdHealthy, labEtcd, putNetworkConfig, readLeases, type LabEtcd } from './lab-etcd.js';
+import { pingMatrix, type MatrixResult } from './lab-matrix.js';
 import { labNetworkConfig } from './lab-network-config.js';
 import { addLabPod, nextPodIndex } from './lab-pods.js';
 import { isRunning, logTail, processesInNetns, startDetached, stopProcess } from './lab-processes.js';
 import { hostsTable, leasesTable, matrixTable, podsTable, readSubnetEnv } from './lab-report.js';
 import {
-  findHost, labDir, labNetns, labNetnsPrefix, loadLabState, REPO_ROOT, requireLabState, saveLabState,
+  addressesText, findHost, labDir, labNetns, labNetnsPrefix, loadLabState, REPO_ROOT, requireLabState, saveLabState, stackFamilies,
   type HostRecord, type LabState, type PodRecord, type ProcessRecord,
 } from './lab-state.js';
-import { createHost, createHub } from './lab-underlay.js';
+import { createHost, createHub, hostAddresses, underlayText } from './lab-underlay.js';
 import type { Progress } from './progress.js';
 
 export interface LabContext {
@@ -32,8 +32,8 @@ const FLANNELD = join(REPO_ROOT, 'dist/flanneld/main.js');
 export const LAB_HEALTHZ_PORT = 8471;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-function flanneldArgv(host: HostRecord): string[] {
-  return [FLANNELD, `--etcd-endpoints=${LAB_ETCD_ENDPOINT}`, '--ip-masq', `--subnet-file=${join(host.dir, 'subnet.env')}`,
+function flanneldArgv(host: HostRecord, etcdEndpoint: string): string[] {
+  return [FLANNELD, `--etcd-endpoints=${etcdEndpoint}`, '--ip-masq', `--subnet-file=${join(host.dir, 'subnet.env')}`,
     `--healthz-ip=127.0.0.1`, `--healthz-port=${LAB_HEALTHZ_PORT}`];
 }
 
@@ -47,8 +47,8 @@ async function waitForSubnetEnv(host: HostRecord, record: ProcessRecord, since: 
   }
 }
 
-async function waitForEtcd(hub: Netns, record: ProcessRecord, timeoutMs = 30_000): Promise<void> {
-  for (const deadline = Date.now() + timeoutMs; !(await etcdHealthy(hub)); await sleep(100)) {
+async function waitForEtcd(etcd: LabEtcd, record: ProcessRecord, timeoutMs = 30_000): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; !(await etcdHealthy(etcd)); await sleep(100)) {
     if (!isRunning(record)) throw new Error(`etcd exited; the end of ${record.log}:\n${logTail(record.log)}`);
     if (Date.now() > deadline) throw new Error(`etcd is not healthy after ${timeoutMs} ms; see ${record.log}`);
   }
@@ -62,23 +62,25 @@ export async function up(ctx: LabContext): Promise<void> {
     await down(ctx, true);
   }
   const dir = labDir(opts.id);
-  const state: LabState = { id: opts.id, networkConfig: network.text, backendType: network.backendType, hosts: [], pods: [], processes: {} };
+  const { stack } = network;
+  const state: LabState = { id: opts.id, networkConfig: network.text, backendType: network.backendType, stack, hosts: [], pods: [], processes: {} };
+  const etcd = labEtcd(opts.id, stack);
   saveLabState(state);
   print(`lab ${opts.id}: ${opts.hosts} host(s) × ${opts.pods} pod(s), network config ${network.text}`);
   try {
-    const hub = await progress.step(`underlay bridge 192.0.2.0/24 in ${labNetns(opts.id, 'hub')}`, () => createHub(opts.id));
-    await progress.step(`etcd on ${LAB_ETCD_ENDPOINT}, network config written`, async () => {
-      state.processes['etcd'] = startDetached(hub.name, etcdArgv(dir), join(dir, 'etcd.log'));
+    const hub = await progress.step(`underlay bridge ${underlayText(stack)} in ${labNetns(opts.id, 'hub')}`, () => createHub(opts.id, stack));
+    await progress.step(`etcd on ${etcd.endpoint}, network config written`, async () => {
+      state.processes['etcd'] = startDetached(hub.name, etcdArgv(dir, stack), join(dir, 'etcd.log'));
       saveLabState(state);
-      await waitForEtcd(hub, state.processes['etcd']);
-      await putNetworkConfig(hub, network.text);
+      await waitForEtcd(etcd, state.processes['etcd']);
+      await putNetworkConfig(etcd, network.text);
     });
     const started = Date.now();
     for (let i = 1; i <= opts.hosts; i++) {
-      await progress.step(`host h${i} (192.0.2.${i}) and its flanneld`, async () => {
-        const host = await createHost(opts.id, i);
+      await progress.step(`host h${i} (${addressesText(hostAddresses(i, stack))}) and its flanneld`, async () => {
+        const host = await createHost(opts.id, i, stack);
         state.hosts.push(host);
-        state.processes[host.name] = startDetached(host.netns, flanneldArgv(host), join(host.dir, 'flanneld.log'));
+        state.processes[host.name] = startDetached(host.netns, flanneldArgv(host, etcd.endpoint), join(host.dir, 'flanneld.log'));
         saveLabState(state);
       });
     }
@@ -87,12 +89,18 @@ export async function up(ctx: LabContext): Promise<void> {
     });
     if (opts.pods > 0) {
       await progress.step(`${opts.pods} pod(s) per host via 10-flannel.conflist (flannel → bridge + host-local, portmap)`, async () => {
-        for (const host of state.hosts) {
+        // Hosts in parallel (each has its own IPAM and CNI state): with IPv6 a host's first ADD waits 1-2 s for the
+        // gateway on its new cni0 to finish DAD, paid once rather than once per host. allSettled: no CNI call is
+        // still running when a failure is reported.
+        const made = await Promise.allSettled(state.hosts.map(async (host) => {
           for (let p = 1; p <= opts.pods; p++) {
             state.pods.push(await addLabPod(opts.id, host, p));
             saveLabState(state);
           }
-        }
+        }));
+        state.pods.sort(byPodName);
+        saveLabState(state);
+        for (const m of made) if (m.status === 'rejected') throw m.reason;
       });
     }
   } catch (err) {
@@ -102,30 +110,45 @@ export async function up(ctx: LabContext): Promise<void> {
   await report(ctx, state);
 }
 
+/** h1-p1, h1-p2, …, h2-p1, … in number order, as the tables list them. */
+function byPodName(a: PodRecord, b: PodRecord): number {
+  const numbers = (p: PodRecord): number[] => (p.name.match(/\d+/g) ?? []).map(Number);
+  const [ah = 0, ap = 0] = numbers(a);
+  const [bh = 0, bp = 0] = numbers(b);
+  return ah - bh || ap - bp;
+}
+
 export async function status(ctx: LabContext): Promise<void> {
   await report(ctx, requireLabState(ctx.opts.id));
 }
 
 async function report(ctx: LabContext, state: LabState): Promise<void> {
   const { print } = ctx;
-  const hub = new Netns(labNetns(state.id, 'hub'));
   print(`\n${await hostsTable(state, LAB_HEALTHZ_PORT)}`);
   const etcd = state.processes['etcd'];
-  const leases = etcd && isRunning(etcd) ? await readLeases(hub).catch(() => undefined) : undefined;
+  const leases = etcd && isRunning(etcd) ? await readLeases(labEtcd(state.id, state.stack)).catch(() => undefined) : undefined;
   print(leases ? `\n${leasesTable(leases)}` : `\netcd is not reachable (${etcd && isRunning(etcd) ? 'running' : 'stopped'}); leases unknown`);
   if (state.pods.length > 0) {
-    print(`\n${podsTable(state.pods)}`);
-    const result = await pingMatrix(state.pods);
-    print(`\n${matrixTable(state.pods, result)}`);
-    const pairs = state.pods.length * (state.pods.length - 1);
-    print(`\n${pairs - result.failures}/${pairs} pod pairs reachable`);
-    if (result.failures > 0) process.exitCode = 1;
+    print(`\n${podsTable(state.pods, stackFamilies(state.stack))}`);
+    const results = await printMatrices(ctx, state, state.pods);
+    const counts = results.map((r) => `${r.reachable.size - r.failures}/${r.reachable.size}`);
+    // An IPv4 lab keeps the verdict it always printed; with IPv6 each family gets its count.
+    print(state.stack === 'v4' ? `\n${counts[0]} pod pairs reachable` : `\npod pairs reachable: ${results.map((r, i) => `IPv${r.family} ${counts[i]}`).join(', ')}`);
   }
   const h1 = state.hosts[0];
   if (h1) {
-    print(`\nlook around: npm run lab -- exec ${h1.name} -- ip route · ip -n ${h1.netns} route · bridge -n ${h1.netns} fdb show`);
+    const route = state.stack === 'v4' ? 'route' : '-6 route';
+    print(`\nlook around: npm run lab -- exec ${h1.name} -- ip ${route} · ip -n ${h1.netns} ${route} · bridge -n ${h1.netns} fdb show`);
     print(`daemon logs: ${join(labDir(state.id), '<host>', 'flanneld.log')}`);
   }
+}
+
+/** A matrix from `sources` to every pod for each family of the lab, printed; any failed pair makes the exit status 1. */
+async function printMatrices(ctx: LabContext, state: LabState, sources: readonly PodRecord[]): Promise<MatrixResult[]> {
+  const results = await Promise.all(stackFamilies(state.stack).map((f) => pingMatrix(f, state.pods, sources)));
+  for (const result of results) ctx.print(`\n${matrixTable(state.pods, result, sources, state.stack !== 'v4')}`);
+  if (results.some((r) => r.failures > 0)) process.exitCode = 1;
+  return results;
 }
 
 /** The namespace `exec` runs in: hub (or etcd), a host or a pod of this lab. */
@@ -147,16 +170,15 @@ export function exec(ctx: LabContext): number {
 export async function addPod(ctx: LabContext): Promise<void> {
   const state = requireLabState(ctx.opts.id);
   const host = findHost(state, ctx.opts.target as string);
-  if (!readSubnetEnv(host).has('FLANNEL_SUBNET')) throw new Error(`${host.name} has no subnet.env yet; is its flanneld running? (npm run lab -- status)`);
+  const env = readSubnetEnv(host);
+  if (!env.has('FLANNEL_SUBNET') && !env.has('FLANNEL_IPV6_SUBNET')) throw new Error(`${host.name} has no subnet.env yet; is its flanneld running? (npm run lab -- status)`);
   const pod = await ctx.progress.step(`pod on ${host.name} via 10-flannel.conflist`, async () => {
     const created = await addLabPod(state.id, host, nextPodIndex(state.pods, host.name));
     state.pods.push(created);
     saveLabState(state);
     return created;
-  }, (p: PodRecord) => `${p.name} ${p.ip}`);
-  const result = await pingMatrix(state.pods, [pod]);
-  ctx.print(`\n${matrixTable(state.pods, result, [pod])}`);
-  if (result.failures > 0) process.exitCode = 1;
+  }, (p: PodRecord) => `${p.name} ${addressesText(p)}`);
+  await printMatrices(ctx, state, [pod]);
 }
 
 function processFor(state: LabState, target: string): ProcessRecord {
@@ -186,7 +208,7 @@ export async function restart(ctx: LabContext): Promise<void> {
     const record = startDetached(old.netns, old.argv, old.log);
     state.processes[target] = record;
     saveLabState(state);
-    if (target === 'etcd') await waitForEtcd(new Netns(old.netns), record);
+    if (target === 'etcd') await waitForEtcd(labEtcd(state.id, state.stack), record);
     else await waitForSubnetEnv(findHost(state, target), record, since);
     return record;
   }, (r) => `pid ${r.pid}`);

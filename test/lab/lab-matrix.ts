@@ -1,11 +1,13 @@
 /**
- * Every pod pings every other pod. One `ip netns exec` per source pod runs all of its pings in parallel, so a
- * matrix costs one process spawn per pod rather than one per pair.
+ * Every pod pings every other pod, over one address family. One `ip netns exec` per source pod runs all of its
+ * pings in parallel, so a matrix costs one process spawn per pod rather than one per pair.
  */
+import type { Family } from '../../flanneld/ip/address.js';
 import { Netns } from '../helpers/netns.js';
-import type { PodRecord } from './lab-state.js';
+import { addressOf, type PodRecord } from './lab-state.js';
 
 export interface MatrixResult {
+  readonly family: Family;
   /** `${from}>${to}` → reachable. */
   readonly reachable: ReadonlyMap<string, boolean>;
   readonly failures: number;
@@ -23,17 +25,21 @@ async function pingAll(from: Netns, ips: readonly string[]): Promise<Map<string,
   return seen;
 }
 
-export async function pingMatrix(pods: readonly PodRecord[], sources: readonly PodRecord[] = pods): Promise<MatrixResult> {
+export async function pingMatrix(family: Family, pods: readonly PodRecord[], sources: readonly PodRecord[] = pods): Promise<MatrixResult> {
   const reachable = new Map<string, boolean>();
   const concurrency = 8;
-  const queue = [...sources];
+  // A pod without an address of this family has no pairs in its matrix: its cells stay empty.
+  const queue = sources.filter((p) => addressOf(p, family) !== undefined);
   const worker = async (): Promise<void> => {
     for (let from = queue.shift(); from; from = queue.shift()) {
-      const targets = pods.filter((p) => p.name !== from.name);
+      const targets = pods.flatMap((p) => {
+        const ip = addressOf(p, family);
+        return p.name !== from.name && ip ? [{ name: p.name, ip }] : [];
+      });
       const seen = await pingAll(new Netns(from.netns), targets.map((t) => t.ip));
       for (const to of targets) reachable.set(`${from.name}>${to.name}`, seen.get(to.ip) ?? false);
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
-  return { reachable, failures: [...reachable.values()].filter((ok) => !ok).length };
+  return { family, reachable, failures: [...reachable.values()].filter((ok) => !ok).length };
 }

@@ -55,9 +55,11 @@ export async function addLabPod(id: string, host: HostRecord, index: number): Pr
     });
     prevResult = JSON.parse(out);
   }
-  const ip = (prevResult as { ips?: { address?: string }[] } | undefined)?.ips?.[0]?.address?.split('/')[0];
+  const ips = ((prevResult as { ips?: { address?: string }[] } | undefined)?.ips ?? []).map((i) => i.address?.split('/')[0] ?? '');
+  const ip = ips[0];
   if (!ip) throw new Error(`CNI ADD for ${name} returned no address: ${JSON.stringify(prevResult)}`);
-  return { name, host: host.name, netns: pod.name, ip };
+  const ip6 = ips.find((a) => a.includes(':'));
+  return { name, host: host.name, netns: pod.name, ip, ...(ip6 ? { ip6 } : {}) };
 }
 
 /** The next free pod index on a host, so add-pod never reuses a name. */

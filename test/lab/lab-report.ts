@@ -8,7 +8,8 @@ import { Netns } from '../helpers/netns.js';
 import type { LeaseRow } from './lab-etcd.js';
 import type { MatrixResult } from './lab-matrix.js';
 import { isRunning, processStartTime } from './lab-processes.js';
-import { REPO_ROOT, type HostRecord, type LabState, type PodRecord, type ProcessRecord } from './lab-state.js';
+import { addressesText, addressOf, REPO_ROOT, type HostRecord, type LabState, type PodRecord, type ProcessRecord } from './lab-state.js';
+import type { Family } from '../../flanneld/ip/address.js';
 import type { StatusReport } from '../../flanneld/health/daemon-status.js';
 import { markdownTable } from '../../flanneld/status/markdown-table.js';
 
@@ -40,12 +41,15 @@ function formatSeconds(s: number): string {
   return `${Math.round(s / 3600)} h`;
 }
 
-/** The flannel device of a host (flannel.<VNI> or flannel0) and its MAC; host-gw has none. */
-async function flannelDevice(host: HostRecord): Promise<{ name: string; mac: string }> {
+/** The flannel devices of a host (flannel.<VNI>, flannel-v6.<VNI> or flannel0) and their MACs; host-gw has none. */
+async function flannelDevices(host: HostRecord): Promise<{ name: string; mac: string }> {
   const out = await new Netns(host.netns).ip('-o', 'link', 'show').catch(() => '');
-  const m = /^\d+: (flannel[.\w-]*?)(?:@\S+)?: .*?link\/(?:ether (\S+)|none)/m.exec(out);
-  return m ? { name: m[1] as string, mac: m[2] ?? '-' } : { name: '-', mac: '-' };
+  const found = [...out.matchAll(/^\d+: (flannel[.\w-]*?)(?:@\S+)?: .*?link\/(?:ether (\S+)|none)/gm)];
+  return found.length === 0 ? { name: '-', mac: '-' } : { name: found.map((m) => m[1]).join(', '), mac: found.map((m) => m[2] ?? '-').join(', ') };
 }
+
+/** Several values of one cell (one per family), or '-' when there is none. */
+const cell = (...values: (string | undefined | null)[]): string => [...new Set(values.filter((v): v is string => !!v))].join(', ') || '-';
 
 /**
  * What the host's flanneld says about itself (`flanneld status --json` in the host's namespace): ready or why not,
@@ -73,42 +77,55 @@ async function daemonView(host: HostRecord, record: ProcessRecord | undefined, p
 export async function hostsTable(state: LabState, healthzPort: number): Promise<string> {
   const rows = await Promise.all(state.hosts.map(async (host) => {
     const env = readSubnetEnv(host);
-    const dev = await flannelDevice(host);
+    const dev = await flannelDevices(host);
     const record = state.processes[host.name];
-    return [host.name, host.ip, env.get('FLANNEL_SUBNET') ?? '-', env.get('FLANNEL_MTU') ?? '-', dev.name, dev.mac, daemonHealth(record), ...(await daemonView(host, record, healthzPort))];
+    const subnet = cell(env.get('FLANNEL_SUBNET'), env.get('FLANNEL_IPV6_SUBNET'));
+    return [host.name, addressesText(host), subnet, env.get('FLANNEL_MTU') ?? '-', dev.name, dev.mac, daemonHealth(record), ...(await daemonView(host, record, healthzPort))];
   }));
   return markdownTable(['host', 'public IP', 'subnet', 'MTU', 'device', 'VTEP MAC', 'flanneld', 'health', 'peer probes', 'repairs'], rows);
 }
 
+const NO_IPV4 = '0.0.0.0';
+
 export function leasesTable(leases: readonly LeaseRow[]): string {
   const rows = leases.map((lease) => {
-    let attrs: { PublicIP?: string; BackendType?: string; BackendData?: { VtepMAC?: string } | null } = {};
+    let attrs: {
+      PublicIP?: string; PublicIPv6?: string | null; BackendType?: string;
+      BackendData?: { VtepMAC?: string } | null; BackendV6Data?: { VtepMAC?: string } | null;
+    } = {};
     try {
       attrs = JSON.parse(lease.value) as typeof attrs;
     } catch {
       // shown as '-'
     }
-    const subnet = lease.key.slice(lease.key.lastIndexOf('/') + 1).replace('-', '/');
+    // <v4>-<len>, <v4>-<len>&<v6>-<len>, or upstream's 0.0.0.0-0&<v6>-<len> when the lease has no IPv4.
+    const subnets = lease.key.slice(lease.key.lastIndexOf('/') + 1).split('&').map((s) => s.replace(/-(\d+)$/, '/$1'));
     const ttl = lease.ttl === undefined ? '-' : formatSeconds(lease.ttl);
-    return [subnet, attrs.PublicIP ?? '-', attrs.BackendType ?? '-', attrs.BackendData?.VtepMAC ?? '-', ttl];
+    const publicIp = attrs.PublicIP === NO_IPV4 ? undefined : attrs.PublicIP;
+    return [cell(...subnets.filter((n) => n !== `${NO_IPV4}/0`)), cell(publicIp, attrs.PublicIPv6), attrs.BackendType ?? '-',
+      cell(attrs.BackendData?.VtepMAC, attrs.BackendV6Data?.VtepMAC), ttl];
   });
   return markdownTable(['lease (etcd)', 'public IP', 'backend', 'VtepMAC', 'expires in'], rows);
 }
 
-export function podsTable(pods: readonly PodRecord[]): string {
-  return markdownTable(['pod', 'host', 'address', 'namespace'], pods.map((p) => [p.name, p.host, p.ip, p.netns]));
+/** One address column, or one per family in a dual-stack lab. */
+export function podsTable(pods: readonly PodRecord[], families: readonly Family[] = [4]): string {
+  const columns = families.length === 1 ? ['address'] : families.map((f) => `IPv${f} address`);
+  return markdownTable(['pod', 'host', ...columns, 'namespace'], pods.map((p) => [p.name, p.host, ...families.map((f) => addressOf(p, f) ?? '-'), p.netns]));
 }
 
 const POD_MATRIX_LIMIT = 12;
 
-export function matrixTable(pods: readonly PodRecord[], result: MatrixResult, sources: readonly PodRecord[] = pods): string {
+/** `labelled`: the corner cell names the family, for labs that print a matrix per family. */
+export function matrixTable(pods: readonly PodRecord[], result: MatrixResult, sources: readonly PodRecord[] = pods, labelled = false): string {
   const verdict = (from: PodRecord, to: PodRecord): boolean | undefined => result.reachable.get(`${from.name}>${to.name}`);
+  const label = labelled ? `IPv${result.family}: ` : '';
   if (pods.length <= POD_MATRIX_LIMIT) {
     const rows = sources.map((from) => [from.name, ...pods.map((to) => {
       const ok = verdict(from, to);
       return ok === undefined ? '—' : ok ? 'ok' : 'FAIL';
     })]);
-    return markdownTable(['from \\ to', ...pods.map((p) => `${p.name} ${p.ip}`)], rows);
+    return markdownTable([`${label}from \\ to`, ...pods.map((p) => `${p.name} ${addressOf(p, result.family) ?? '-'}`)], rows);
   }
   const hosts = [...new Set(pods.map((p) => p.host))];
   const rows = [...new Set(sources.map((p) => p.host))].map((from) => [from, ...hosts.map((to) => {
@@ -117,5 +134,5 @@ export function matrixTable(pods: readonly PodRecord[], result: MatrixResult, so
     const ok = tried.filter(Boolean).length;
     return tried.length === 0 ? '—' : ok === tried.length ? `ok ${ok}/${tried.length}` : `FAIL ${ok}/${tried.length}`;
   })]);
-  return markdownTable(['pods on \\ pods on', ...hosts], rows);
+  return markdownTable([`${label}pods on \\ pods on`, ...hosts], rows);
 }

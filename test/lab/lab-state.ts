@@ -5,6 +5,8 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Family } from '../../flanneld/ip/address.js';
+import type { LabStack } from './lab-args.js';
 
 /** The checkout this module belongs to, from its source (test/lab) and from its build (dist/test/lab) alike. */
 export const REPO_ROOT = ((): string => {
@@ -25,7 +27,10 @@ export interface ProcessRecord {
 export interface HostRecord {
   /** Short name: h1, h2, … */
   readonly name: string;
+  /** Underlay address on eth0: IPv4, or IPv6 in an IPv6-only lab. */
   readonly ip: string;
+  /** IPv6 underlay address on eth0 (dual-stack and IPv6-only labs). */
+  readonly ip6?: string;
   readonly netns: string;
   /** subnet.env, the daemon log and the CNI/IPAM data of this host. */
   readonly dir: string;
@@ -36,13 +41,18 @@ export interface PodRecord {
   readonly name: string;
   readonly host: string;
   readonly netns: string;
+  /** The first address CNI gave the pod: IPv4, or IPv6 in an IPv6-only lab. */
   readonly ip: string;
+  /** The pod's IPv6 address (dual-stack and IPv6-only labs). */
+  readonly ip6?: string;
 }
 
 export interface LabState {
   readonly id: string;
   readonly networkConfig: string;
   readonly backendType: string;
+  /** The families the lab was brought up with; every later sub-command works in them. */
+  readonly stack: LabStack;
   readonly hosts: HostRecord[];
   readonly pods: PodRecord[];
   /** By name: `etcd` and the host names (their flanneld). */
@@ -56,7 +66,8 @@ const stateFile = (id: string): string => join(labDir(id), 'state.json');
 
 export function loadLabState(id: string): LabState | undefined {
   if (!existsSync(stateFile(id))) return undefined;
-  return JSON.parse(readFileSync(stateFile(id), 'utf8')) as LabState;
+  // A lab brought up before the lab knew IPv6 has no stack recorded: it is IPv4.
+  return { stack: 'v4', ...(JSON.parse(readFileSync(stateFile(id), 'utf8')) as Omit<LabState, 'stack'>) };
 }
 
 export function requireLabState(id: string): LabState {
@@ -78,3 +89,14 @@ export function findHost(state: LabState, name: string): HostRecord {
   if (!host) throw new Error(`no host "${name}" in lab ${state.id} (hosts: ${state.hosts.map((h) => h.name).join(', ')})`);
   return host;
 }
+
+export const stackFamilies = (stack: LabStack): Family[] => (stack === 'v4' ? [4] : stack === 'dual' ? [4, 6] : [6]);
+
+/** A pod's (or host's) address of one family, if it has one. */
+export function addressOf(record: { readonly ip: string; readonly ip6?: string }, family: Family): string | undefined {
+  return family === 6 ? record.ip6 : record.ip.includes(':') ? undefined : record.ip;
+}
+
+/** A record's addresses, one per family it has: `10.244.1.2, 2001:db8:a:1::2`. */
+export const addressesText = (record: { readonly ip: string; readonly ip6?: string }): string =>
+  record.ip6 && record.ip6 !== record.ip ? `${record.ip}, ${record.ip6}` : record.ip;
