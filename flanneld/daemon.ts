@@ -245,14 +245,27 @@ function opsObserver(ops: DaemonOps, clock: Clock, resyncMs: number): Reconciler
         if (old !== undefined && (!lease || peerLabel(lease) !== old)) ops.metrics?.peerReachable.remove({ peer: old });
         if (lease) labels.set(key, peerLabel(lease));
         else labels.delete(key);
-        targets.set(key, lease?.subnet
-          ? { key, address: networkAddress(lease.subnet), subnet: lease.subnet, ...(lease.attrs.publicIP ? { publicIP: lease.attrs.publicIP } : {}) }
-          : undefined);
+        targets.set(key, lease && probeTarget(key, lease));
       }
       ops.prober?.updateTargets(targets);
     },
   };
   return combineObservers(ops.metrics && reconcilerMetrics(ops.metrics, clock), ops.status.observer(), health);
+}
+
+/**
+ * One probe per peer, over IPv4 when the peer has an IPv4 subnet, else over IPv6, so IPv6-only peers are probed
+ * too. The target is the subnet's network address, which the tunnel device of vxlan and udp peers holds, so the
+ * probe crosses the tunnel. A host-gw peer holds no such address (the network address of a subnet on its bridge
+ * is a broadcast or anycast address that no echo answers from), and its pod traffic goes straight to its public
+ * IP, so that is what is probed there.
+ */
+function probeTarget(key: string, lease: Lease): { key: string; address: IpAddress; subnet: IpNet; publicIP?: IpAddress } | undefined {
+  const subnet = lease.subnet ?? lease.ipv6Subnet;
+  const publicIP = lease.subnet ? lease.attrs.publicIP : lease.attrs.publicIPv6;
+  if (!subnet) return undefined;
+  const address = lease.attrs.backendType === 'host-gw' ? publicIP : networkAddress(subnet);
+  return address && { key, address, subnet, ...(publicIP ? { publicIP } : {}) };
 }
 
 /** How metrics and logs name a peer: its subnet(s) in CIDR form. */

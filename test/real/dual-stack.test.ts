@@ -7,11 +7,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type Cluster } from '../helpers/cluster.js';
+import { FLANNELD_BIN } from '../helpers/flanneld-process.js';
 import { NetnsRun, removeStaleNamespaces, type Netns } from '../helpers/netns.js';
 import { killStaleTrackedProcesses, waitFor } from '../helpers/processes.js';
 import { linkStats, ping, pingMatrix, type Pod } from '../helpers/topology.js';
 
 const V6_NETWORK = '2001:db8:a::/48';
+const HEALTH_PORT = 8472;
 
 let cluster: Cluster | undefined;
 let run: NetnsRun | undefined;
@@ -70,8 +72,14 @@ describe.each([
       hosts: 3,
       stack: 'v6',
       config: { EnableIPv4: false, EnableIPv6: true, IPv6Network: V6_NETWORK, Backend: backend },
+      flanneldArgs: ['--healthz-ip=127.0.0.1', `--healthz-port=${HEALTH_PORT}`, '--peer-probe-interval=1'],
     });
     expect(describeFailures(await pingMatrix(cluster.pods, { count: 2 }))).toEqual([]);
+
+    // Peers are probed over IPv6 through the overlay, and `flanneld status` lists them by their IPv6 subnet.
+    const h1 = cluster.topology.host('h1').ns;
+    const status = async (): Promise<string> => h1.exec(process.execPath, [FLANNELD_BIN, 'status', `--healthz-port=${HEALTH_PORT}`]).catch(() => '');
+    await waitFor('both peers probed reachable', async () => ((await status()).match(/\| 2001:db8:a:[0-9a-f]+::\/64 \| 2001:db8:2::[23] \| .* \| reachable \| \d+\.\d\d ms \|/g)?.length === 2 ? true : undefined), 10_000, 200);
 
     // No IPv4 anywhere: the lease key carries upstream's 0.0.0.0-0 placeholder, subnet.env has only the v6 pair.
     const [v6] = cluster.subnetsOf('h2') as [string];
