@@ -5,33 +5,18 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type Cluster } from '../helpers/cluster.js';
+import { clusterPerTest } from '../helpers/cluster-per-test.js';
 import { FLANNELD_BIN } from '../helpers/flanneld-process.js';
-import { NetnsRun, removeStaleNamespaces, type Netns } from '../helpers/netns.js';
-import { killStaleTrackedProcesses, waitFor } from '../helpers/processes.js';
+import { NetnsRun, type Netns } from '../helpers/netns.js';
+import { waitFor } from '../helpers/processes.js';
 import { linkStats, ping, pingMatrix, type Pod } from '../helpers/topology.js';
 
 const V6_NETWORK = '2001:db8:a::/48';
 const HEALTH_PORT = 8472;
 
-let cluster: Cluster | undefined;
-let run: NetnsRun | undefined;
-
-beforeAll(async () => {
-  killStaleTrackedProcesses();
-  await removeStaleNamespaces();
-});
-
-afterEach(async () => {
-  await cluster?.stop();
-  cluster = undefined;
-  await run?.cleanup();
-});
-
-afterAll(async () => {
-  await run?.cleanup();
-});
+const startPerTest = clusterPerTest();
 
 function describeFailures(failures: { from: Pod; to: { ip: string } }[]): string[] {
   return failures.map((f) => `${f.from.name}@${f.from.host.name} -> ${f.to.ip}`);
@@ -45,8 +30,7 @@ describe.each([
   { name: 'host-gw', backend: { Type: 'host-gw' } },
 ])('dual-stack overlay with $name', ({ backend }) => {
   it('lets every pod reach every other pod over IPv4 and IPv6', async () => {
-    run = new NetnsRun('ds');
-    cluster = await startCluster(run, {
+    const cluster = await startPerTest('ds', {
       hosts: 3,
       stack: 'dual',
       config: { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: V6_NETWORK, Backend: backend },
@@ -67,8 +51,7 @@ describe.each([
   { name: 'host-gw', backend: { Type: 'host-gw' } },
 ])('IPv6-only overlay with $name', ({ backend }) => {
   it('lets every pod reach every other pod over IPv6 on an IPv6-only underlay', async () => {
-    run = new NetnsRun('v6');
-    cluster = await startCluster(run, {
+    const cluster = await startPerTest('v6', {
       hosts: 3,
       stack: 'v6',
       config: { EnableIPv4: false, EnableIPv6: true, IPv6Network: V6_NETWORK, Backend: backend },

@@ -3,33 +3,16 @@
  * pod per host. Every pod pings every other pod over vxlan, vxlan + DirectRouting and host-gw, and the path is
  * proven by the vxlan device's counters.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startCluster, type Cluster } from '../helpers/cluster.js';
-import { NetnsRun, removeStaleNamespaces } from '../helpers/netns.js';
-import { killStaleTrackedProcesses } from '../helpers/processes.js';
+import { describe, expect, it } from 'vitest';
+import type { Cluster } from '../helpers/cluster.js';
+import { clusterPerTest } from '../helpers/cluster-per-test.js';
 import { linkStats, pingMatrix } from '../helpers/topology.js';
 
-let cluster: Cluster | undefined;
-let run: NetnsRun;
+const startCluster = clusterPerTest();
 
-beforeAll(async () => {
-  killStaleTrackedProcesses();
-  await removeStaleNamespaces();
-});
-
-afterEach(async () => {
-  await cluster?.stop();
-  cluster = undefined;
-  await run?.cleanup();
-});
-
-afterAll(async () => {
-  await run?.cleanup();
-});
-
-async function txPackets(): Promise<number> {
+async function txPackets(cluster: Cluster): Promise<number> {
   let sum = 0;
-  for (const h of cluster!.topology.hosts) sum += (await linkStats(h.ns, 'flannel.1'))?.txPackets ?? 0;
+  for (const h of cluster.topology.hosts) sum += (await linkStats(h.ns, 'flannel.1'))?.txPackets ?? 0;
   return sum;
 }
 
@@ -39,12 +22,11 @@ describe.each([
   { name: 'host-gw', backend: { Type: 'host-gw' }, encapsulated: false },
 ])('overlay with $name', ({ backend, encapsulated }) => {
   it('lets every pod reach every other pod, on the expected path', async () => {
-    run = new NetnsRun('ov');
-    cluster = await startCluster(run, { hosts: 3, config: { Network: '10.244.0.0/16', Backend: backend } });
-    const before = await txPackets();
+    const cluster = await startCluster('ov', { hosts: 3, config: { Network: '10.244.0.0/16', Backend: backend } });
+    const before = await txPackets(cluster);
     const failures = await pingMatrix(cluster.pods, { count: 2 });
     expect(failures.map((f) => `${f.from.name}@${f.from.host.name} -> ${f.to.ip}`)).toEqual([]);
-    const sent = (await txPackets()) - before;
+    const sent = (await txPackets(cluster)) - before;
     if (encapsulated) expect(sent).toBeGreaterThanOrEqual(12);
     else expect(sent).toBe(0);
   });
