@@ -91,18 +91,40 @@ export interface ParsedLine {
   readonly deleted: boolean;
 }
 
-const ROUTE_LINE = /^(Deleted )?(\d+\.\d+\.\d+\.\d+\/\d+) via \S+ dev flannel\.1 .*onlink/;
-const NEIGH_LINE = /^(Deleted )?(\S+) dev flannel\.1 lladdr (\S+) .*PERMANENT/;
+/** A vxlan device flanneld programs peers on, and how to tell its neighbours (overlay) from FDB dsts (underlay). */
+export interface OverlayDevice {
+  readonly name: string;
+  readonly family: 4 | 6;
+  /** How every overlay (neighbour) address starts; FDB dsts are underlay addresses, which never do. */
+  readonly overlayPrefix: string;
+  readonly routeLine: RegExp;
+  readonly neighLine: RegExp;
+}
 
-/** A flannel.1 peer entry in `ip monitor` output. Neighbours are overlay (10/8) addresses; FDB dsts are underlay. */
-export function parseKernelLine(text: string): ParsedLine | undefined {
-  const r = ROUTE_LINE.exec(text);
+function overlayDevice(name: string, family: 4 | 6, overlayPrefix: string): OverlayDevice {
+  const dev = name.replace(/\./g, '\\.');
+  return {
+    name,
+    family,
+    overlayPrefix,
+    routeLine: new RegExp(`^(Deleted )?(\\S+\\/\\d+) via \\S+ dev ${dev} .*onlink`),
+    neighLine: new RegExp(`^(Deleted )?(\\S+) dev ${dev} lladdr (\\S+) .*PERMANENT`),
+  };
+}
+
+export const FLANNEL_V4 = overlayDevice('flannel.1', 4, '10.');
+/** flannel-v6.1 with the benchmarks' IPv6 network (peer-leases.ts DUAL_NETWORK_CONFIG, 2001:db8:a::/48). */
+export const FLANNEL_V6 = overlayDevice('flannel-v6.1', 6, '2001:db8:a:');
+
+/** A peer entry on `device` (default flannel.1) in `ip monitor` output. */
+export function parseKernelLine(text: string, device: OverlayDevice = FLANNEL_V4): ParsedLine | undefined {
+  const r = device.routeLine.exec(text);
   if (r) return { kind: 'route', key: r[2] as string, deleted: r[1] !== undefined };
-  const n = NEIGH_LINE.exec(text);
+  const n = device.neighLine.exec(text);
   if (!n) return undefined;
   const deleted = n[1] !== undefined;
   const first = n[2] as string;
-  return first.startsWith('10.') ? { kind: 'neigh', key: first, deleted } : { kind: 'fdb', key: `${n[3]} ${first}`, deleted };
+  return first.startsWith(device.overlayPrefix) ? { kind: 'neigh', key: first, deleted } : { kind: 'fdb', key: `${n[3]} ${first}`, deleted };
 }
 
 export interface EntryCounts {
@@ -111,13 +133,13 @@ export interface EntryCounts {
   readonly fdb: number;
 }
 
-/** What the kernel holds on flannel.1 in `ns`, by dump (three iproute2 calls; not for tight loops). */
-export async function countEntries(ns: Netns): Promise<EntryCounts> {
+/** What the kernel holds on `device` (default flannel.1) in `ns`, by dump (three iproute2 calls; not for tight loops). */
+export async function countEntries(ns: Netns, device: OverlayDevice = FLANNEL_V4): Promise<EntryCounts> {
   const lines = (text: string, needle: string): number => text.split('\n').filter((l) => l.includes(needle)).length;
   const [routes, neighs, fdbs] = await Promise.all([
-    sh('ip', ['-n', ns.name, '-4', 'route', 'show', 'dev', 'flannel.1']).catch(() => ''),
-    sh('ip', ['-n', ns.name, '-4', 'neigh', 'show', 'dev', 'flannel.1']).catch(() => ''),
-    sh('bridge', ['-n', ns.name, 'fdb', 'show', 'dev', 'flannel.1']).catch(() => ''),
+    sh('ip', ['-n', ns.name, `-${device.family}`, 'route', 'show', 'dev', device.name]).catch(() => ''),
+    sh('ip', ['-n', ns.name, `-${device.family}`, 'neigh', 'show', 'dev', device.name]).catch(() => ''),
+    sh('bridge', ['-n', ns.name, 'fdb', 'show', 'dev', device.name]).catch(() => ''),
   ]);
   return { route: lines(routes, ' onlink'), neigh: lines(neighs, 'PERMANENT'), fdb: lines(fdbs, ' dst ') };
 }
@@ -136,37 +158,52 @@ export interface EntriesWatch {
 }
 
 /**
- * Watches until `ns` holds at least `perKind` flannel.1 routes, neighbours and FDB entries added since the call
- * (entries survive a daemon restart, so a restarted daemon's additions count on top). Call it before whatever
- * programs the entries.
+ * Watches until `ns` holds at least `perKind` routes, neighbours and FDB entries on each of `devices` (default
+ * flannel.1 alone) added since the call (entries survive a daemon restart, so a restarted daemon's additions count
+ * on top). Call it before whatever programs the entries.
  */
-export function watchEntries(watch: KernelWatch, ns: Netns, perKind: number, timeoutMs: number): EntriesWatch {
-  const seen: Record<EntryKind, Set<string>> = { route: new Set(), neigh: new Set(), fdb: new Set() };
+export function watchEntries(
+  watch: KernelWatch,
+  ns: Netns,
+  perKind: number,
+  timeoutMs: number,
+  devices: readonly OverlayDevice[] = [FLANNEL_V4],
+): EntriesWatch {
+  const seen = devices.map((device) => ({ device, sets: { route: new Set<string>(), neigh: new Set<string>(), fdb: new Set<string>() } as Record<EntryKind, Set<string>> }));
+  const done = (s: Record<EntryKind, Set<string>>): boolean => s.route.size >= perKind && s.neigh.size >= perKind && s.fdb.size >= perKind;
   let reachedAt: number | undefined;
   let cancelled = false;
   const off = watch.subscribe((line) => {
-    const parsed = parseKernelLine(line.text);
-    if (!parsed || reachedAt !== undefined) return;
-    if (parsed.deleted) seen[parsed.kind].delete(parsed.key);
-    else seen[parsed.kind].add(parsed.key);
-    if (seen.route.size >= perKind && seen.neigh.size >= perKind && seen.fdb.size >= perKind) reachedAt = line.at;
+    if (reachedAt !== undefined) return;
+    for (const { device, sets } of seen) {
+      const parsed = parseKernelLine(line.text, device);
+      if (!parsed) continue;
+      if (parsed.deleted) sets[parsed.kind].delete(parsed.key);
+      else sets[parsed.kind].add(parsed.key);
+      if (seen.every((s) => done(s.sets))) reachedAt = line.at;
+      break;
+    }
   });
   const reached = (c: EntryCounts): boolean => c.route >= perKind && c.neigh >= perKind && c.fdb >= perKind;
+  const allReached = async (): Promise<boolean> => (await Promise.all(devices.map((d) => countEntries(ns, d)))).every(reached);
   const poll = async (): Promise<EntriesReached> => {
     const deadline = now() + timeoutMs;
     try {
       while (now() < deadline && !cancelled) {
         if (reachedAt !== undefined) return { at: reachedAt, via: 'monitor' };
         if (watch.overran()) {
-          if (reached(await countEntries(ns))) return { at: now(), via: 'dump' };
+          if (await allReached()) return { at: now(), via: 'dump' };
           await sleep(100);
         } else {
           await sleep(10);
         }
       }
       if (cancelled) throw new Error('entry watch cancelled');
-      const c = await countEntries(ns);
-      throw new Error(`${ns.name}: ${perKind} entries per kind not reached in ${timeoutMs} ms (seen ${seen.route.size}/${seen.neigh.size}/${seen.fdb.size}, kernel ${c.route}/${c.neigh}/${c.fdb} routes/neighbours/fdb)`);
+      const status = await Promise.all(seen.map(async ({ device, sets }) => {
+        const c = await countEntries(ns, device);
+        return `${device.name} seen ${sets.route.size}/${sets.neigh.size}/${sets.fdb.size}, kernel ${c.route}/${c.neigh}/${c.fdb}`;
+      }));
+      throw new Error(`${ns.name}: ${perKind} entries per kind not reached in ${timeoutMs} ms (${status.join('; ')} routes/neighbours/fdb)`);
     } finally {
       off();
     }

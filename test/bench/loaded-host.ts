@@ -14,9 +14,11 @@ import { startFlanneld } from '../helpers/flanneld-process.js';
 import type { Netns } from '../helpers/netns.js';
 import { spawnTracked, type TrackedProcess } from '../helpers/processes.js';
 import { buildTopology, startEtcdOnHub, type Host, type Topology } from '../helpers/topology.js';
+import { formatSubnetKey } from '../../flanneld/lease/subnet-key.js';
+import { previousSubnets } from '../../flanneld/subnet/subnet-env.js';
 import { now, type BenchContext } from './bench-kit.js';
-import { countEntries, watchEntries, type EntriesReached, type EntryCounts, type KernelWatch } from './kernel-watch.js';
-import { ETCD_PREFIX, NETWORK_CONFIG, peerLeases, type PeerLease } from './peer-leases.js';
+import { countEntries, FLANNEL_V4, FLANNEL_V6, watchEntries, type EntriesReached, type EntryCounts, type KernelWatch } from './kernel-watch.js';
+import { DUAL_ETCD_PREFIX, DUAL_NETWORK_CONFIG, ETCD_PREFIX, NETWORK_CONFIG, peerLeases, type PeerLease } from './peer-leases.js';
 
 const WRITER = fileURLToPath(new URL('./etcd-writer.js', import.meta.url));
 
@@ -82,27 +84,43 @@ export interface LoadedHub {
   readonly dir: string;
   /** How long writing the peer leases took. */
   readonly seedMs: number;
+  /** With `dualStack`: the same peers with IPv6 subnets too, in a network of their own (DUAL_ETCD_PREFIX). */
+  readonly dual?: { readonly peers: readonly PeerLease[]; readonly seedMs: number };
+}
+
+export interface LoadedHubOptions {
+  /**
+   * Also an IPv6 underlay (2001:db8:2::/64 on every host's eth0, no DAD) and a dual-stack network beside the
+   * IPv4-only one, holding the same number of dual-stack peer leases, for daemons started with `dualStack`.
+   */
+  readonly dualStack?: boolean;
 }
 
 /** `hosts` host namespaces on the hub, etcd with the network config and `peerCount` vxlan peer leases. */
-export async function startLoadedHub(ctx: BenchContext, hosts: number, peerCount: number): Promise<LoadedHub> {
+export async function startLoadedHub(ctx: BenchContext, hosts: number, peerCount: number, opts: LoadedHubOptions = {}): Promise<LoadedHub> {
   const dir = mkdtempSync(join(tmpdir(), 'flannel-ts-bench-'));
   ctx.defer(async () => rmSync(dir, { recursive: true, force: true }));
-  const topology = await buildTopology(ctx.run, { hosts });
+  const topology = await buildTopology(ctx.run, { hosts, stack: opts.dualStack ? 'dual' : 'v4' });
   const etcd = await startEtcdOnHub(topology);
   ctx.defer(() => etcd.stop());
-  await topology.hub.exec('etcdctl', [`--endpoints=${etcd.endpoint}`, 'put', `${ETCD_PREFIX}/config`, JSON.stringify(NETWORK_CONFIG)]);
   const writer = await startEtcdWriter(topology.hub, etcd.endpoint);
   ctx.defer(() => writer.stop());
+  const etcdctl = (...args: string[]): Promise<string> => topology.hub.exec('etcdctl', [`--endpoints=${etcd.endpoint}`, ...args]);
+  const seed = async (prefix: string, config: object, peers: readonly PeerLease[]): Promise<number> => {
+    await etcdctl('put', `${prefix}/config`, JSON.stringify(config));
+    const started = now();
+    await writer.put(peers.map((p) => [p.key, p.value] as const));
+    const seedMs = now() - started;
+    const count = (JSON.parse(await etcdctl('get', '--prefix', '--limit=1', '-w', 'json', `${prefix}/subnets/`)) as { count?: unknown }).count;
+    if (Number(count ?? 0) !== peerCount) throw new Error(`etcd holds ${count} leases under ${prefix} after seeding, expected ${peerCount}`);
+    ctx.note(`${peerCount} leases written to etcd under ${prefix} in ${seedMs.toFixed(0)} ms`);
+    return seedMs;
+  };
   const peers = peerLeases(peerCount);
-  const started = now();
-  await writer.put(peers.map((p) => [p.key, p.value] as const));
-  const seedMs = now() - started;
-  const listed = await topology.hub.exec('etcdctl', [`--endpoints=${etcd.endpoint}`, 'get', '--prefix', '--limit=1', '-w', 'json', `${ETCD_PREFIX}/subnets/`]);
-  const count = (JSON.parse(listed) as { count?: unknown }).count;
-  if (Number(count ?? 0) !== peerCount) throw new Error(`etcd holds ${count} leases after seeding, expected ${peerCount}`);
-  ctx.note(`${peerCount} leases written to etcd in ${seedMs.toFixed(0)} ms`);
-  return { topology, etcd, writer, peers, dir, seedMs };
+  const seedMs = await seed(ETCD_PREFIX, NETWORK_CONFIG, peers);
+  if (!opts.dualStack) return { topology, etcd, writer, peers, dir, seedMs };
+  const dualPeers = peerLeases(peerCount, 0, new Set(), 'dual');
+  return { topology, etcd, writer, peers, dir, seedMs, dual: { peers: dualPeers, seedMs: await seed(DUAL_ETCD_PREFIX, DUAL_NETWORK_CONFIG, dualPeers) } };
 }
 
 /** A daemon process that ended before its entries were all in the kernel. */
@@ -110,7 +128,9 @@ export interface DaemonCrash {
   /** From that process's spawn. */
   readonly afterMs: number;
   readonly exit: number | string;
+  /** On flannel.1 (on flannel-v6.1 too: `entriesV6`, for a dual-stack daemon). */
   readonly entries: EntryCounts;
+  readonly entriesV6?: EntryCounts;
   /** Its VmHWM as last sampled (every 50 ms) before it died, in KiB; a lower bound of its peak. */
   readonly hwmKiB: number;
   /** The last lines it wrote (stderr and log). */
@@ -127,6 +147,8 @@ export interface DaemonRun {
   readonly spawnedEpoch: number;
   readonly reached: EntriesReached;
   readonly envFile: string;
+  /** The etcd prefix of the daemon's network. */
+  readonly prefix: string;
   /** Earlier processes that died on the way, each restarted at once as a supervisor would. */
   readonly crashes: readonly DaemonCrash[];
   /** The first process's log lines as offsets from its spawn (the cold start proper, even if it crashed). */
@@ -136,7 +158,9 @@ export interface DaemonRun {
 /**
  * Starts flanneld on `host` and resolves when `perKind` routes, neighbours and FDB entries are in its kernel. A
  * daemon that dies first is restarted at once, up to `maxRestarts` times (a supervisor's job), and the crash is
- * recorded; the time still counts from the first spawn. `opts.args` are added to the daemon's command line.
+ * recorded; the time still counts from the first spawn. `opts.args` are added to the daemon's command line. With
+ * `opts.dualStack` (a hub started with it) the daemon joins the dual-stack network and is done when flannel-v6.1
+ * holds `perKind` of each kind as well.
  */
 export async function startProgrammedDaemon(
   ctx: BenchContext,
@@ -145,15 +169,20 @@ export async function startProgrammedDaemon(
   watch: KernelWatch,
   perKind: number,
   timeoutMs: number,
-  opts: { readonly args?: readonly string[]; readonly maxRestarts?: number } = {},
+  opts: { readonly args?: readonly string[]; readonly maxRestarts?: number; readonly dualStack?: boolean } = {},
 ): Promise<DaemonRun> {
   const maxRestarts = opts.maxRestarts ?? 2;
+  if (opts.dualStack && !hub.dual) throw new Error('startProgrammedDaemon: dualStack needs a hub started with dualStack');
+  const prefix = opts.dualStack ? DUAL_ETCD_PREFIX : ETCD_PREFIX;
   const envFile = join(hub.dir, `${host.name}.env`);
   rmSync(envFile, { force: true });
-  const entries = watchEntries(watch, host.ns, perKind, timeoutMs);
+  const entries = watchEntries(watch, host.ns, perKind, timeoutMs, opts.dualStack ? [FLANNEL_V4, FLANNEL_V6] : [FLANNEL_V4]);
   // BENCH_FLANNELD_NODE_OPTIONS (e.g. --cpu-prof) reaches the daemon's node for diagnosis.
   const nodeOptions = process.env['BENCH_FLANNELD_NODE_OPTIONS'];
-  const args = [`--etcd-endpoints=${hub.etcd.endpoint}`, `--subnet-file=${envFile}`, '--iface=eth0', ...(opts.args ?? [])];
+  const args = [
+    `--etcd-endpoints=${hub.etcd.endpoint}`, `--subnet-file=${envFile}`, '--iface=eth0',
+    ...(opts.dualStack ? [`--etcd-prefix=${prefix}`] : []), ...(opts.args ?? []),
+  ];
   const crashes: DaemonCrash[] = [];
   let firstPhases: (() => Map<string, number>) | undefined;
   const spawnedAt = now();
@@ -181,8 +210,11 @@ export async function startProgrammedDaemon(
     } finally {
       clearInterval(sampler);
     }
-    if ('reached' in outcome) return { host, proc, spawnedAt, spawnedEpoch, reached: outcome.reached, envFile, crashes, firstPhases: firstPhases() };
-    const crash = { afterMs: now() - attemptAt, exit: outcome.exit, entries: await countEntries(host.ns), hwmKiB, tail: proc.output().slice(-600) };
+    if ('reached' in outcome) return { host, proc, spawnedAt, spawnedEpoch, reached: outcome.reached, envFile, prefix, crashes, firstPhases: firstPhases() };
+    const crash = {
+      afterMs: now() - attemptAt, exit: outcome.exit, entries: await countEntries(host.ns),
+      ...(opts.dualStack ? { entriesV6: await countEntries(host.ns, FLANNEL_V6) } : {}), hwmKiB, tail: proc.output().slice(-600),
+    };
     crashes.push(crash);
     ctx.note(`flanneld on ${host.name} exited with ${crash.exit} after ${crash.afterMs.toFixed(0)} ms, before all entries were in ` +
       `(kernel: ${crash.entries.route} routes, ${crash.entries.neigh} neighbours, ${crash.entries.fdb} fdb)`);
@@ -193,9 +225,10 @@ export async function startProgrammedDaemon(
   }
 }
 
-/** Crashes as one table cell, e.g. "SIGABRT after 998 ms (742/5000/5000)". */
+/** Crashes as one table cell, e.g. "SIGABRT after 998 ms (742/5000/5000)", flannel-v6.1's counts after a "+". */
 export function describeCrashes(crashes: readonly DaemonCrash[]): string {
-  return crashes.map((c) => `${c.exit} after ${c.afterMs.toFixed(0)} ms (${c.entries.route}/${c.entries.neigh}/${c.entries.fdb})`).join('; ') || 'none';
+  const counts = (e: EntryCounts): string => `${e.route}/${e.neigh}/${e.fdb}`;
+  return crashes.map((c) => `${c.exit} after ${c.afterMs.toFixed(0)} ms (${counts(c.entries)}${c.entriesV6 ? ` + ${counts(c.entriesV6)}` : ''})`).join('; ') || 'none';
 }
 
 /** The daemon's subnet from its subnet.env, as "10.x.y.0/24". */
@@ -203,6 +236,13 @@ export function daemonSubnet(run: DaemonRun): string {
   const m = /^FLANNEL_SUBNET=(\d+\.\d+\.\d+)\.\d+\/(\d+)$/m.exec(readFileSync(run.envFile, 'utf8'));
   if (!m) throw new Error(`${run.envFile} has no FLANNEL_SUBNET`);
   return `${m[1]}.0/${m[2]}`;
+}
+
+/** The etcd key of the daemon's own lease (both subnets of a dual-stack one), from its subnet.env. */
+export function daemonLeaseKey(run: DaemonRun): string {
+  const subnets = previousSubnets(readFileSync(run.envFile, 'utf8'));
+  if (!subnets.subnet && !subnets.ipv6Subnet) throw new Error(`${run.envFile} has no FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET`);
+  return `${run.prefix}/subnets/${formatSubnetKey(subnets)}`;
 }
 
 /** Peak and current resident set of the daemon's node process, in KiB (`ip netns exec` execs node in place). */
