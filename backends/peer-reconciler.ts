@@ -63,6 +63,7 @@ export interface ReconcilerObserver {
 
 const INITIAL_SNAPSHOT = 'initial lease snapshot';
 const DEVICE_RECREATED = 'device re-created';
+const RETRY_FAILED = 'retrying entries that failed';
 
 /** Upstream's device re-creation backoff: 1 s doubling to 30 s. */
 const DEVICE_RETRY = { initialMs: 1000, maxMs: 30_000, jitter: 0 };
@@ -109,6 +110,10 @@ export async function runPeerReconciler(
   };
   signal.addEventListener('abort', stop, { once: true });
   const deviceBackoff = new Backoff(DEVICE_RETRY, { int: () => 0 });
+  // An entry the kernel refused (say, a route on a device that is not up yet) is retried on this backoff rather than
+  // left out until the periodic resync, which is a minute by default.
+  const entryBackoff = new Backoff(DEVICE_RETRY, { int: () => 0 });
+  let entryRetryArmed = false;
   const later = (ms: number, input: Input): void => {
     deps.clock.sleep(ms, loop.signal).then(() => inputs.push(input), () => undefined);
   };
@@ -215,8 +220,9 @@ export async function runPeerReconciler(
     const started = deps.clock.now();
     const actual = await datapath.dump(plan.scope());
     const changes = diffEntries([...desired.values()], actual);
-    // Programming the first snapshot or a re-created device is the job itself, not a repair of drift.
-    const drifted = why !== INITIAL_SNAPSHOT && why !== DEVICE_RECREATED;
+    // Programming the first snapshot or a re-created device, or retrying refused entries, is the job itself, not a
+    // repair of drift.
+    const drifted = why !== INITIAL_SNAPSHOT && why !== DEVICE_RECREATED && why !== RETRY_FAILED;
     if (changes.length > 0 && drifted) log.info({ why, changes: changes.length }, 'datapath drifted from the leases; converging');
     if (drifted) for (const c of changes) if (c.op === 'replace') deps.observer?.repaired?.(c.entry.kind, 1);
     await apply(changes);
@@ -252,6 +258,7 @@ export async function runPeerReconciler(
           log.warn({ entry: describeEntry(input.entry) }, 'device entry removed behind our back; restoring it');
           devicesPending = `${describeEntry(input.entry)} removed`;
         } else if (input.type === 'resync') {
+          if (input.why === RETRY_FAILED) entryRetryArmed = false;
           full ??= input.why;
         } else {
           lost.push(input.entry);
@@ -292,6 +299,11 @@ export async function runPeerReconciler(
         }
         for (const at of leaseTimes) deps.observer?.leaseBatchApplied?.(at);
         deps.observer?.programmed?.(failing.size > 0 ? `${failing.size} datapath entries cannot be programmed` : undefined);
+        if (failing.size === 0) entryBackoff.reset();
+        else if (!entryRetryArmed) {
+          entryRetryArmed = true;
+          later(entryBackoff.next(), { type: 'resync', why: RETRY_FAILED });
+        }
       } catch (err) {
         if (signal.aborted) break;
         deps.observer?.programmed?.(`datapath update failed: ${errorMessage(err)}`);

@@ -95,7 +95,21 @@ describe('dual-stack vxlan in detail', () => {
   let detail: Cluster | undefined;
   const hostNs = (name: string) => detail!.topology.host(name).ns;
   const v6SubnetOf = (host: string): string => detail!.subnetsOf(host).find((s) => s.includes(':')) as string;
-  const v6Mesh = async (): Promise<string[]> => describeFailures(await pingMatrix(v6Endpoints(detail!.pods), { count: 1 }));
+  const v6Mesh = async (): Promise<string[]> => {
+    const failures = describeFailures(await pingMatrix(v6Endpoints(detail!.pods), { count: 1 }));
+    return failures.length === 0 ? failures : [...failures, await kernelAndLogs()];
+  };
+  /** What each host's kernel holds for IPv6 and what its daemon warned about, so a failure explains itself. */
+  const kernelAndLogs = async (): Promise<string> => {
+    const parts: string[] = [];
+    for (const h of detail!.topology.hosts) {
+      const show = async (cmd: string, args: string[]): Promise<string> => h.ns.exec(cmd, args).catch((e: Error) => e.message);
+      parts.push(`== ${h.name}`, await show('ip', ['-6', 'route', 'show', 'dev', 'flannel-v6.1']), await show('ip', ['-6', 'neigh', 'show', 'dev', 'flannel-v6.1']),
+        await show('bridge', ['fdb', 'show', 'dev', 'flannel-v6.1']),
+        detail!.daemon(h.name).output().split('\n').filter((l) => /"level":(40|50)/.test(l)).join('\n'));
+    }
+    return parts.join('\n');
+  };
 
   beforeAll(async () => {
     detail = await startCluster(detailRun, {

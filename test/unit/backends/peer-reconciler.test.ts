@@ -463,36 +463,47 @@ describe('runPeerReconciler: repairs', () => {
 });
 
 describe('runPeerReconciler: failures', () => {
-  it('logs a failing entry once per errno, not on every resync, and logs the recovery', async () => {
+  it('retries a failing entry on a 1 s doubling backoff, logs it once per errno, and logs the recovery', async () => {
     const h = await setup();
     const route2 = entryIdentity(peerEntries(2, h.dev())[2] as DatapathEntry);
     h.dp.failEntry(route2, 'ENETUNREACH', { op: 'replace' });
     await h.start();
     await h.push(added(peerLease(2), peerLease(3)));
     const errors = (): LogLine[] => h.logged(ERROR, 'cannot program entry');
+    /** Advances to the next retry and waits until it has run. */
+    const retryAfter = async (ms: number): Promise<void> => {
+      const before = h.seen.resynced.length;
+      h.clock.advance(ms - 1);
+      await new Promise((r) => setTimeout(r, 10));
+      expect(h.seen.resynced.length).toBe(before); // not a moment early
+      h.clock.advance(1);
+      await vi.waitFor(() => expect(h.seen.resynced.length).toBe(before + 1));
+    };
 
     expect(errors()).toEqual([
       expect.objectContaining({ entry: `route ${peerNet(2)} via ${peerGateway(2)} dev#${h.dev()} onlink`, err: 'ENETUNREACH' }),
     ]);
     expect(h.dp.entries).toHaveLength(5);
 
-    await h.resync();
-    await h.resync();
+    await retryAfter(1000);
+    await retryAfter(2000);
     expect(h.dp.applyCalls).toBe(3); // retried each time...
     expect(errors()).toHaveLength(1); // ...but logged once
+    expect(h.seen.repaired).toEqual([]); // a retry is not drift
 
     h.dp.failEntry(route2, 'EINVAL', { op: 'replace' });
-    await h.resync();
+    await retryAfter(4000);
     expect(errors()).toHaveLength(2);
     expect(errors()[1]).toMatchObject({ err: 'EINVAL' });
 
     h.dp.clearFailures();
-    await h.resync();
+    await retryAfter(8000);
     expect(h.dp.entries).toHaveLength(6);
     expect(h.logged(INFO, 'entry programmed after earlier failures')).toEqual([
       expect.objectContaining({ entry: `route ${peerNet(2)} via ${peerGateway(2)} dev#${h.dev()} onlink` }),
     ]);
 
+    // Nothing failing: no retry armed, only the periodic resync, which changes nothing.
     await h.resync();
     expect(errors()).toHaveLength(2);
     expect(h.logged(INFO, 'entry programmed after earlier failures')).toHaveLength(1);
