@@ -140,61 +140,41 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     leaseTimes(ops, network.lease, deps.clock.now(), opts.renewMarginMs);
   }
 
-  const installRulesAndSubnetFile = async () => {
-    // Upstream's order: clean up the other mode, install ours, then write subnet.env (readiness means rules are in).
-    const [rules, other] = config.enableNFTables
-      ? [deps.traffic.nftables, deps.traffic.iptables]
-      : [deps.traffic.iptables, deps.traffic.nftables];
-    const wanted = trafficPlan(config, network.lease, opts);
-    const plan = wanted.fullyRandom && !(await rules.supportsRandomFully(signal)) ? { ...wanted, fullyRandom: false } : wanted;
-    await other.removeAll(signal);
-    await rules.ensure(plan, signal);
-    log.info({ manager: rules.kind, masquerade: plan.masquerade, forward: plan.forward }, 'traffic rules in place');
-    if (ops) {
-      ops.status.rulesManager = rules.kind;
-      ops.loops.register('traffic-rules', opts.iptablesResyncMs);
-    }
+  // Upstream's order: clean up the other mode, install ours, then write subnet.env (readiness means rules are in).
+  const [rules, other] = config.enableNFTables
+    ? [deps.traffic.nftables, deps.traffic.iptables]
+    : [deps.traffic.iptables, deps.traffic.nftables];
+  const wanted = trafficPlan(config, network.lease, opts);
+  const plan = wanted.fullyRandom && !(await rules.supportsRandomFully(signal)) ? { ...wanted, fullyRandom: false } : wanted;
+  await other.removeAll(signal);
+  await rules.ensure(plan, signal);
+  log.info({ manager: rules.kind, masquerade: plan.masquerade, forward: plan.forward }, 'traffic rules in place');
+  if (ops) {
+    ops.status.rulesManager = rules.kind;
+    ops.loops.register('traffic-rules', opts.iptablesResyncMs);
+  }
 
-    const envText = renderSubnetEnv({
-      ...(config.enableIPv4 && config.network ? { network: config.network } : {}),
-      ...(network.lease.subnet ? { subnet: network.lease.subnet } : {}),
-      ...(config.enableIPv6 && config.ipv6Network ? { ipv6Network: config.ipv6Network } : {}),
-      ...(network.lease.ipv6Subnet ? { ipv6Subnet: network.lease.ipv6Subnet } : {}),
-      mtu: network.mtu,
-      ipMasq: opts.ipMasq,
-    });
-    try {
-      await deps.writeFile(opts.subnetFile, envText);
-      log.info({ file: opts.subnetFile }, 'wrote subnet file');
-      ops?.readiness.set('started', undefined);
-      deps.onReady?.(network.lease);
-    } catch (err) {
-      // Upstream keeps running without becoming ready; pods on this node cannot start until this is fixed.
-      log.warn({ err, file: opts.subnetFile }, 'failed to write subnet file');
-    }
-    return { rules, plan };
-  };
+  const envText = renderSubnetEnv({
+    ...(config.enableIPv4 && config.network ? { network: config.network } : {}),
+    ...(network.lease.subnet ? { subnet: network.lease.subnet } : {}),
+    ...(config.enableIPv6 && config.ipv6Network ? { ipv6Network: config.ipv6Network } : {}),
+    ...(network.lease.ipv6Subnet ? { ipv6Subnet: network.lease.ipv6Subnet } : {}),
+    mtu: network.mtu,
+    ipMasq: opts.ipMasq,
+  });
+  try {
+    await deps.writeFile(opts.subnetFile, envText);
+    log.info({ file: opts.subnetFile }, 'wrote subnet file');
+    ops?.readiness.set('started', undefined);
+    deps.onReady?.(network.lease);
+  } catch (err) {
+    // Upstream keeps running without becoming ready; pods on this node cannot start until this is fixed.
+    log.warn({ err, file: opts.subnetFile }, 'failed to write subnet file');
+  }
 
-  // Peers are programmed from here on, alongside the rules and subnet.env below: neither depends on the other, and
-  // installing rules (a few iptables processes) would otherwise delay every peer's entries by tens of ms.
   const phase = new AbortController();
   const stopPhase = (): void => phase.abort(signal.reason);
   signal.addEventListener('abort', stopPhase, { once: true });
-  const running = network.run(phase.signal).catch((err: unknown) => {
-    if (!phase.signal.aborted) log.error({ err }, 'backend stopped');
-    phase.abort(err);
-  });
-  let installed: Awaited<ReturnType<typeof installRulesAndSubnetFile>>;
-  try {
-    installed = await installRulesAndSubnetFile();
-  } catch (err) {
-    phase.abort(err);
-    await running;
-    signal.removeEventListener('abort', stopPhase);
-    throw err;
-  }
-  const { rules, plan } = installed;
-
   let lost: LeaseLostError | undefined;
   const keeper = keepLease(
     network.lease,
@@ -217,6 +197,10 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     if (err instanceof LeaseLostError) ops?.readiness.set('lease', `lease lost: ${err.message}`);
     if (err instanceof LeaseLostError) lost = err;
     else log.error({ err }, 'lease keeper failed');
+    phase.abort(err);
+  });
+  const running = network.run(phase.signal).catch((err: unknown) => {
+    if (!phase.signal.aborted) log.error({ err }, 'backend stopped');
     phase.abort(err);
   });
   const keeping = keepRules(plan, {

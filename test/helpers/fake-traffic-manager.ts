@@ -5,14 +5,10 @@ export class FakeTrafficManager implements TrafficManager {
   readonly calls: string[] = [];
   installed: TrafficPlan | undefined;
 
-  /** Runs inside ensure before the plan is taken; a throw makes ensure fail with it. */
-  ensureHook: (() => Promise<void>) | undefined;
-
   constructor(readonly kind: 'iptables' | 'nftables') {}
 
   async ensure(plan: TrafficPlan): Promise<void> {
     this.calls.push('ensure');
-    await this.ensureHook?.();
     this.installed = plan;
   }
 

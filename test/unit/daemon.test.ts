@@ -384,23 +384,6 @@ describe('runDaemon', () => {
     await running;
   });
 
-  it('programs peers while the rules go in, and stops the backend before a rules failure surfaces', async () => {
-    const d = setup();
-    d.subnets.config.then(config('{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}'));
-    d.subnets.acquire.otherwise(d.grant);
-    let backendRunningDuringEnsure = false;
-    d.traffic.iptables.ensureHook = async () => {
-      await vi.waitFor(() => expect(d.datapath.eventSubscribers).toBe(1));
-      backendRunningDuringEnsure = true;
-      throw new Error('iptables-restore: exit status 4');
-    };
-    await d.start();
-    expect(backendRunningDuringEnsure).toBe(true);
-    expect(d.result()).toMatchObject({ error: { message: 'iptables-restore: exit status 4' } });
-    expect(d.datapath.eventSubscribers).toBe(0);
-    expect(d.disk.size).toBe(0);
-  });
-
   it('keeps a blackhole route for its subnet with --ip-blackhole-route', async () => {
     const d = setup();
     d.subnets.config.then(V4_CONFIG);
