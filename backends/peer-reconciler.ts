@@ -65,8 +65,8 @@ const INITIAL_SNAPSHOT = 'initial lease snapshot';
 const DEVICE_RECREATED = 'device re-created';
 const RETRY_FAILED = 'retrying entries that failed';
 
-/** Upstream's device re-creation backoff: 1 s doubling to 30 s. */
-const DEVICE_RETRY = { initialMs: 1000, maxMs: 30_000, jitter: 0 };
+/** Upstream's device re-creation backoff, 1 s doubling to 30 s; refused entries are retried on the same curve. */
+const RETRY_BACKOFF = { initialMs: 1000, maxMs: 30_000, jitter: 0 };
 
 type Input =
   | { readonly type: 'leases'; readonly events: readonly LeaseEvent[]; readonly at: number }
@@ -109,10 +109,10 @@ export async function runPeerReconciler(
     inputs.end();
   };
   signal.addEventListener('abort', stop, { once: true });
-  const deviceBackoff = new Backoff(DEVICE_RETRY, { int: () => 0 });
+  const deviceBackoff = new Backoff(RETRY_BACKOFF, { int: () => 0 });
   // An entry the kernel refused (say, a route on a device that is not up yet) is retried on this backoff rather than
   // left out until the periodic resync, which is a minute by default.
-  const entryBackoff = new Backoff(DEVICE_RETRY, { int: () => 0 });
+  const entryBackoff = new Backoff(RETRY_BACKOFF, { int: () => 0 });
   let entryRetryArmed = false;
   const later = (ms: number, input: Input): void => {
     deps.clock.sleep(ms, loop.signal).then(() => inputs.push(input), () => undefined);

@@ -211,8 +211,8 @@ async function kubeStore(
   onWatchState: (up: boolean) => void,
 ): Promise<{ subnets: SubnetManager; close(): void }> {
   const kubeLog = log.child({ component: 'subnet-kube' });
-  // Loaded only in this mode: @kubernetes/client-node alone adds ~300 ms and ~55 MB to every start, and etcd-mode
-  // daemons (cold start with 5000 peers: 888 ms, 109 MB) would pay it for nothing.
+  // Loaded only in this mode: @kubernetes/client-node adds ~300 ms and ~55 MB to a start, which etcd-mode daemons
+  // would pay for nothing.
   const [{ kubeConfigFor }, { KubeNodeApi }] = await Promise.all([
     import('./subnet/kube/kube-config.js'),
     import('./subnet/kube/kube-node-api.js'),

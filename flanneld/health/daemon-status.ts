@@ -15,7 +15,8 @@ export interface ProbeState {
 }
 
 export interface PeerReport {
-  readonly subnet: string;
+  /** Absent for IPv6-only peers, like the lease's. */
+  readonly subnet?: string;
   readonly ipv6Subnet?: string;
   readonly publicIP?: string;
   readonly publicIPv6?: string;
@@ -42,8 +43,8 @@ export interface StatusReport {
 
 const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
 
-/** IPv6-only peers have no IPv4 subnet ('-'); they sort by their IPv6 one. */
-const sortKey = (p: PeerReport): string => (p.subnet === '-' ? p.ipv6Subnet ?? '-' : p.subnet);
+/** IPv6-only peers sort by their IPv6 subnet. */
+const sortKey = (p: PeerReport): string => p.subnet ?? p.ipv6Subnet ?? '';
 
 function publicAddresses(lease: Lease): { publicIP?: string; publicIPv6?: string } {
   const { publicIP, publicIPv6 } = lease.attrs;
@@ -99,7 +100,7 @@ export class DaemonStatus {
       const probe = probes.get(key);
       const mac = vtepMac(lease.attrs.backendData) ?? vtepMac(lease.attrs.backendV6Data);
       return {
-        subnet: lease.subnet ? formatCidr(lease.subnet) : '-',
+        ...(lease.subnet ? { subnet: formatCidr(lease.subnet) } : {}),
         ...(lease.ipv6Subnet ? { ipv6Subnet: formatCidr(lease.ipv6Subnet) } : {}),
         ...publicAddresses(lease),
         ...(mac ? { vtepMAC: mac } : {}),

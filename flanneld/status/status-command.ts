@@ -60,7 +60,7 @@ export function renderStatus(report: StatusReport): string {
   lines.push('', `${report.peers.length} peer(s)`);
   if (report.peers.length > 0) {
     lines.push(markdownTable(['peer subnet', 'public IP', 'VTEP MAC', 'probe', 'RTT'], report.peers.map((p) => [
-      [p.subnet, p.ipv6Subnet].filter((x) => x && x !== '-').join(', '), publicIPs(p), p.vtepMAC ?? '-', ...probe(p.probe),
+      [p.subnet, p.ipv6Subnet].filter(Boolean).join(', '), publicIPs(p), p.vtepMAC ?? '-', ...probe(p.probe),
     ])));
   }
   return `${lines.join('\n')}\n`;
