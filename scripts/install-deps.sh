@@ -31,7 +31,7 @@ fi
 
 # Build only when a source changed since the last complete build, so `npm run lab -- status` stays quick.
 stamp=dist/.flannel-ts-build
-if [ ! -f "$stamp" ] || [ -n "$(find flanneld backends cni-plugin native test scripts manifests package.json package-lock.json \
+if [ ! -f "$stamp" ] || [ -n "$(find flanneld backends cni-plugin native lab test scripts manifests package.json package-lock.json \
     tsconfig.json -newer "$stamp" -print -quit 2>/dev/null)" ]; then
   npm run --silent build
   # The self-contained CNI executable too, so its tests run (about 4 s).

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh >&2
-exec node dist/test/lab/lab.js "$@"
+exec node dist/lab/lab.js "$@"

@@ -2,40 +2,13 @@
  * Network namespaces owned by one test run: every name starts with `fts-<runner pid>-`, so a later run can tell
  * which leftovers belong to runs that died and remove exactly those. Nothing here touches the root namespace.
  */
-import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
-import { promisify } from 'node:util';
+import { Netns, sh } from '../../lab/netns.js';
 import { isAlive } from './processes.js';
 
-const run = promisify(execFile);
+export { Netns, sh };
+
 export const NETNS_PREFIX = 'fts-';
-
-export async function sh(cmd: string, args: readonly string[], input?: string): Promise<string> {
-  try {
-    const child = run(cmd, [...args], { maxBuffer: 64 * 1024 * 1024, timeout: 60_000 });
-    if (input !== undefined) {
-      child.child.stdin?.end(input);
-    }
-    const { stdout } = await child;
-    return stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')}: ${e.stderr?.trim() || e.message}`, { cause: err });
-  }
-}
-
-export class Netns {
-  constructor(readonly name: string) {}
-
-  /** Runs a command inside the namespace. */
-  exec(cmd: string, args: readonly string[], input?: string): Promise<string> {
-    return sh('ip', ['netns', 'exec', this.name, cmd, ...args], input);
-  }
-
-  ip(...args: string[]): Promise<string> {
-    return sh('ip', ['-n', this.name, ...args]);
-  }
-}
 
 export class NetnsRun {
   private readonly created: Netns[] = [];

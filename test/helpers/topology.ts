@@ -12,12 +12,14 @@
 import { formatIp, ipAddress } from '../../flanneld/ip/address.js';
 import { containsNet, formatCidr, parseCidr } from '../../flanneld/ip/cidr.js';
 import { startEtcd, type EtcdServer } from './etcd-server.js';
+import { skipDad } from '../../lab/netns.js';
+import { HUB_IP, HUB_IP6 } from '../../lab/underlay-addresses.js';
 import { sh, type Netns, type NetnsRun } from './netns.js';
 
-export const HUB_IP = '192.0.2.254';
+export { HUB_IP, HUB_IP6, skipDad };
+
 export const ROUTED_HUB_IP = '198.51.100.254';
 export const HUB_ETCD_ENDPOINT = `http://${HUB_IP}:2379`;
-export const HUB_IP6 = '2001:db8:2::fe';
 export const ROUTED_HUB_IP6 = '2001:db8:51::fe';
 export const HUB_ETCD_ENDPOINT6 = `http://[${HUB_IP6}]:2379`;
 
@@ -155,11 +157,6 @@ export async function buildTopology(run: NetnsRun, opts: TopologyOptions): Promi
 /** Both families forward in a host or the hub (IPv6 forwarding also stops it from taking router advertisements). */
 async function forwardAll(ns: Netns): Promise<void> {
   await ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
-}
-
-/** No duplicate address detection on `dev` (see the header); set before the link goes up. */
-export async function skipDad(ns: Netns, dev: string): Promise<void> {
-  await ns.exec('sysctl', ['-qw', `net.ipv6.conf.${dev}.accept_dad=0`]);
 }
 
 /** etcd inside the hub, serving clients on the topology's etcdEndpoint so hosts on both segments reach it. */

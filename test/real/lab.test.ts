@@ -1,5 +1,5 @@
 /**
- * The lab end to end, driven as an operator drives it (`node dist/test/lab/lab.js …`, which `npm run lab` runs
+ * The lab end to end, driven as an operator drives it (`node dist/lab/lab.js …`, which `npm run lab` runs
  * after installing): up with 3 hosts × 2 pods for vxlan and host-gw with the whole matrix passing; a flanneld
  * restart that pods on the other hosts never notice; kill, add-pod and exec; and down leaving nothing behind. Then
  * the same over IPv4 + IPv6 (--ipv6) and IPv6 only (--ipv6-only), where every pair must answer in each family.
@@ -10,11 +10,11 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAlive } from '../helpers/processes.js';
-import { isRunning } from '../lab/lab-processes.js';
-import { labDir, type LabState } from '../lab/lab-state.js';
+import { isRunning } from '../../lab/lab-processes.js';
+import { labDir, type LabState } from '../../lab/lab-state.js';
 import { REPO } from '../helpers/cni-invoke.js';
 
-const LAB = join(REPO, 'dist/test/lab/lab.js');
+const LAB = join(REPO, 'dist/lab/lab.js');
 const ids = {
   vxlan: `t${process.pid}v`, hostGw: `t${process.pid}g`, dual: `t${process.pid}d`, dualHostGw: `t${process.pid}h`, v6: `t${process.pid}s`,
 };

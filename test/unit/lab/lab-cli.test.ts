@@ -2,8 +2,8 @@ import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { LabUsageError, parseLabArgs } from '../../lab/lab-args.js';
-import { labNetworkConfig } from '../../lab/lab-network-config.js';
+import { LabUsageError, parseLabArgs } from '../../../lab/lab-args.js';
+import { labNetworkConfig } from '../../../lab/lab-network-config.js';
 
 describe('lab command line', () => {
   it('defaults to up with 3 hosts × 2 pods in lab "lab", IPv4 only', () => {

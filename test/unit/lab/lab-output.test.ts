@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import type { MatrixResult } from '../../lab/lab-matrix.js';
-import { readableLogLine } from '../../lab/lab-processes.js';
-import { leasesTable, markdownTable, matrixTable, podsTable } from '../../lab/lab-report.js';
-import type { PodRecord } from '../../lab/lab-state.js';
-import { createProgress } from '../../lab/progress.js';
+import type { MatrixResult } from '../../../lab/lab-matrix.js';
+import { readableLogLine } from '../../../lab/lab-processes.js';
+import { leasesTable, markdownTable, matrixTable, podsTable } from '../../../lab/lab-report.js';
+import type { PodRecord } from '../../../lab/lab-state.js';
+import { createProgress } from '../../../lab/progress.js';
 
 const pod = (host: string, i: number): PodRecord => ({ name: `${host}-p${i}`, host, netns: `ftl-x-${host}-p${i}`, ip: `10.244.${host.slice(1)}.${i + 1}` });
 

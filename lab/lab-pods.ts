@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { sh } from '../helpers/netns.js';
+import { sh } from './netns.js';
 import { createNetns } from './lab-underlay.js';
 import { labDir, labNetns, REPO_ROOT, type HostRecord, type PodRecord } from './lab-state.js';
 

@@ -3,8 +3,8 @@
  * in the hub namespace too) to write the network config and read the leases back the way an operator would.
  */
 import { join } from 'node:path';
-import { Netns } from '../helpers/netns.js';
-import { HUB_IP, HUB_IP6 } from '../helpers/topology.js';
+import { Netns } from './netns.js';
+import { HUB_IP, HUB_IP6 } from './underlay-addresses.js';
 import type { LabStack } from './lab-args.js';
 import { labNetns } from './lab-state.js';
 

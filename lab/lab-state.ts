@@ -5,10 +5,10 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Family } from '../../flanneld/ip/address.js';
+import type { Family } from '../flanneld/ip/address.js';
 import type { LabStack } from './lab-args.js';
 
-/** The checkout this module belongs to, from its source (test/lab) and from its build (dist/test/lab) alike. */
+/** The checkout this module belongs to, from its source (lab/) and from its build (dist/lab/) alike. */
 export const REPO_ROOT = ((): string => {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);

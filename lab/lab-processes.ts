@@ -4,7 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
-import { sh } from '../helpers/netns.js';
+import { sh } from './netns.js';
 import type { ProcessRecord } from './lab-state.js';
 
 /** State and start time from /proc/<pid>/stat, or undefined when there is no such process. */

@@ -5,9 +5,9 @@
  * The config also decides the lab's families, so a `--config` with EnableIPv6 gets an underlay that carries IPv6.
  */
 import { readFileSync } from 'node:fs';
-import { allocationRanges, parseNetworkConfig } from '../../flanneld/config/network-config.js';
-import { containsNet, formatCidr, overlaps, parseCidr } from '../../flanneld/ip/cidr.js';
-import { errorMessage } from '../../flanneld/runtime/errors.js';
+import { allocationRanges, parseNetworkConfig } from '../flanneld/config/network-config.js';
+import { containsNet, formatCidr, overlaps, parseCidr } from '../flanneld/ip/cidr.js';
+import { errorMessage } from '../flanneld/runtime/errors.js';
 import type { LabOptions, LabStack } from './lab-args.js';
 
 export const LAB_UNDERLAY = '192.0.2.0/24';

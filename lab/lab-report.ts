@@ -4,14 +4,14 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Netns } from '../helpers/netns.js';
+import { Netns } from './netns.js';
 import type { LeaseRow } from './lab-etcd.js';
 import type { MatrixResult } from './lab-matrix.js';
 import { isRunning, processStartTime } from './lab-processes.js';
 import { addressesText, addressOf, REPO_ROOT, type HostRecord, type LabState, type PodRecord, type ProcessRecord } from './lab-state.js';
-import type { Family } from '../../flanneld/ip/address.js';
-import type { StatusReport } from '../../flanneld/health/daemon-status.js';
-import { markdownTable } from '../../flanneld/status/markdown-table.js';
+import type { Family } from '../flanneld/ip/address.js';
+import type { StatusReport } from '../flanneld/health/daemon-status.js';
+import { markdownTable } from '../flanneld/status/markdown-table.js';
 
 const FLANNELD_MAIN = join(REPO_ROOT, 'dist/flanneld/main.js');
 

@@ -6,8 +6,8 @@
  */
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { Netns, sh } from '../helpers/netns.js';
-import { HUB_IP, HUB_IP6, skipDad } from '../helpers/topology.js';
+import { Netns, sh, skipDad } from './netns.js';
+import { HUB_IP, HUB_IP6 } from './underlay-addresses.js';
 import type { LabStack } from './lab-args.js';
 import { labDir, labNetns, type HostRecord } from './lab-state.js';
 

@@ -2,8 +2,8 @@
  * Every pod pings every other pod, over one address family. One `ip netns exec` per source pod runs all of its
  * pings in parallel, so a matrix costs one process spawn per pod rather than one per pair.
  */
-import type { Family } from '../../flanneld/ip/address.js';
-import { Netns } from '../helpers/netns.js';
+import type { Family } from '../flanneld/ip/address.js';
+import { Netns } from './netns.js';
 import { addressOf, type PodRecord } from './lab-state.js';
 
 export interface MatrixResult {

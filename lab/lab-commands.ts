@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { sh } from '../helpers/netns.js';
+import { sh } from './netns.js';
 import type { LabOptions } from './lab-args.js';
 import { etcdArgv, etcdHealthy, labEtcd, putNetworkConfig, readLeases, type LabEtcd } from './lab-etcd.js';
 import { pingMatrix, type MatrixResult } from './lab-matrix.js';
