@@ -3,7 +3,7 @@
  * argument and the value, so a typo never silently becomes a default.
  */
 
-export const LAB_COMMANDS = ['up', 'status', 'down', 'exec', 'add-pod', 'kill', 'restart'] as const;
+export const LAB_COMMANDS = ['up', 'status', 'down', 'exec', 'add-pod', 'kill', 'restart', 'kubectl'] as const;
 export type LabCommand = (typeof LAB_COMMANDS)[number];
 
 /** The backends the lab offers; alloc is left out because it programs no datapath for pods to use. */
@@ -24,9 +24,11 @@ export interface LabOptions {
   readonly ipv6Network?: string;
   /** A net-conf.json file used as the whole network config. */
   readonly config?: string;
+  /** Kubernetes mode: a real control plane in the hub, node IPAM gives the subnets, flanneld --kube-subnet-mgr. */
+  readonly kube: boolean;
   /** exec / add-pod / kill / restart: the host, pod or process named. */
   readonly target?: string;
-  /** exec: the command after `--`. */
+  /** exec, kubectl: the command (arguments) after `--`. */
   readonly execArgv: readonly string[];
 }
 
@@ -34,11 +36,14 @@ export const LAB_USAGE = `usage: npm run lab -- <sub-command> [options]
 
 sub-commands:
   up                          (default) start etcd, N hosts running flanneld, M pods per host; print the state
-  status                      hosts, leases in etcd, pods, daemon health and a fresh ping matrix
+  status                      hosts, leases in etcd (Nodes with --kube), pods, daemon health and a fresh ping matrix
   exec <hub|hN|hN-pM> -- CMD  run CMD inside that namespace
   add-pod <hN>                one more pod on host hN, through the CNI plugins
-  kill <hN|etcd>              SIGKILL that host's flanneld (or etcd), as a crash would
-  restart <hN|etcd>           stop it if running, start it again and wait until it is serving
+  kill <hN|etcd|kube-apiserver|kube-controller-manager>
+                              SIGKILL that host's flanneld (or that control plane process), as a crash would
+  restart <hN|etcd|kube-apiserver|kube-controller-manager>
+                              stop it if running, start it again and wait until it is serving
+  kubectl -- ARGS             (--kube labs) the built kubectl with the lab's admin kubeconfig, in the hub namespace
   down                        remove every namespace, process and file of the lab (safe to repeat)
 
 options:
@@ -52,8 +57,11 @@ options:
   --ipv6-network CIDR  the IPv6Network for --ipv6/--ipv6-only, inside 2001:db8::/32 (default 2001:db8:a::/48)
   --config FILE     a net-conf.json used as the whole network config (instead of --network/--backend/--ipv6*);
                     the underlay follows it: EnableIPv6 makes it dual-stack, EnableIPv4 false IPv6-only
+  --kube            Kubernetes mode: etcd 3.6, kube-apiserver and kube-controller-manager (node IPAM) in the hub;
+                    each host registers its Node and runs flanneld --kube-subnet-mgr with the manifest's RBAC.
+                    The first --kube builds the Kubernetes binaries from their Go modules (about 10 minutes, once)
 
-up records the families in the lab's state; status, add-pod and restart keep them without these options.`;
+up records the families and the mode (--kube) in the lab's state; later sub-commands keep them without these options.`;
 
 export class LabUsageError extends Error {
   override readonly name = 'LabUsageError';
@@ -94,7 +102,8 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
   if (NEEDS_TARGET.has(command) && target === undefined) throw new LabUsageError(`${command} needs a target (see --help)`);
   if (positional.length > 0) throw new LabUsageError(`unexpected argument "${positional[0]}" for ${command}`);
   if (command === 'exec' && execArgv.length === 0) throw new LabUsageError(`exec needs a command after --, e.g. exec h1 -- ip route`);
-  if (command !== 'exec' && dashDash >= 0) throw new LabUsageError(`"--" is only for exec`);
+  if (command === 'kubectl' && execArgv.length === 0) throw new LabUsageError('kubectl needs its arguments after --, e.g. kubectl -- get nodes -o wide');
+  if (command !== 'exec' && command !== 'kubectl' && dashDash >= 0) throw new LabUsageError(`"--" is only for exec and kubectl`);
 
   const opts: { -readonly [K in keyof LabOptions]: LabOptions[K] } = {
     command,
@@ -102,6 +111,7 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
     hosts: 3,
     pods: 2,
     stack: stackOption(values),
+    kube: values.has('--kube'),
     execArgv,
   };
   if (target !== undefined) opts.target = target;
@@ -147,7 +157,7 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
 
 const FLAGS: ReadonlySet<string> = new Set(['--id', '--hosts', '--pods', '--network', '--backend', '--config', '--ipv6-network']);
 /** Options that take no value. */
-const SWITCHES: ReadonlySet<string> = new Set(['--ipv6', '--ipv6-only']);
+const SWITCHES: ReadonlySet<string> = new Set(['--ipv6', '--ipv6-only', '--kube']);
 
 function stackOption(values: ReadonlyMap<string, string>): LabStack {
   const dual = values.has('--ipv6');

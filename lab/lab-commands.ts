@@ -18,6 +18,11 @@ import {
   type HostRecord, type LabState, type PodRecord, type ProcessRecord,
 } from './lab-state.js';
 import { createHost, createHub, hostAddresses, underlayText } from './lab-underlay.js';
+import { kubectlFor } from './kube/control-plane.js';
+import {
+  describeControlPlane, isControlPlaneComponent, kubeFlanneldArgv, labControlPlane, nodesTable, registerLabNode, runKubectl,
+  startLabControlPlane, waitForComponent,
+} from './lab-kube.js';
 import type { Progress } from './progress.js';
 
 export interface LabContext {
@@ -63,24 +68,38 @@ export async function up(ctx: LabContext): Promise<void> {
   }
   const dir = labDir(opts.id);
   const { stack } = network;
-  const state: LabState = { id: opts.id, networkConfig: network.text, backendType: network.backendType, stack, hosts: [], pods: [], processes: {} };
-  const etcd = labEtcd(opts.id, stack);
+  const state: LabState = {
+    id: opts.id, networkConfig: network.text, backendType: network.backendType, stack, ...(opts.kube ? { kube: true } : {}),
+    hosts: [], pods: [], processes: {},
+  };
   saveLabState(state);
-  print(`lab ${opts.id}: ${opts.hosts} host(s) × ${opts.pods} pod(s), network config ${network.text}`);
+  print(`lab ${opts.id}: ${opts.hosts} host(s) × ${opts.pods} pod(s), ${opts.kube ? 'Kubernetes mode, ' : ''}network config ${network.text}`);
   try {
     const hub = await progress.step(`underlay bridge ${underlayText(stack)} in ${labNetns(opts.id, 'hub')}`, () => createHub(opts.id, stack));
-    await progress.step(`etcd on ${etcd.endpoint}, network config written`, async () => {
-      state.processes['etcd'] = startDetached(hub.name, etcdArgv(dir, stack), join(dir, 'etcd.log'));
-      saveLabState(state);
-      await waitForEtcd(etcd, state.processes['etcd']);
-      await putNetworkConfig(etcd, network.text);
-    });
+    let daemonArgv: (host: HostRecord) => string[];
+    let register: (host: HostRecord) => Promise<void> = async () => undefined;
+    if (opts.kube) {
+      const spec = await progress.step(describeControlPlane(state), () => startLabControlPlane(state, () => saveLabState(state)));
+      const kubectl = kubectlFor(spec);
+      register = (host) => registerLabNode(kubectl, host);
+      daemonArgv = (host) => kubeFlanneldArgv(FLANNELD, state, host, LAB_HEALTHZ_PORT);
+    } else {
+      const etcd = labEtcd(opts.id, stack);
+      await progress.step(`etcd on ${etcd.endpoint}, network config written`, async () => {
+        state.processes['etcd'] = startDetached(hub.name, etcdArgv(dir, stack), join(dir, 'etcd.log'));
+        saveLabState(state);
+        await waitForEtcd(etcd, state.processes['etcd']);
+        await putNetworkConfig(etcd, network.text);
+      });
+      daemonArgv = (host) => flanneldArgv(host, etcd.endpoint);
+    }
     const started = Date.now();
     for (let i = 1; i <= opts.hosts; i++) {
-      await progress.step(`host h${i} (${addressesText(hostAddresses(i, stack))}) and its flanneld`, async () => {
+      await progress.step(`host h${i} (${addressesText(hostAddresses(i, stack))}) ${opts.kube ? 'registers its Node and runs' : 'and'} its flanneld`, async () => {
         const host = await createHost(opts.id, i, stack);
         state.hosts.push(host);
-        state.processes[host.name] = startDetached(host.netns, flanneldArgv(host, etcd.endpoint), join(host.dir, 'flanneld.log'));
+        await register(host);
+        state.processes[host.name] = startDetached(host.netns, daemonArgv(host), join(host.dir, 'flanneld.log'));
         saveLabState(state);
       });
     }
@@ -125,9 +144,7 @@ export async function status(ctx: LabContext): Promise<void> {
 async function report(ctx: LabContext, state: LabState): Promise<void> {
   const { print } = ctx;
   print(`\n${await hostsTable(state, LAB_HEALTHZ_PORT)}`);
-  const etcd = state.processes['etcd'];
-  const leases = etcd && isRunning(etcd) ? await readLeases(labEtcd(state.id, state.stack)).catch(() => undefined) : undefined;
-  print(leases ? `\n${leasesTable(leases)}` : `\netcd is not reachable (${etcd && isRunning(etcd) ? 'running' : 'stopped'}); leases unknown`);
+  print(`\n${state.kube ? await nodesReport(state) : await leasesReport(state)}`);
   if (state.pods.length > 0) {
     print(`\n${podsTable(state.pods, stackFamilies(state.stack))}`);
     const results = await printMatrices(ctx, state, state.pods);
@@ -139,8 +156,21 @@ async function report(ctx: LabContext, state: LabState): Promise<void> {
   if (h1) {
     const route = state.stack === 'v4' ? 'route' : '-6 route';
     print(`\nlook around: npm run lab -- exec ${h1.name} -- ip ${route} · ip -n ${h1.netns} ${route} · bridge -n ${h1.netns} fdb show`);
-    print(`daemon logs: ${join(labDir(state.id), '<host>', 'flanneld.log')}`);
+    if (state.kube) print(`the cluster: npm run lab -- kubectl${idFlag(state)} -- get nodes -o wide · admin kubeconfig ${join(labDir(state.id), 'kubeconfig')} (from the hub: ${labNetns(state.id, 'hub')})`);
+    print(`daemon logs: ${join(labDir(state.id), '<host>', 'flanneld.log')}${state.kube ? `; control plane logs: ${join(labDir(state.id), '<component>.log')}` : ''}`);
   }
+}
+
+async function leasesReport(state: LabState): Promise<string> {
+  const etcd = state.processes['etcd'];
+  const leases = etcd && isRunning(etcd) ? await readLeases(labEtcd(state.id, state.stack)).catch(() => undefined) : undefined;
+  return leases ? leasesTable(leases) : `etcd is not reachable (${etcd && isRunning(etcd) ? 'running' : 'stopped'}); leases unknown`;
+}
+
+async function nodesReport(state: LabState): Promise<string> {
+  const api = state.processes['kube-apiserver'];
+  const nodes = api && isRunning(api) ? await kubectlFor(labControlPlane(state)).nodes().catch(() => undefined) : undefined;
+  return nodes ? nodesTable(nodes) : `kube-apiserver is not reachable (${api && isRunning(api) ? 'running' : 'stopped'}); Nodes unknown`;
 }
 
 /** A matrix from `sources` to every pod for each family of the lab, printed; any failed pair makes the exit status 1. */
@@ -193,26 +223,33 @@ export async function kill(ctx: LabContext): Promise<void> {
   const record = processFor(state, target);
   if (!isRunning(record)) throw new Error(`${target} is not running (restart it with: npm run lab -- restart ${target} --id ${state.id})`);
   await stopProcess(record, 'SIGKILL');
-  ctx.print(target === 'etcd'
-    ? `etcd killed (pid ${record.pid}); every flanneld keeps its datapath and retries until etcd is back`
-    : `flanneld on ${target} killed (pid ${record.pid}); its routes, FDB entries and lease stay until it is restarted or the lease expires`);
+  ctx.print(isControlPlaneComponent(target)
+    ? `${target} killed (pid ${record.pid}); every flanneld keeps its datapath and retries until ${target === 'kube-controller-manager' ? 'the API is' : `${target} is`} back`
+    : `flanneld on ${target} killed (pid ${record.pid}); its routes, FDB entries and ${state.kube ? 'Node annotations' : 'lease'} stay until it is restarted${state.kube ? '' : ' or the lease expires'}`);
 }
 
 export async function restart(ctx: LabContext): Promise<void> {
   const state = requireLabState(ctx.opts.id);
   const target = ctx.opts.target as string;
   const old = processFor(state, target);
-  await ctx.progress.step(`restart ${target === 'etcd' ? 'etcd' : `flanneld on ${target}`}`, async () => {
+  await ctx.progress.step(`restart ${isControlPlaneComponent(target) ? target : `flanneld on ${target}`}`, async () => {
     await stopProcess(old, 'SIGTERM');
     const since = Date.now();
     const record = startDetached(old.netns, old.argv, old.log);
     state.processes[target] = record;
     saveLabState(state);
-    if (target === 'etcd') await waitForEtcd(labEtcd(state.id, state.stack), record);
+    if (state.kube && isControlPlaneComponent(target)) await waitForComponent(labControlPlane(state), target, record);
+    else if (target === 'etcd') await waitForEtcd(labEtcd(state.id, state.stack), record);
     else await waitForSubnetEnv(findHost(state, target), record, since);
     return record;
   }, (r) => `pid ${r.pid}`);
 }
+
+export function kubectl(ctx: LabContext): number {
+  return runKubectl(requireLabState(ctx.opts.id), ctx.opts.execArgv);
+}
+
+const idFlag = (state: LabState): string => (state.id === 'lab' ? '' : ` --id ${state.id}`);
 
 function labNamespaces(id: string): string[] {
   const prefix = labNetnsPrefix(id);

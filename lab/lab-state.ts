@@ -53,9 +53,11 @@ export interface LabState {
   readonly backendType: string;
   /** The families the lab was brought up with; every later sub-command works in them. */
   readonly stack: LabStack;
+  /** Kubernetes mode (`up --kube`): a control plane in the hub instead of the etcd-mode store. */
+  readonly kube?: boolean;
   readonly hosts: HostRecord[];
   readonly pods: PodRecord[];
-  /** By name: `etcd` and the host names (their flanneld). */
+  /** By name: `etcd`, with --kube `kube-apiserver` and `kube-controller-manager`, and the host names (their flanneld). */
   readonly processes: Record<string, ProcessRecord>;
 }
 

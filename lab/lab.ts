@@ -1,10 +1,10 @@
 #!/usr/bin/env node
 /**
- * `npm run lab -- <sub-command> [options]`: a real etcd-backed overlay on one machine (see LAB_USAGE). Every host
+ * `npm run lab -- <sub-command> [options]`: a real etcd-backed (or, with --kube, Kubernetes) overlay on one machine (see LAB_USAGE). Every host
  * and pod is a network namespace named `ftl-<id>-…` on a bridge underlay in 192.0.2.0/24; nothing in the root
  * namespace changes.
  */
-import { addPod, down, exec, kill, restart, status, up, type LabContext } from './lab-commands.js';
+import { addPod, down, exec, kill, kubectl, restart, status, up, type LabContext } from './lab-commands.js';
 import { LAB_USAGE, LabUsageError, parseLabArgs } from './lab-args.js';
 import { createProgress } from './progress.js';
 
@@ -20,6 +20,7 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'up': await up(ctx); break;
     case 'status': await status(ctx); break;
     case 'exec': return exec(ctx);
+    case 'kubectl': return kubectl(ctx);
     case 'add-pod': await addPod(ctx); break;
     case 'kill': await kill(ctx); break;
     case 'restart': await restart(ctx); break;

@@ -12,7 +12,7 @@ import { formatCidr } from '../../flanneld/ip/cidr.js';
 import type { Netns } from '../netns.js';
 import { HUB_IP, HUB_IP6 } from '../underlay-addresses.js';
 import { Kubectl } from './kubectl.js';
-import { makeControlPlanePki, writeKubeconfig, type ControlPlanePki } from './kube-pki.js';
+import { makeControlPlanePki, pkiFiles, writeKubeconfig, type ControlPlanePki } from './kube-pki.js';
 import type { KubeTools } from './kube-tools.js';
 
 export type ControlPlaneComponent = 'etcd' | 'kube-apiserver' | 'kube-controller-manager';
@@ -94,6 +94,9 @@ export function apiserverArgv(spec: ControlPlaneSpec, files: ControlPlaneFiles):
     `--service-account-key-file=${pki.serviceAccountPub}`, `--service-account-signing-key-file=${pki.serviceAccountKey}`,
     `--service-cluster-ip-range=${serviceCidrs(spec.stack)}`,
     `--audit-policy-file=${files.auditPolicy}`, `--audit-log-path=${files.auditLog}`, '--audit-log-maxsize=50', '--audit-log-maxbackup=1',
+    // Open watches (every flanneld holds one) would otherwise keep a graceful stop waiting for the HTTP server's
+    // 60 s shutdown timeout; with a grace period the apiserver ends them itself and exits in about a second.
+    '--shutdown-watch-termination-grace-period=2s',
     '--profiling=false'];
 }
 
@@ -119,20 +122,24 @@ export function argvOf(component: ControlPlaneComponent, spec: ControlPlaneSpec,
   }
 }
 
-/** Keys, the admin kubeconfig and the audit policy; everything a first start needs besides the processes. */
-export async function prepareControlPlane(spec: ControlPlaneSpec): Promise<ControlPlaneFiles> {
-  const pkiDir = join(spec.dir, 'pki');
-  mkdirSync(pkiDir, { recursive: true });
-  const pki = await makeControlPlanePki(pkiDir, [HUB_IP, HUB_IP6, '127.0.0.1', '::1', '203.0.113.1', '2001:db8:5e::1'],
-    ['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', 'localhost']);
-  const files: ControlPlaneFiles = {
-    pki,
+/** Where a control plane keeps its files: fixed names under spec.dir, so later commands find them. */
+export function controlPlaneFiles(spec: Pick<ControlPlaneSpec, 'dir'>): ControlPlaneFiles {
+  return {
+    pki: pkiFiles(join(spec.dir, 'pki')),
     adminKubeconfig: join(spec.dir, 'kubeconfig'),
     auditLog: join(spec.dir, 'audit.log'),
     auditPolicy: join(spec.dir, 'audit-policy.yaml'),
     etcdData: join(spec.dir, 'etcd'),
   };
-  writeKubeconfig(files.adminKubeconfig, apiUrlFor(spec.stack), pki.caCert, 'admin', pki.adminToken);
+}
+
+/** Keys, the admin kubeconfig and the audit policy; everything a first start needs besides the processes. */
+export async function prepareControlPlane(spec: ControlPlaneSpec): Promise<ControlPlaneFiles> {
+  const files = controlPlaneFiles(spec);
+  mkdirSync(join(spec.dir, 'pki'), { recursive: true });
+  const adminToken = await makeControlPlanePki(join(spec.dir, 'pki'), [HUB_IP, HUB_IP6, '127.0.0.1', '::1', '203.0.113.1', '2001:db8:5e::1'],
+    ['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', 'localhost']);
+  writeKubeconfig(files.adminKubeconfig, apiUrlFor(spec.stack), files.pki.caCert, 'admin', adminToken);
   // Metadata (who, what, answer) for flanneld's identity only: the RBAC test reads every request it made.
   writeFileSync(files.auditPolicy, [
     'apiVersion: audit.k8s.io/v1',
@@ -147,7 +154,8 @@ export async function prepareControlPlane(spec: ControlPlaneSpec): Promise<Contr
   return files;
 }
 
-export const kubectlFor = (spec: ControlPlaneSpec, files: ControlPlaneFiles): Kubectl => new Kubectl(spec.tools.kubectl, spec.hub, files.adminKubeconfig);
+/** The admin kubectl of this control plane, run in its hub. */
+export const kubectlFor = (spec: ControlPlaneSpec): Kubectl => new Kubectl(spec.tools.kubectl, spec.hub, controlPlaneFiles(spec).adminKubeconfig);
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

@@ -17,11 +17,22 @@ export interface ControlPlanePki {
   readonly serviceAccountPub: string;
   /** kube-apiserver --token-auth-file: the admin token, in group system:masters. */
   readonly tokenFile: string;
-  readonly adminToken: string;
 }
 
-/** `ips` and `dnsNames` are the serving certificate's subject alternative names. */
-export async function makeControlPlanePki(dir: string, ips: readonly string[], dnsNames: readonly string[]): Promise<ControlPlanePki> {
+/** Where the keys of a control plane whose PKI folder is `dir` are: fixed names, so a restart finds them again. */
+export function pkiFiles(dir: string): ControlPlanePki {
+  const f = (name: string): string => join(dir, name);
+  return {
+    caCert: f('ca.crt'), caKey: f('ca.key'), serverCert: f('apiserver.crt'), serverKey: f('apiserver.key'),
+    serviceAccountKey: f('sa.key'), serviceAccountPub: f('sa.pub'), tokenFile: f('tokens.csv'),
+  };
+}
+
+/**
+ * Makes the keys in `dir` (see pkiFiles) and returns the admin token; `ips` and `dnsNames` are the serving
+ * certificate's subject alternative names.
+ */
+export async function makeControlPlanePki(dir: string, ips: readonly string[], dnsNames: readonly string[]): Promise<string> {
   const f = (name: string): string => join(dir, name);
   const ecKey = (out: string): Promise<string> => sh('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', out]);
   await ecKey(f('ca.key'));
@@ -36,10 +47,7 @@ export async function makeControlPlanePki(dir: string, ips: readonly string[], d
   await sh('openssl', ['ec', '-in', f('sa.key'), '-pubout', '-out', f('sa.pub')]);
   const adminToken = randomBytes(24).toString('hex');
   writeFileSync(f('tokens.csv'), `${adminToken},admin,admin,"system:masters"\n`, { mode: 0o600 });
-  return {
-    caCert: f('ca.crt'), caKey: f('ca.key'), serverCert: f('apiserver.crt'), serverKey: f('apiserver.key'),
-    serviceAccountKey: f('sa.key'), serviceAccountPub: f('sa.pub'), tokenFile: f('tokens.csv'), adminToken,
-  };
+  return adminToken;
 }
 
 /** A kubeconfig (JSON, which kubectl and client libraries read as YAML) for one server and bearer token. */
