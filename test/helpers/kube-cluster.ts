@@ -90,7 +90,7 @@ export async function startKubeCluster(run: NetnsRun, opts: KubeClusterOptions):
   const topology = await buildTopology(run, topologyOptions);
   const spec: ControlPlaneSpec = { dir, hub: topology.hub, stack: topology.stack, tools, ...nodeIpamFor(netConfText) };
   const files = await prepareControlPlane(spec);
-  const kubectl = kubectlFor(spec, files);
+  const kubectl = kubectlFor(spec);
   const apiUrl = apiUrlFor(spec.stack);
   const components = new Map<ControlPlaneComponent, TrackedProcess>();
   const daemons = new Map<string, TrackedProcess>();
