@@ -260,7 +260,9 @@ export async function down(ctx: LabContext, quiet = false): Promise<void> {
   const { id } = ctx.opts;
   const state = loadLabState(id);
   let stopped = 0;
-  for (const record of Object.values(state?.processes ?? {})) if (await stopProcess(record)) stopped++;
+  // Newest first: daemons before the control plane, and the apiserver before its etcd (without etcd its graceful
+  // stop hangs until the SIGKILL 10 s later).
+  for (const record of Object.values(state?.processes ?? {}).reverse()) if (await stopProcess(record)) stopped++;
   const names = labNamespaces(id);
   // Whatever still runs in our namespaces (a daemon whose record was lost, an exec'd shell) is ours to stop.
   for (const name of names) for (const record of await processesInNetns(name)) if (await stopProcess(record)) stopped++;

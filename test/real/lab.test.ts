@@ -5,78 +5,16 @@
  * the same over IPv4 + IPv6 (--ipv6) and IPv6 only (--ipv6-only), where every pair must answer in each family.
  * Lab ids are `t<runner pid><letter>`, so a later run can take down what a dead run left.
  */
-import { execFile, spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isAlive } from '../helpers/processes.js';
 import { isRunning } from '../../lab/lab-processes.js';
-import { labDir, type LabState } from '../../lab/lab-state.js';
-import { REPO } from '../helpers/cni-invoke.js';
+import { labDir } from '../../lab/lab-state.js';
+import { downLeavesNothing, lab, namespacesOf, stateOf, steadyPing, subnetOf, takeDownStaleLabs, upReaching } from '../helpers/lab-driver.js';
 
-const LAB = join(REPO, 'dist/lab/lab.js');
 const ids = {
   vxlan: `t${process.pid}v`, hostGw: `t${process.pid}g`, dual: `t${process.pid}d`, dualHostGw: `t${process.pid}h`, v6: `t${process.pid}s`,
 };
-
-interface LabRun {
-  readonly code: number;
-  readonly out: string;
-}
-
-function lab(...args: string[]): Promise<LabRun> {
-  return new Promise((resolve) => {
-    execFile('node', [LAB, ...args], { timeout: 100_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, out: stdout + stderr });
-    });
-  });
-}
-
-const namespacesOf = (id: string): string[] => (existsSync('/run/netns') ? readdirSync('/run/netns').filter((n) => n.startsWith(`ftl-${id}-`)) : []);
-const stateOf = (id: string): LabState => JSON.parse(readFileSync(join(labDir(id), 'state.json'), 'utf8')) as LabState;
-const subnetOf = (id: string, host: string): string => /FLANNEL_SUBNET=(\S+)/.exec(readFileSync(join(labDir(id), host, 'subnet.env'), 'utf8'))?.[1] ?? '';
-
-/** Pings at 20 ms intervals for `count` packets; resolves with sent and received as ping counts them. */
-function steadyPing(id: string, fromPod: string, ip: string, count: number): Promise<{ sent: number; received: number }> {
-  return new Promise((resolve) => {
-    const child = spawn('ip', ['netns', 'exec', `ftl-${id}-${fromPod}`, 'ping', '-q', '-i', '0.02', '-W', '1', '-c', String(count), ip]);
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('close', () => {
-      const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
-      resolve({ sent: Number(m?.[1] ?? 0), received: Number(m?.[2] ?? 0) });
-    });
-  });
-}
-
-async function takeDownStaleLabs(): Promise<void> {
-  const stale = new Set<string>();
-  const names = [...(existsSync('/run/netns') ? readdirSync('/run/netns') : []), ...(existsSync(join(REPO, '.lab')) ? readdirSync(join(REPO, '.lab')).map((d) => `ftl-${d}-`) : [])];
-  for (const name of names) {
-    const m = /^ftl-(t(\d+)[a-z])-/.exec(name);
-    if (m && Number(m[2]) !== process.pid && !isAlive(Number(m[2]))) stale.add(m[1] as string);
-  }
-  for (const id of stale) await lab('down', '--id', id);
-}
-
-/** `up` with `args`, which must print the matrix verdict `reachable` and exit 0; its output, for further checks. */
-async function upReaching(id: string, reachable: string, ...args: string[]): Promise<string> {
-  const run = await lab('up', '--id', id, ...args);
-  expect(run.out).toContain(reachable);
-  expect(run.code, run.out).toBe(0);
-  return run.out;
-}
-
-/** `down`, then nothing of the lab is left: no namespace, none of its recorded processes, no state dir. */
-async function downLeavesNothing(id: string): Promise<void> {
-  const records = Object.values(stateOf(id).processes);
-  const down = await lab('down', '--id', id);
-  expect(down.code, down.out).toBe(0);
-  expect(namespacesOf(id)).toEqual([]);
-  expect(records.filter(isRunning)).toEqual([]);
-  expect(existsSync(labDir(id))).toBe(false);
-}
 
 beforeAll(takeDownStaleLabs);
 afterAll(async () => {
