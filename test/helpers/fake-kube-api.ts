@@ -4,19 +4,17 @@
  * auth, and the failures a watcher has to survive (compaction -> 410 Gone, connections dropped mid-stream, an API
  * server that goes away and comes back on the same address).
  *
- * It serves the same handler on 127.0.0.1 (an ephemeral port) and on a unix socket: a socket is a file path, so a
- * forwarder started inside a network namespace (kube-api-in-netns.ts) can reach a server living in the test runner.
+ * It serves on 127.0.0.1 (an ephemeral port) and is used only by unit tests, for what the real apiserver cannot be
+ * made to do on demand (a connection dropped in mid-watch, a server gone at a chosen moment); every other kube test
+ * runs against the real control plane (test/helpers/kube-cluster.ts; docs/testing.md says which uses which).
  *
  * Objects are kept in wire form, exactly as the real server sends them (timestamps are RFC 3339 strings). The methods
  * that hand a Node to a test convert it to client-node's V1Node, whose timestamps are Dates, so a test compares like
  * with like against what CoreV1Api returns. client-node's Watch does not convert: its callbacks get wire JSON.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { V1Node } from '@kubernetes/client-node';
 
 export interface NodeSpecInput {
@@ -45,7 +43,6 @@ export interface RecordedRequest {
 
 export interface FakeKubeApi {
   readonly url: string;
-  readonly socketPath: string;
   readonly requests: readonly RecordedRequest[];
   /** Stores a new Node and emits ADDED. Throws if the name is taken. */
   addNode(input: NodeSpecInput): V1Node;
@@ -61,7 +58,7 @@ export interface FakeKubeApi {
   compact(): void;
   /** Destroys every open watch connection abruptly: no final event, no terminating chunk. */
   dropWatches(): void;
-  /** false: stop listening (new connections refused) and destroy every connection; true: listen again on the same port and socket path. */
+  /** false: stop listening (new connections refused) and destroy every connection; true: listen again on the same port. */
   setAvailable(up: boolean): Promise<void>;
   openWatches(): number;
   close(): Promise<void>;
@@ -132,10 +129,7 @@ export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<F
 }
 
 class FakeKubeApiServer implements FakeKubeApi {
-  readonly socketPath: string;
-  private readonly socketDir: string;
   private readonly tcp: Server;
-  private readonly unix: Server;
   private port = 0;
   private available = false;
   private closed = false;
@@ -152,8 +146,6 @@ class FakeKubeApiServer implements FakeKubeApi {
   private readonly pods = new Map<string, JsonObject>();
 
   constructor(private readonly opts: FakeKubeApiOptions) {
-    this.socketDir = mkdtempSync(join(tmpdir(), 'fake-kube-api-'));
-    this.socketPath = join(this.socketDir, 'api.sock');
     const handler = (req: IncomingMessage, res: ServerResponse): void => {
       this.handle(req, res).catch((err: unknown) => {
         const message = err instanceof Error ? err.message : String(err);
@@ -162,13 +154,10 @@ class FakeKubeApiServer implements FakeKubeApi {
       });
     };
     this.tcp = createServer(handler);
-    this.unix = createServer(handler);
-    for (const server of [this.tcp, this.unix]) {
-      server.on('connection', (socket: Socket) => {
-        this.sockets.add(socket);
-        socket.on('close', () => this.sockets.delete(socket));
-      });
-    }
+    this.tcp.on('connection', (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.on('close', () => this.sockets.delete(socket));
+    });
   }
 
   get url(): string {
@@ -186,18 +175,16 @@ class FakeKubeApiServer implements FakeKubeApi {
     const address = this.tcp.address();
     if (address === null || typeof address === 'string') throw new Error('fake kube API: no TCP address');
     this.port = address.port;
-    rmSync(this.socketPath, { force: true });
-    await listenOn(this.unix, { path: this.socketPath });
     this.available = true;
   }
 
   private async stopListening(): Promise<void> {
     if (!this.available) return;
     this.available = false;
-    const closing = [this.tcp, this.unix].map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+    const closing = new Promise<void>((resolve) => this.tcp.close(() => resolve()));
     this.dropWatches();
     for (const socket of this.sockets) socket.destroy();
-    await Promise.all(closing);
+    await closing;
   }
 
   async setAvailable(up: boolean): Promise<void> {
@@ -209,7 +196,6 @@ class FakeKubeApiServer implements FakeKubeApi {
     if (this.closed) return;
     await this.stopListening();
     this.closed = true;
-    rmSync(this.socketDir, { recursive: true, force: true });
   }
 
   openWatches(): number {
