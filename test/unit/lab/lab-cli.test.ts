@@ -28,6 +28,14 @@ describe('lab command line', () => {
     });
   });
 
+  it('takes --kube as a switch, and the arguments after -- for kubectl', () => {
+    expect(parseLabArgs([])).toMatchObject({ kube: false });
+    expect(parseLabArgs(['up', '--kube', '--ipv6', '--id', 'k1'])).toMatchObject({ command: 'up', kube: true, stack: 'dual', id: 'k1' });
+    expect(parseLabArgs(['kubectl', '--id', 'k1', '--', 'get', 'nodes', '--id', 'x'])).toMatchObject({
+      command: 'kubectl', id: 'k1', execArgv: ['get', 'nodes', '--id', 'x'],
+    });
+  });
+
   it.each([
     [['bogus'], /unknown sub-command "bogus"/],
     [['up', '--hosts', '0'], /--hosts must be an integer from 1 to 50, got "0"/],
@@ -40,7 +48,9 @@ describe('lab command line', () => {
     [['kill'], /kill needs a target/],
     [['exec', 'h1'], /exec needs a command after --/],
     [['status', 'h1'], /unexpected argument "h1" for status/],
-    [['up', '--', 'ls'], /"--" is only for exec/],
+    [['up', '--', 'ls'], /"--" is only for exec and kubectl/],
+    [['kubectl'], /kubectl needs its arguments after --, e.g. kubectl -- get nodes -o wide/],
+    [['up', '--kube=yes'], /--kube takes no value, got "yes"/],
     [['up', '--config', 'f.json', '--backend', 'vxlan'], /--config f.json is the whole network config/],
     [['up', '--ipv6', '--ipv6-only'], /--ipv6 and --ipv6-only exclude each other/],
     [['up', '--ipv6', '--backend', 'udp'], /--backend udp carries IPv4 only .*use vxlan or host-gw with --ipv6$/],
