@@ -34,7 +34,7 @@ export class Netns {
   }
 }
 
-/** No duplicate address detection on `dev`; set before the link goes up (see docs/lab.md, "IPv6 and DAD"). */
+/** No duplicate address detection on `dev`; set before the link goes up (docs/lab.md, "IPv6 and DAD", says why). */
 export async function skipDad(ns: Netns, dev: string): Promise<void> {
   await ns.exec('sysctl', ['-qw', `net.ipv6.conf.${dev}.accept_dad=0`]);
 }
