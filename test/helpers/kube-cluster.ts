@@ -50,6 +50,11 @@ export interface KubeCluster {
   /** Registers the host's Node (as its kubelet would) with its underlay address(es). */
   registerNode(host: string): Promise<void>;
   node(host: string): Promise<V1Node | undefined>;
+  /**
+   * Creates a Node no flanneld runs for: its flannel annotations (keys without the prefix) describe a peer, and
+   * node IPAM gives it its podCIDR(s).
+   */
+  createPeerNode(name: string, annotations: Readonly<Record<string, string>>): Promise<void>;
   /** flanneld's annotations on the host's Node. */
   annotations(host: string): Promise<Record<string, string>>;
   /**
@@ -143,6 +148,10 @@ export async function startKubeCluster(run: NetnsRun, opts: KubeClusterOptions):
       await kubectl.registerNode(host, [...new Set([h.ip, ...(h.ip6 ? [h.ip6] : [])])]);
     },
     node: (host) => kubectl.node(host),
+    async createPeerNode(name, annotations) {
+      const prefixed = Object.fromEntries(Object.entries(annotations).map(([k, v]) => [`${FLANNEL_ANNOTATION}${k}`, v]));
+      await kubectl.run(['create', '-f', '-'], JSON.stringify({ apiVersion: 'v1', kind: 'Node', metadata: { name, annotations: prefixed } }));
+    },
     async annotations(host) {
       const all = (await kubectl.node(host))?.metadata?.annotations ?? {};
       return Object.fromEntries(Object.entries(all).filter(([k]) => k.startsWith(FLANNEL_ANNOTATION)));

@@ -220,17 +220,11 @@ describe('dual-stack Kubernetes mode with vxlan', () => {
   it("applies a peer's IPv6 VtepMAC change alone, dropping the entries for the old MAC", async () => {
     const v6Data = (mac6: string): string => `${P}backend-v6-data={"VNI":1,"VtepMAC":"${mac6}"}`;
     // A node without a flanneld of its own here: its annotations say where its VTEPs are, node IPAM gives its podCIDRs.
-    await cluster.kubectl.run(['create', '-f', '-'], JSON.stringify({
-      apiVersion: 'v1', kind: 'Node',
-      metadata: {
-        name: 'far',
-        annotations: {
-          [`${P}kube-subnet-manager`]: 'true', [`${P}backend-type`]: 'vxlan',
-          [`${P}backend-data`]: '{"VNI":1,"VtepMAC":"0a:00:00:00:00:99"}', [`${P}public-ip`]: '192.0.2.99',
-          [`${P}backend-v6-data`]: '{"VNI":1,"VtepMAC":"0a:00:00:00:06:99"}', [`${P}public-ipv6`]: '2001:db8:2::99',
-        },
-      },
-    }));
+    await cluster.createPeerNode('far', {
+      'kube-subnet-manager': 'true', 'backend-type': 'vxlan',
+      'backend-data': '{"VNI":1,"VtepMAC":"0a:00:00:00:00:99"}', 'public-ip': '192.0.2.99',
+      'backend-v6-data': '{"VNI":1,"VtepMAC":"0a:00:00:00:06:99"}', 'public-ipv6': '2001:db8:2::99',
+    });
     const [, far6] = await podCidrsOf(cluster, 'far', 2);
     const h1 = ns('h1');
     await waitFor('h1 FDB entry for the new node', async () => ((await fdb(h1, 'flannel-v6.1')).includes('0a:00:00:00:06:99 dst 2001:db8:2::99 ') ? true : undefined), 10_000);

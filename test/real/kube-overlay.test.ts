@@ -115,16 +115,10 @@ describe('flanneld with --kube-subnet-mgr on a real control plane', () => {
     expect(await pingMatrix([p1 as Pod, p2 as Pod], { count: 1 })).toEqual([]);
     expect(await routeTo(hosts[0]!.ns, podCidr['h2'] as string)).toContain('dev flannel.1');
     // A node joins while the hosts cannot see it (node IPAM gives it a podCIDR), and etcd forgets the history since.
-    await cluster.kubectl.run(['create', '-f', '-'], JSON.stringify({
-      apiVersion: 'v1', kind: 'Node',
-      metadata: {
-        name: 'far',
-        annotations: {
-          [`${P}kube-subnet-manager`]: 'true', [`${P}backend-type`]: 'vxlan',
-          [`${P}backend-data`]: '{"VNI":1,"VtepMAC":"0a:00:00:00:00:99"}', [`${P}public-ip`]: '192.0.2.99',
-        },
-      },
-    }));
+    await cluster.createPeerNode('far', {
+      'kube-subnet-manager': 'true', 'backend-type': 'vxlan',
+      'backend-data': '{"VNI":1,"VtepMAC":"0a:00:00:00:00:99"}', 'public-ip': '192.0.2.99',
+    });
     const farCidr = await waitFor('node IPAM to give "far" a podCIDR', async () => (await cluster.kubectl.node('far'))?.spec?.podCIDR, 15_000);
     await cluster.compact();
     for (const h of hosts) await allowApi(h.ns);
