@@ -29,6 +29,7 @@ COPY cni-plugin/ cni-plugin/
 # The udp backend's N-API addon, compiled by `npm run build` with the g++ toolchain installed above.
 COPY native/ native/
 # tsconfig.json compiles the lab and bench too; they are built here but not shipped.
+COPY lab/ lab/
 COPY test/ test/
 # The SEA is injected into process.execPath, i.e. into this image's official Node build; build-cni.mjs smoke-tests
 # it with no node on PATH, so a broken executable fails the build rather than pod creation.
