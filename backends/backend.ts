@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import type { NetworkConfig } from '../flanneld/config/network-config-types.js';
 import type { ExternalInterface, HostView } from '../flanneld/ip/external-interface.js';
-import type { Lease, LeaseAttrs } from '../flanneld/lease/lease.js';
+import type { Lease, LeaseAttrs, LeaseEvent } from '../flanneld/lease/lease.js';
 import type { Clock } from '../flanneld/runtime/clock.js';
 import type { Random } from '../flanneld/runtime/random.js';
 import type { Datapath } from './datapath/datapath.js';
@@ -17,6 +17,11 @@ export interface BackendDeps {
   readonly extIface: ExternalInterface;
   /** Claims this node's lease with the backend's attrs, retrying transient failures until it succeeds or aborts. */
   readonly acquireLease: (attrs: LeaseAttrs, signal: AbortSignal) => Promise<Lease>;
+  /**
+   * Every other node's lease, as the store's watch delivers them but only those that passed validation against
+   * this node's own lease (flanneld/subnet/peer-guard.ts): what a backend programs.
+   */
+  readonly peerLeases: (own: Lease, signal: AbortSignal) => AsyncIterable<readonly LeaseEvent[]>;
   readonly datapath: Datapath;
   readonly host: HostView;
   readonly clock: Clock;

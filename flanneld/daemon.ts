@@ -9,7 +9,9 @@ import type { NetworkConfig } from './config/network-config-types.js';
 import { chooseExternalInterface, type ExternalInterfaceOptions, type HostView } from './ip/external-interface.js';
 import { formatIp } from './ip/address.js';
 import { formatCidr } from './ip/cidr.js';
-import type { Lease, LeaseAttrs } from './lease/lease.js';
+import type { Lease, LeaseAttrs, LeaseEvent } from './lease/lease.js';
+import { allocationRanges } from './config/network-config.js';
+import { PeerGuard, guardedLeases, type PeerGuardObserver } from './subnet/peer-guard.js';
 import { formatSubnetKey } from './lease/subnet-key.js';
 import { Backoff } from './runtime/backoff.js';
 import type { Clock } from './runtime/clock.js';
@@ -27,7 +29,7 @@ import { networkAddress, type IpNet } from './ip/cidr.js';
 import { combineObservers, type DaemonStatus, type ProbeState } from './health/daemon-status.js';
 import type { LoopMonitor } from './health/loop-monitor.js';
 import type { Readiness } from './health/readiness.js';
-import { reconcilerMetrics, type FlanneldMetrics } from './metrics/metrics.js';
+import { peerGuardMetrics, reconcilerMetrics, type FlanneldMetrics } from './metrics/metrics.js';
 import type { ReconcilerObserver } from '../backends/peer-reconciler.js';
 
 export interface DaemonOptions extends Omit<ExternalInterfaceOptions, 'enableIPv4' | 'enableIPv6'>, TrafficOptions {
@@ -123,6 +125,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     subnets: deps.subnets,
     extIface,
     acquireLease,
+    peerLeases: (own, peerSignal) => validPeerLeases(deps, config, own, peerSignal),
     datapath: deps.datapath,
     host: deps.host,
     clock: deps.clock,
@@ -231,6 +234,33 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
  * The reconciler's hooks as health, status and metrics: each resync is the reconciler's heartbeat, a programming
  * problem makes the node unready, and the peer set drives the prober and the per-peer metric labels.
  */
+/**
+ * The store's peer leases through the peer guard: this host's addresses and connected networks are read once, when
+ * the watch starts, as what a peer's lease must not cover.
+ */
+async function* validPeerLeases(deps: DaemonDeps, config: NetworkConfig, own: Lease, signal: AbortSignal): AsyncIterable<readonly LeaseEvent[]> {
+  const [interfaces, connectedNetworks] = await Promise.all([deps.host.interfaces(), deps.host.connectedNetworks()]);
+  const rules = {
+    ranges: allocationRanges(config),
+    // etcd leases are carved by flannel itself, so anything but SubnetLen is forged; node IPAM may use other sizes.
+    exactSubnetLength: deps.subnets.name === 'etcd',
+    own,
+    host: { addresses: interfaces.flatMap((i) => i.addrs), connectedNetworks },
+  };
+  const ops = deps.ops;
+  const observer = combinePeerGuardObservers(ops?.metrics && peerGuardMetrics(ops.metrics), ops?.status.guardObserver());
+  const guard = new PeerGuard(rules, deps.rootLog.child({ component: 'peer-guard' }), observer);
+  yield* guardedLeases(deps.subnets.watchLeases(signal), guard);
+}
+
+function combinePeerGuardObservers(...observers: (PeerGuardObserver | undefined)[]): PeerGuardObserver {
+  const all = observers.filter((o): o is PeerGuardObserver => o !== undefined);
+  return {
+    refused: (reason) => all.forEach((o) => o.refused?.(reason)),
+    refusedChanged: (refused) => all.forEach((o) => o.refusedChanged?.(refused)),
+  };
+}
+
 function opsObserver(ops: DaemonOps, clock: Clock, resyncMs: number): ReconcilerObserver {
   ops.loops.register('datapath-reconciler', resyncMs);
   // Per-peer series are labelled with the peer's subnet; a peer that leaves takes its series with it.

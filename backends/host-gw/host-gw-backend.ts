@@ -53,7 +53,7 @@ export function createHostGwBackend(deps: BackendDeps): Backend {
         lease,
         mtu: extIface.mtu,
         run: (runSignal) =>
-          runPeerReconciler(plan, lease, deps.subnets.watchLeases(runSignal), {
+          runPeerReconciler(plan, lease, deps.peerLeases(lease, runSignal), {
             datapath: deps.datapath, clock: deps.clock, log: deps.log, resyncMs: deps.resyncMs,
             ...(deps.observer ? { observer: deps.observer } : {}),
           }, runSignal),

@@ -105,7 +105,7 @@ export function createUdpBackend(deps: BackendDeps, dataplane: UdpDataplane): Ba
         dropped: () => running?.proxy.stats().dropped,
         async run(runSignal) {
           try {
-            await runPeerReconciler(plan, lease, deps.subnets.watchLeases(runSignal), {
+            await runPeerReconciler(plan, lease, deps.peerLeases(lease, runSignal), {
               datapath, clock: deps.clock, log, resyncMs: deps.resyncMs, ...(deps.observer ? { observer: deps.observer } : {}),
             }, runSignal);
           } finally {

@@ -91,7 +91,7 @@ export function createVxlanBackend(deps: BackendDeps): Backend {
         lease,
         mtu: Math.min(...devices.map((d) => d.spec.mtu)),
         run: (runSignal) =>
-          runPeerReconciler(plan, lease, deps.subnets.watchLeases(runSignal), {
+          runPeerReconciler(plan, lease, deps.peerLeases(lease, runSignal), {
             datapath, clock: deps.clock, log, resyncMs: deps.resyncMs, ...(deps.observer ? { observer: deps.observer } : {}),
           }, runSignal),
       };

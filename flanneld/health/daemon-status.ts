@@ -6,6 +6,8 @@ import { formatIp } from '../ip/address.js';
 import { formatCidr } from '../ip/cidr.js';
 import type { Lease } from '../lease/lease.js';
 import type { ReconcilerObserver } from '../../backends/peer-reconciler.js';
+import { bounded, type Refusal, type RefusalReason } from '../lease/peer-checks.js';
+import type { PeerGuardObserver } from '../subnet/peer-guard.js';
 
 export interface ProbeState {
   readonly reachable: boolean;
@@ -39,6 +41,15 @@ export interface StatusReport {
   readonly peers: readonly PeerReport[];
   readonly datapath: { readonly entries: Readonly<Record<string, number>>; readonly lastDrift?: number; readonly lastResyncAt?: string; readonly repairs: Readonly<Record<string, number>>; readonly problem?: string };
   readonly trafficRules: { readonly manager?: string; readonly repairs: number; readonly lastCheckAt?: string };
+  /** Peer leases refused before they reached the datapath (never a reason for this node to be unready). */
+  readonly refusedPeers: readonly RefusedPeerReport[];
+}
+
+export interface RefusedPeerReport {
+  /** The lease's key as the store holds it (bounded in length). */
+  readonly peer: string;
+  readonly reason: RefusalReason;
+  readonly detail: string;
 }
 
 const iso = (ms: number | undefined): string | undefined => (ms === undefined ? undefined : new Date(ms).toISOString());
@@ -69,8 +80,18 @@ export class DaemonStatus {
   private lastDrift: number | undefined;
   private lastResync: number | undefined;
   private problem: string | undefined;
+  private refused: ReadonlyMap<string, Refusal> = new Map();
 
   constructor(private readonly now: () => number) {}
+
+  /** The peer guard's hook that the status view needs. */
+  guardObserver(): PeerGuardObserver {
+    return {
+      refusedChanged: (refused) => {
+        this.refused = refused;
+      },
+    };
+  }
 
   /** The reconciler's hooks that the status view needs. */
   observer(): ReconcilerObserver {
@@ -133,6 +154,8 @@ export class DaemonStatus {
         ...(this.problem ? { problem: this.problem } : {}),
       },
       trafficRules: { ...(this.rulesManager ? { manager: this.rulesManager } : {}), repairs: this.ruleRepairs, ...(lastCheckAt ? { lastCheckAt } : {}) },
+      refusedPeers: [...this.refused].map(([peer, r]) => ({ peer: bounded(peer, 80), reason: r.reason, detail: r.detail }))
+        .sort((a, b) => a.peer.localeCompare(b.peer, 'en', { numeric: true })),
     };
   }
 }

@@ -4,6 +4,8 @@
  */
 import { Counter, Gauge, Histogram, collectDefaultMetrics, type Registry } from 'prom-client';
 import type { ReconcilerObserver } from '../../backends/peer-reconciler.js';
+import { REFUSAL_REASONS, type RefusalReason } from '../lease/peer-checks.js';
+import type { PeerGuardObserver } from '../subnet/peer-guard.js';
 import type { Clock } from '../runtime/clock.js';
 
 export interface FlanneldMetrics {
@@ -20,6 +22,8 @@ export interface FlanneldMetrics {
   readonly trafficRuleRepairs: Counter<'manager'>;
   readonly probeRtt: Histogram;
   readonly peerReachable: Gauge<'peer'>;
+  readonly peerRefusals: Counter<'reason'>;
+  readonly refusedPeers: Gauge<'reason'>;
   /**
    * Registers flanneld_udp_dropped_packets_total{reason}, read from `source` at each scrape (the udp backend's
    * native counters); only nodes running udp export it. Every reason `source` names now starts at 0.
@@ -47,6 +51,8 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
     trafficRuleRepairs: new Counter({ name: 'flanneld_traffic_rules_repairs_total', help: 'Times missing traffic rules were re-applied, by manager', labelNames: ['manager'], registers }),
     probeRtt: new Histogram({ name: 'flanneld_peer_probe_rtt_seconds', help: "Round-trip time of peer probes through the overlay", buckets: DURATION_BUCKETS, registers }),
     peerReachable: new Gauge({ name: 'flanneld_peer_reachable', help: '1 when the peer answers probes through the overlay, 0 when not', labelNames: ['peer'], registers }),
+    peerRefusals: new Counter({ name: 'flanneld_peer_refusals_total', help: 'Peer leases refused before reaching the datapath, by reason', labelNames: ['reason'], registers }),
+    refusedPeers: new Gauge({ name: 'flanneld_refused_peers', help: 'Peer leases refused now, by reason', labelNames: ['reason'], registers }),
     trackUdpDrops(source) {
       const reasons = Object.keys(source() ?? {});
       // The native counters only grow; each scrape adds what they gained since the last. A proxy re-started with
@@ -76,6 +82,10 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
   for (const kind of ['route', 'neigh', 'fdb']) metrics.datapathRepairs.inc({ kind }, 0);
   for (const manager of ['iptables', 'nftables']) metrics.trafficRuleRepairs.inc({ manager }, 0);
   for (const op of SUBNET_OPS) metrics.subnetManagerErrors.inc({ op }, 0);
+  for (const reason of REFUSAL_REASONS) {
+    metrics.peerRefusals.inc({ reason }, 0);
+    metrics.refusedPeers.set({ reason }, 0);
+  }
   return metrics;
 }
 
@@ -96,3 +106,15 @@ export function reconcilerMetrics(metrics: FlanneldMetrics, clock: Clock): Recon
   };
 }
 export type SubnetOp = (typeof SUBNET_OPS)[number];
+
+/** The peer guard's hooks as metrics: refusals counted as they happen, and the refused peers now, per reason. */
+export function peerGuardMetrics(metrics: FlanneldMetrics): PeerGuardObserver {
+  return {
+    refused: (reason) => metrics.peerRefusals.inc({ reason }),
+    refusedChanged: (refused) => {
+      const counts = new Map<RefusalReason, number>(REFUSAL_REASONS.map((r) => [r, 0]));
+      for (const { reason } of refused.values()) counts.set(reason, (counts.get(reason) ?? 0) + 1);
+      for (const [reason, n] of counts) metrics.refusedPeers.set({ reason }, n);
+    },
+  };
+}

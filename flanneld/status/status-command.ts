@@ -63,6 +63,12 @@ export function renderStatus(report: StatusReport): string {
       [p.subnet, p.ipv6Subnet].filter(Boolean).join(', '), publicIPs(p), p.vtepMAC ?? '-', ...probe(p.probe),
     ])));
   }
+  // A status from an older daemon has no such list.
+  const refused = report.refusedPeers ?? [];
+  if (refused.length > 0) {
+    lines.push('', `${refused.length} peer lease(s) refused (not programmed; this node stays ready)`);
+    lines.push(markdownTable(['lease', 'reason', 'why'], refused.map((r) => [r.peer, r.reason, r.detail])));
+  }
   return `${lines.join('\n')}\n`;
 }
 

@@ -94,6 +94,7 @@ function setup(opts: SetupOptions = {}) {
     const backend = createHostGwBackend({
       subnets,
       extIface: extIface(cfg),
+      peerLeases: (_own, signal) => subnets.watchLeases(signal),
       acquireLease: (attrs, signal) => subnets.acquireLease({ attrs }, signal),
       datapath: dp,
       host,

@@ -163,6 +163,7 @@ function setup(opts: { mtu?: number } = {}) {
       {
         subnets,
         extIface: extIface(cfg),
+        peerLeases: (_own, signal) => subnets.watchLeases(signal),
         acquireLease: (attrs, signal) => subnets.acquireLease({ attrs }, signal),
         datapath: dp,
         host,

@@ -91,6 +91,7 @@ function setup(opts: { mtu?: number; connected?: readonly string[]; publicIP?: s
   const deps = (cfg: NetworkConfig, datapath: FakeDatapath): BackendDeps => ({
     subnets,
     extIface: extIface(cfg),
+    peerLeases: (_own, signal) => subnets.watchLeases(signal),
     acquireLease: (attrs, signal) => subnets.acquireLease({ attrs }, signal),
     datapath,
     host,
