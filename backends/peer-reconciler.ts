@@ -57,6 +57,8 @@ export interface ReconcilerObserver {
   peersChanged?(changed: ReadonlyMap<string, Lease | undefined>, peers: ReadonlyMap<string, Lease>): void;
   /** After each turn: undefined when every wanted entry and device is in place, else what is not. */
   programmed?(problem: string | undefined): void;
+  /** Peers whose route collides with one this node did not make, with why (they are refused, not our failure). */
+  collisions?(byPeer: ReadonlyMap<string, string>): void;
   /** A lease batch has been programmed; `seenAt` is when the batch arrived. */
   leaseBatchApplied?(seenAt: number): void;
 }
@@ -89,13 +91,22 @@ export async function runPeerReconciler(
   /** Desired entries by identity, and which peer wants each (for incremental removal). */
   const desired = new Map<string, DatapathEntry>();
   const byPeer = new Map<string, string[]>();
+  /**
+   * Which peers want each desired entry: an entry stays while any of them does, so one peer leaving never takes
+   * another's entry with it. The first to want an identity owns its value; a later peer wanting other values for it
+   * is refused that entry (and named), never allowed to overwrite it.
+   */
+  const wantedBy = new Map<string, Set<string>>();
+  /** Routes the kernel holds for someone else (EEXIST on an exclusive add), by entry identity: peer and why. */
+  const collisions = new Map<string, { peer: string; detail: string }>();
+  let collisionsChanged = false;
   /** Kept with `desired`, so reporting counts per turn costs nothing at thousands of peers. */
   const counts: Partial<Record<DatapathEntry['kind'], number>> = {};
   const count = (kind: DatapathEntry['kind'], delta: number): void => {
     counts[kind] = (counts[kind] ?? 0) + delta;
   };
   let changedPeers = new Map<string, Lease | undefined>();
-  const failing = new Map<string, string>();
+  const failing = new Map<string, { errno: string; entry: DatapathEntry }>();
   const skippedOnce = new Set<string>();
   let haveSnapshot = false;
   /** Set while the devices still need (re-)creating; every later turn retries first, so a failure is never fatal. */
@@ -146,12 +157,17 @@ export async function runPeerReconciler(
   const setPeer = (key: string, lease: Lease | undefined): void => {
     const old = new Map<string, DatapathEntry>();
     for (const id of byPeer.get(key) ?? []) {
+      const owners = wantedBy.get(id);
+      owners?.delete(key);
+      if (owners && owners.size > 0) continue;
+      wantedBy.delete(id);
       const entry = desired.get(id);
       if (entry) {
         old.set(id, entry);
         count(entry.kind, -1);
       }
       desired.delete(id);
+      if (collisions.get(id)?.peer === key) collisionsChanged = collisions.delete(id);
     }
     byPeer.delete(key);
     changedPeers.set(key, lease);
@@ -162,15 +178,25 @@ export async function runPeerReconciler(
         if (!skippedOnce.has(reason)) log.warn({ peer: key }, reason);
         skippedOnce.add(reason);
       }
-      byPeer.set(key, entries.map(entryIdentity));
+      const mine: string[] = [];
       for (const e of entries) {
         const id = entryIdentity(e);
+        const held = desired.get(id);
+        if (held && !old.has(id) && !(entrySatisfies(e, held) && entrySatisfies(held, e))) {
+          const holder = [...(wantedBy.get(id) ?? [])][0];
+          if (!skippedOnce.has(`clash ${key} ${id}`)) log.warn({ peer: key, holder, entry: describeEntry(e) }, 'peer wants an entry another live peer holds with other values; left as the other peer has it');
+          skippedOnce.add(`clash ${key} ${id}`);
+          continue;
+        }
+        mine.push(id);
+        wantedBy.set(id, (wantedBy.get(id) ?? new Set()).add(key));
         if (!desired.has(id)) count(e.kind, 1);
         desired.set(id, e);
         const was = old.get(id);
         if (!was || !entrySatisfies(e, was) || !entrySatisfies(was, e)) pending.set(id, { op: 'replace', entry: e });
         else if (pending.get(id)?.op === 'delete') pending.delete(id);
       }
+      byPeer.set(key, mine);
     } else {
       peers.delete(key);
     }
@@ -185,16 +211,39 @@ export async function runPeerReconciler(
     const failedIds = new Set<string>();
     for (const f of report.failures) {
       const id = entryIdentity(f.change.entry);
-      // A delete of something already gone is success for us.
+      // A delete of something already gone (or of a route that is no longer ours) is success for us.
       if (f.change.op === 'delete' && (f.errno === 'ESRCH' || f.errno === 'ENOENT')) continue;
       failedIds.add(id);
-      if (failing.get(id) !== f.errno) log.error({ entry: describeEntry(f.change.entry), err: f.errno }, 'cannot program entry');
-      failing.set(id, f.errno);
+      const peer = peerOf(id);
+      if (f.errno === 'EEXIST' && f.change.entry.kind === 'route') {
+        // Someone else's route holds the destination: that peer cannot be served here, but this node is fine.
+        if (collisions.get(id)?.detail !== f.message) {
+          log.warn({ peer, entry: describeEntry(f.change.entry) }, `peer refused: ${f.message}`);
+          collisionsChanged = true;
+        }
+        collisions.set(id, { peer: peer ?? '-', detail: f.message });
+        continue;
+      }
+      if (failing.get(id)?.errno !== f.errno) log.error({ peer, entry: describeEntry(f.change.entry), err: f.errno }, 'cannot program entry');
+      failing.set(id, { errno: f.errno, entry: f.change.entry });
     }
     for (const c of changes) {
       const id = entryIdentity(c.entry);
-      if (!failedIds.has(id) && failing.delete(id)) log.info({ entry: describeEntry(c.entry) }, 'entry programmed after earlier failures');
+      if (failedIds.has(id)) continue;
+      if (failing.delete(id)) log.info({ entry: describeEntry(c.entry) }, 'entry programmed after earlier failures');
+      if (collisions.delete(id)) collisionsChanged = true;
     }
+    if (collisionsChanged) deps.observer?.collisions?.(collisionsByPeer());
+    collisionsChanged = false;
+  };
+  const peerOf = (id: string): string | undefined => [...(wantedBy.get(id) ?? [])][0];
+  const collisionsByPeer = (): Map<string, string> => new Map([...collisions.values()].map((c) => [c.peer, c.detail]));
+  /** Readiness: what of ours cannot be programmed, naming one entry and its peer; collisions are not ours. */
+  const programmingProblem = (): string | undefined => {
+    const first = failing.entries().next().value;
+    if (!first) return undefined;
+    const [id, { errno, entry }] = first;
+    return `${failing.size} datapath entries cannot be programmed, e.g. ${describeEntry(entry)} for peer ${peerOf(id) ?? '-'}: ${errno}`;
   };
 
   const ensureDevices = async (why: string): Promise<boolean> => {
@@ -298,7 +347,7 @@ export async function runPeerReconciler(
           await apply(changes);
         }
         for (const at of leaseTimes) deps.observer?.leaseBatchApplied?.(at);
-        deps.observer?.programmed?.(failing.size > 0 ? `${failing.size} datapath entries cannot be programmed` : undefined);
+        deps.observer?.programmed?.(programmingProblem());
         if (failing.size === 0) entryBackoff.reset();
         else if (!entryRetryArmed) {
           entryRetryArmed = true;

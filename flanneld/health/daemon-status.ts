@@ -81,6 +81,7 @@ export class DaemonStatus {
   private lastResync: number | undefined;
   private problem: string | undefined;
   private refused: ReadonlyMap<string, Refusal> = new Map();
+  private collided: ReadonlyMap<string, string> = new Map();
 
   constructor(private readonly now: () => number) {}
 
@@ -111,6 +112,9 @@ export class DaemonStatus {
       },
       programmed: (problem) => {
         this.problem = problem;
+      },
+      collisions: (byPeer) => {
+        this.collided = byPeer;
       },
     };
   }
@@ -154,8 +158,10 @@ export class DaemonStatus {
         ...(this.problem ? { problem: this.problem } : {}),
       },
       trafficRules: { ...(this.rulesManager ? { manager: this.rulesManager } : {}), repairs: this.ruleRepairs, ...(lastCheckAt ? { lastCheckAt } : {}) },
-      refusedPeers: [...this.refused].map(([peer, r]) => ({ peer: bounded(peer, 80), reason: r.reason, detail: r.detail }))
-        .sort((a, b) => a.peer.localeCompare(b.peer, 'en', { numeric: true })),
+      refusedPeers: [
+        ...[...this.refused].map(([peer, r]) => ({ peer: bounded(peer, 80), reason: r.reason, detail: r.detail })),
+        ...[...this.collided].map(([peer, detail]) => ({ peer, reason: 'datapath-collision' as const, detail })),
+      ].sort((a, b) => a.peer.localeCompare(b.peer, 'en', { numeric: true })),
     };
   }
 }
@@ -175,5 +181,6 @@ export function combineObservers(...observers: readonly (ReconcilerObserver | un
     peersChanged: fan('peersChanged'),
     programmed: fan('programmed'),
     leaseBatchApplied: fan('leaseBatchApplied'),
+    collisions: fan('collisions'),
   };
 }

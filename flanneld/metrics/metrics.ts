@@ -94,6 +94,7 @@ export const SUBNET_OPS = ['get_network_config', 'find_previous_lease', 'acquire
 
 /** The reconciler's hooks as metrics; entry counts are set for every kind so absent kinds read 0, not missing. */
 export function reconcilerMetrics(metrics: FlanneldMetrics, clock: Clock): ReconcilerObserver {
+  let collided = 0;
   return {
     applied: (_changes, durationMs) => metrics.applyDuration.observe(durationMs / 1000),
     repaired: (kind, count) => metrics.datapathRepairs.inc({ kind }, count),
@@ -103,6 +104,12 @@ export function reconcilerMetrics(metrics: FlanneldMetrics, clock: Clock): Recon
       for (const kind of ['route', 'neigh', 'fdb'] as const) metrics.datapathEntries.set({ kind }, counts[kind] ?? 0);
     },
     leaseBatchApplied: (seenAt) => metrics.leaseEventLatency.observe(Math.max(0, clock.now() - seenAt) / 1000),
+    collisions: (byPeer) => {
+      const before = collided;
+      collided = byPeer.size;
+      if (collided > before) metrics.peerRefusals.inc({ reason: 'datapath-collision' }, collided - before);
+      metrics.refusedPeers.set({ reason: 'datapath-collision' }, collided);
+    },
   };
 }
 export type SubnetOp = (typeof SUBNET_OPS)[number];

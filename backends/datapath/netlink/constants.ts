@@ -60,6 +60,12 @@ export const RTA_TABLE = 15;
 
 export const RT_TABLE_MAIN = 254;
 export const RTPROT_BOOT = 3;
+/**
+ * The routing protocol number on every route flanneld programs (`ip route` shows "proto 70"): how it tells its own
+ * routes from the kernel's, an operator's or another daemon's, which it never replaces or deletes. Unassigned in
+ * iproute2's rt_protos; docs/peer-validation.md says why a number of our own.
+ */
+export const RTPROT_FLANNEL = 70;
 export const RT_SCOPE_UNIVERSE = 0;
 export const RT_SCOPE_LINK = 253;
 export const RTN_UNICAST = 1;

@@ -88,7 +88,10 @@ async function setup() {
   const subnets = new FakeSubnetManager();
   const { log, lines } = memoryLog();
   const seen: Seen = { applied: [], repaired: [], resynced: [], peers: [], leaseBatchApplied: [] };
+  let extra: ReconcilerObserver = {};
   const observer: ReconcilerObserver = {
+    programmed: (p) => extra.programmed?.(p),
+    collisions: (m) => extra.collisions?.(m),
     applied: (changes, durationMs) => void seen.applied.push([changes, durationMs]),
     repaired: (kind, count) => void seen.repaired.push([kind, count]),
     resynced: (durationMs, drift) => void seen.resynced.push([durationMs, drift]),
@@ -150,6 +153,10 @@ async function setup() {
 
   return {
     dp, eth0, clock, subnets, lines, seen, abort, start, push, resync,
+    /** More observer hooks for one test. */
+    observe: (more: ReconcilerObserver) => {
+      extra = more;
+    },
     dev: () => dev,
     ensureCalls: () => ensureCalls,
     failEnsure: (times: number) => {
@@ -528,6 +535,51 @@ describe('runPeerReconciler: failures', () => {
     expect(h.lines.filter((l) => l.level >= WARN)).toEqual([]);
     expect(h.logged(INFO, 'entry programmed after earlier failures')).toEqual([]);
     expect(h.kernel()).toEqual(described([...peerEntries(2, h.dev()), ...peerEntries(3, h.dev())]));
+  });
+});
+
+describe('runPeerReconciler: entries owned by more than one peer, and routes held by others', () => {
+  it("keeps an entry two peers want until neither does, and never lets a second peer overwrite the first's values", async () => {
+    const h = await setup();
+    await h.start();
+    const first = peerLease(2, '0e:00:00:00:00:aa');
+    // Same MAC (the guard refuses this upstream of here; the reconciler must still never drop the first's entry).
+    const second: Lease = { ...peerLease(3, '0e:00:00:00:00:aa'), attrs: { ...peerLease(3).attrs, publicIP: ip('172.16.7.7'), backendData: { VNI: 1, VtepMAC: '0e:00:00:00:00:aa' } } };
+    await h.push(added(first, second));
+    const fdbOf = (): string[] => h.kernel().filter((e) => e.startsWith('fdb '));
+    expect(fdbOf()).toEqual([`fdb 0e:00:00:00:00:aa dst ${peerPublic(2)} dev#${h.dev()}`]);
+    expect(h.lines.filter((l) => l.msg.startsWith('peer wants an entry another live peer holds'))).toHaveLength(1);
+    await h.push(removed(second));
+    expect(fdbOf()).toEqual([`fdb 0e:00:00:00:00:aa dst ${peerPublic(2)} dev#${h.dev()}`]);
+    await h.push(removed(first));
+    expect(fdbOf()).toEqual([]);
+  });
+
+  it("reports a route the kernel holds for someone else (EEXIST) as that peer's collision, without failing readiness", async () => {
+    const h = await setup();
+    const problems: (string | undefined)[] = [];
+    const collided: ReadonlyMap<string, string>[] = [];
+    const route2 = entryIdentity(peerEntries(2, h.dev())[2] as DatapathEntry);
+    h.dp.failEntry(route2, 'EEXIST', { op: 'replace' });
+    h.observe({ programmed: (p) => void problems.push(p), collisions: (m) => void collided.push(m) });
+    await h.start();
+    await h.push(added(peerLease(2), peerLease(3)));
+    expect(problems.at(-1)).toBeUndefined();
+    expect([...(collided.at(-1) ?? new Map()).keys()]).toEqual([`${peerNet(2).replace('/', '-')}`]);
+    expect(h.lines.filter((l) => l.level === WARN && l.msg.startsWith('peer refused:'))).toHaveLength(1);
+    h.dp.clearFailures();
+    await h.resync();
+    expect([...(collided.at(-1) ?? new Map()).keys()]).toEqual([]);
+  });
+
+  it("names the entry and the peer when this node's own programming fails", async () => {
+    const h = await setup();
+    const problems: (string | undefined)[] = [];
+    h.observe({ programmed: (p) => void problems.push(p) });
+    h.dp.failEntry(entryIdentity(peerEntries(2, h.dev())[2] as DatapathEntry), 'EINVAL', { op: 'replace' });
+    await h.start();
+    await h.push(added(peerLease(2)));
+    expect(problems.at(-1)).toBe(`1 datapath entries cannot be programmed, e.g. route ${peerNet(2)} via ${peerGateway(2)} dev#${h.dev()} onlink for peer ${peerNet(2).replace('/', '-')}: EINVAL`);
   });
 });
 
