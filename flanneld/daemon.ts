@@ -7,6 +7,7 @@ import type { BackendFactory } from '../backends/backend.js';
 import type { Datapath } from '../backends/datapath/datapath.js';
 import type { NetworkConfig } from './config/network-config-types.js';
 import { chooseExternalInterface, type ExternalInterfaceOptions, type HostView } from './ip/external-interface.js';
+import { networkConflict } from './ip/network-conflicts.js';
 import { formatIp } from './ip/address.js';
 import { formatCidr } from './ip/cidr.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from './lease/lease.js';
@@ -87,6 +88,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const log = deps.rootLog.child({ component: 'daemon' });
   const config = await retryUntilDone(deps, log, signal, 'network config', () => deps.subnets.getNetworkConfig(signal));
   log.info({ backend: config.backend.type, network: describeNetworks(config) }, 'network config loaded');
+  await refuseNetworkConflicts(deps.host, config);
 
   const readStored = deps.subnets.storedPublicIPs?.bind(deps.subnets);
   const stored: StoredPublicIPs = readStored ? await retryUntilDone(deps, log, signal, 'public IPs recorded for this node', () => readStored(signal)) : {};
@@ -234,6 +236,15 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
  * The reconciler's hooks as health, status and metrics: each resync is the reconciler's heartbeat, a programming
  * problem makes the node unready, and the peer set drives the prober and the per-peer metric labels.
  */
+/** Refuses a Network (or IPv6Network) that takes in this host's own addresses or connected networks. */
+async function refuseNetworkConflicts(host: HostView, config: NetworkConfig): Promise<void> {
+  const [interfaces, connected] = await Promise.all([host.interfaces(), host.connectedNetworks()]);
+  for (const [key, network] of [['Network', config.enableIPv4 ? config.network : undefined], ['IPv6Network', config.enableIPv6 ? config.ipv6Network : undefined]] as const) {
+    const conflict = network && networkConflict(network, interfaces, connected);
+    if (network && conflict) throw new ConfigError(key, formatCidr(network), `overlaps this host's own network: ${conflict}`);
+  }
+}
+
 /**
  * The store's peer leases through the peer guard: this host's addresses and connected networks are read once, when
  * the watch starts, as what a peer's lease must not cover.

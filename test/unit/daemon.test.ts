@@ -166,6 +166,15 @@ describe('runDaemon', () => {
     expect(d.result()).toEqual({ kind: 'stopped' });
   });
 
+  it("refuses a Network that takes in the host's own address, naming both", async () => {
+    const h = setup();
+    h.subnets.config.then(config('{"Network":"10.0.0.0/8","Backend":{"Type":"alloc"}}'));
+    await h.start();
+    const outcome = h.result() as { error: Error };
+    expect(outcome.error).toBeInstanceOf(ConfigError);
+    expect(outcome.error.message).toBe("Network: overlaps this host's own network: it holds 10.0.0.5, an address of this host on eth0 (got \"10.0.0.0/8\")");
+  });
+
   it('keeps waiting on an invalid config instead of exiting', async () => {
     const d = setup();
     const invalid = new ConfigError('Network', '10.244.0.0/33', 'not a valid CIDR');
