@@ -85,6 +85,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         health: healthView,
         metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
         status: () => status.report(healthView()),
+        metricsAllowFrom: options.metricsAllowFrom,
         log: root.child({ component: 'health' }),
       })
     : undefined;

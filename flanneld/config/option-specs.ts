@@ -1,9 +1,10 @@
 /**
- * The one table of flanneld options: upstream names, defaults and help text (flannel main.go), plus the two
- * flannel-ts additions. options.ts turns it into a convict schema, the argv scanner's shapes, the FLANNELD_* env
+ * The one table of flanneld options: upstream names, defaults and help text (flannel main.go), plus the
+ * flannel-ts additions (--datapath-resync, --peer-probe-interval, --metrics-allow-from). options.ts turns it into a convict schema, the argv scanner's shapes, the FLANNELD_* env
  * names and the --help text, so adding or activating an option is a one-line change here.
  */
-import { parseIPv4, parseIPv6, parseIp } from '../ip/address.js';
+import { bitsOf, parseIPv4, parseIPv6, parseIp } from '../ip/address.js';
+import { ipNet, parseCidr, type IpNet } from '../ip/cidr.js';
 
 interface SpecBase {
   /** Command-line name, without dashes. */
@@ -95,6 +96,12 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     { expect: anIp }),
   int('healthz-port', 0, 'the port for healthz server to listen (0 to disable)', between(0, 65535),
     'must be a port number from 0 to 65535'),
+  // /metrics and /status list every peer's address, so only this host reads them unless the operator says more;
+  // /healthz and /readyz stay open to all, as the kubelet probes a hostNetwork pod at the node's address.
+  list('metrics-allow-from', true,
+    'clients besides this host that may read /metrics and /status: CIDRs or IPs, comma-separated or repeated ' +
+    '(0.0.0.0/0,::/0 for any); /healthz and /readyz answer every client',
+    (s) => parseAllowFrom(s) !== undefined, 'must be CIDRs or IP addresses, comma-separated (0.0.0.0/0,::/0 for any client)'),
   int('iptables-resync', 5, 'resync period for iptables rules, in seconds', (n) => n >= 1,
     'must be a positive integer'),
   bool('iptables-forward-rules', true, 'add default accept rules to FORWARD chain in iptables'),
@@ -150,4 +157,19 @@ export function compileIfaceRegex(source: string): RegExp | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * One --metrics-allow-from entry: a comma list of CIDRs (host bits masked, as Go's net.ParseCIDR) or bare addresses
+ * (one host each); undefined when it is empty or any part is neither. The flag takes commas as well as repeats,
+ * because a manifest writer puts a list in one argument as readily as in several.
+ */
+export function parseAllowFrom(text: string): IpNet[] | undefined {
+  const parts = splitList(text);
+  const nets = parts.map((part) => {
+    if (part.includes('/')) return parseCidr(part);
+    const addr = parseIp(part);
+    return addr && ipNet(addr.family, addr.value, bitsOf(addr.family));
+  });
+  return nets.length > 0 && nets.every((n): n is IpNet => n !== undefined) ? nets : undefined;
 }

@@ -4,6 +4,7 @@
  * LoadResult goes out, and main.ts does the printing and exiting. Every error names the flag or variable and value.
  */
 import { parseIp, type IpAddress } from '../ip/address.js';
+import type { IpNet } from '../ip/cidr.js';
 import { ConfigError } from '../runtime/errors.js';
 import { parseGoBool, parseGoInt, scanGoFlags, type FlagShape } from './argv.js';
 import { renderHelp } from './options-help.js';
@@ -14,6 +15,7 @@ import {
   OPTION_SPECS,
   envNameOf,
   keyOf,
+  parseAllowFrom,
   reasonFor,
   splitList,
   type OptionSpec,
@@ -47,6 +49,8 @@ export interface FlanneldOptions {
   readonly healthzIp: IpAddress;
   /** 0 disables the health server. */
   readonly healthzPort: number;
+  /** Clients besides this host that may read /metrics and /status; empty: this host only. */
+  readonly metricsAllowFrom: readonly IpNet[];
   /** Seconds, >= 1. */
   readonly iptablesResync: number;
   readonly iptablesForwardRules: boolean;
@@ -172,6 +176,7 @@ function toOptions(props: Readonly<Record<string, unknown>>): FlanneldOptions {
     kubeconfigFile: str('kubeconfig-file'),
     healthzIp,
     healthzPort: int('healthz-port'),
+    metricsAllowFrom: Object.freeze(list('metrics-allow-from').flatMap((entry) => parseAllowFrom(entry) ?? [])),
     iptablesResync: int('iptables-resync'),
     iptablesForwardRules: bool('iptables-forward-rules'),
     ipBlackholeRoute: bool('ip-blackhole-route'),

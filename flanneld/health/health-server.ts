@@ -3,10 +3,14 @@
  * `/healthz`: 200 while every loop makes progress, 503 naming the loop that stalled. `/readyz`: 200 once traffic
  * rules are in and subnet.env is written (upstream's meaning), 503 with the reason before that and whenever the
  * lease is lost or the datapath cannot be programmed. `/metrics`: Prometheus text. `/status`: JSON for
- * `flanneld status`.
+ * `flanneld status`. The probes answer every client; /metrics and /status only this host and
+ * --metrics-allow-from, the others get a 403 naming that option (client-policy.ts says why).
  */
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener, type Server, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
+import { formatIp } from '../ip/address.js';
+import type { IpNet } from '../ip/cidr.js';
+import { RESTRICTED_PATHS, classifyClient, describeAudience, refusalText, socketAddress } from './client-policy.js';
 import type { StatusReport } from './daemon-status.js';
 
 export interface HealthView {
@@ -21,6 +25,8 @@ export interface HealthServerOptions {
   readonly health: () => HealthView;
   readonly metrics?: () => Promise<{ readonly contentType: string; readonly body: string }>;
   readonly status?: () => StatusReport;
+  /** --metrics-allow-from: clients besides this host that may read /metrics and /status (default none). */
+  readonly metricsAllowFrom?: readonly IpNet[];
   readonly log: Logger;
 }
 
@@ -33,11 +39,33 @@ function text(res: ServerResponse, code: number, body: string): void {
   res.writeHead(code, { 'Content-Type': 'text/plain; charset=utf-8' }).end(body);
 }
 
-export async function startHealthServer(opts: HealthServerOptions): Promise<HealthServer> {
-  const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '/').split('?')[0];
+/** Distinct refused clients logged; beyond this a scan or a misconfigured scraper fleet is not logged further. */
+const REFUSALS_LOGGED = 100;
+
+/** The request handler on its own, so the policy can be exercised with any peer address a test needs. */
+export function healthRequestListener(opts: HealthServerOptions): RequestListener {
+  const allowFrom = opts.metricsAllowFrom ?? [];
+  const refusedClients = new Set<string>();
+  // A scraper refused every 15 s would otherwise write the same line forever: once per client is enough to act on.
+  const noteRefusal = (req: IncomingMessage, path: string): void => {
+    const client = socketAddress(req.socket.remoteAddress);
+    const key = client ? `${client.family}:${client.value}` : '?';
+    if (refusedClients.has(key) || refusedClients.size >= REFUSALS_LOGGED) return;
+    refusedClients.add(key);
+    opts.log.warn(
+      { path, client: client ? formatIp(client) : req.socket.remoteAddress },
+      `refused ${path} to a client that is neither this host nor in --metrics-allow-from (logged once per client)`,
+    );
+  };
+  return (req, res) => {
+    const path = (req.url ?? '/').split('?')[0] ?? '/';
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { Allow: 'GET, HEAD' }).end();
+      return;
+    }
+    if (RESTRICTED_PATHS.includes(path) && classifyClient(req.socket.remoteAddress, req.socket.localAddress, allowFrom) === 'refused') {
+      noteRefusal(req, path);
+      text(res, 403, refusalText(path, req.socket.remoteAddress));
       return;
     }
     if (path === '/healthz') {
@@ -64,7 +92,11 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
     } else {
       text(res, 404, 'not found\n');
     }
-  });
+  };
+}
+
+export async function startHealthServer(opts: HealthServerOptions): Promise<HealthServer> {
+  const server: Server = createServer(healthRequestListener(opts));
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {
@@ -74,7 +106,10 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : opts.port;
-  opts.log.info({ host: opts.host, port }, 'serving /healthz, /readyz, /metrics and /status');
+  opts.log.info(
+    { host: opts.host, port },
+    `serving /healthz and /readyz to every client, /metrics and /status to ${describeAudience(opts.metricsAllowFrom ?? [])}`,
+  );
   return {
     port,
     close: () => new Promise<void>((resolve) => {

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { ipAddress, parseIp } from '../../../flanneld/ip/address.js';
+import { parseCidr } from '../../../flanneld/ip/cidr.js';
 import { parseGoBool, parseGoInt } from '../../../flanneld/config/argv.js';
 import { NOT_YET_ACTIVE_MARK } from '../../../flanneld/config/options-help.js';
 import { NOT_YET_ACTIVE, OPTION_SPECS, compileIfaceRegex } from '../../../flanneld/config/option-specs.js';
@@ -27,6 +28,7 @@ function helpText(): string {
 }
 
 const ip = (text: string) => parseIp(text);
+const net = (text: string) => parseCidr(text);
 
 const DEFAULTS: FlanneldOptions = {
   etcdEndpoints: ['http://127.0.0.1:4001', 'http://127.0.0.1:2379'],
@@ -51,6 +53,7 @@ const DEFAULTS: FlanneldOptions = {
   kubeconfigFile: '',
   healthzIp: ipAddress(4, 0n),
   healthzPort: 0,
+  metricsAllowFrom: [],
   iptablesResync: 5,
   iptablesForwardRules: true,
   ipBlackholeRoute: false,
@@ -87,6 +90,7 @@ const SAMPLES: readonly [string, string, keyof FlanneldOptions, unknown][] = [
   ['kubeconfig-file', '/etc/kubeconfig', 'kubeconfigFile', '/etc/kubeconfig'],
   ['healthz-ip', '::1', 'healthzIp', ip('::1')],
   ['healthz-port', '8471', 'healthzPort', 8471],
+  ['metrics-allow-from', '10.1.2.3/8,2001:db8::1', 'metricsAllowFrom', [net('10.0.0.0/8'), net('2001:db8::1/128')]],
   ['iptables-resync', '7', 'iptablesResync', 7],
   ['iptables-forward-rules', 'false', 'iptablesForwardRules', false],
   ['ip-blackhole-route', 'true', 'ipBlackholeRoute', true],
@@ -157,6 +161,8 @@ describe('loadOptions: command line', () => {
     [['--healthz-port=65535'], 'healthzPort', 65535],
     [['--etcd-endpoints', 'http://a:2379, ,http://b:2379'], 'etcdEndpoints', ['http://a:2379', 'http://b:2379']],
     [['--ip-masq', '--'], 'ipMasq', true],
+    [['--metrics-allow-from', '192.0.2.0/24', '--metrics-allow-from=0.0.0.0/0, ::/0'], 'metricsAllowFrom',
+      [net('192.0.2.0/24'), net('0.0.0.0/0'), net('::/0')]],
   ] as const)('%j', (argv, field, expected) => {
     expect(run(argv).options[field]).toEqual(expected);
   });
@@ -195,6 +201,9 @@ describe('loadOptions: command line', () => {
     [['--iface-regex', 'eth0', '--iface-regex', '('], ['--iface-regex', '"("']],
     [['--iface='], ['--iface', '""']],
     [['--etcd-endpoints=,'], ['--etcd-endpoints', '","']],
+    [['--metrics-allow-from=10.0.0.0/33'], ['--metrics-allow-from', '"10.0.0.0/33"', 'CIDRs or IP addresses']],
+    [['--metrics-allow-from=192.0.2.0/24,prometheus'], ['--metrics-allow-from', '"192.0.2.0/24,prometheus"']],
+    [['--metrics-allow-from='], ['--metrics-allow-from', '""']],
   ] as const)('%j is an error naming the flag and value', (argv, parts) => {
     const message = failure(argv);
     for (const part of parts) expect(message).toContain(part);
@@ -284,6 +293,7 @@ describe('loadOptions: FLANNELD_* environment', () => {
     ['FLANNELD_PEER_PROBE_INTERVAL', 'often'],
     ['FLANNELD_V', 'x'],
     ['FLANNELD_ETCD_ENDPOINTS', ' , '],
+    ['FLANNELD_METRICS_ALLOW_FROM', 'any'],
   ])('%s=%j is an error naming the variable and value', (name, value) => {
     const message = failure([], { [name]: value });
     expect(message.startsWith(`${name}: `)).toBe(true);
