@@ -52,6 +52,8 @@ COPY --from=build /src/node_modules/ node_modules/
 # Only the daemon's compiled modules: dist/ also holds the lab, the bench and the ~100 MB SEA, none needed here.
 COPY --from=build /src/dist/flanneld/ dist/flanneld/
 COPY --from=build /src/dist/backends/ dist/backends/
+# Our N-API addons: the rtnetlink sockets every backend uses, and the udp backend's packet path.
+COPY --from=build /src/dist/native/ dist/native/
 # The path the install-cni-plugin init container copies from.
 COPY --from=build /src/dist/cni/flannel-sea /opt/cni-bin/flannel
 # A symlink keeps main.js's shebang (node --max-semi-space-size=4) in force; Node resolves it to the real path, so

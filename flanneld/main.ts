@@ -90,6 +90,10 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
       })
     : undefined;
   const datapath = new NetlinkDatapath();
+  metrics.trackNetlinkOverruns(() => {
+    const stats = datapath.netlinkStats();
+    return { notification: stats.notificationOverruns, request: stats.requestOverruns };
+  });
   let store: { subnets: SubnetManager; close(): void };
   // The watch is the lease-watcher loop: alive while connected or retrying, stalled when it does neither.
   // Watched from its first attempt on, so waiting for the config at start-up does not count as a stall.

@@ -1,5 +1,6 @@
-// Compiles the udp backend's N-API addon (native/udp) with the C compiler Debian provides, against the headers of
-// the node that runs this script. N-API needs no linking against node, so one `cc` call is the whole build.
+// Compiles flanneld's N-API addons (native/udp: the udp backend's data path; native/netlink: the rtnetlink
+// sockets) with the C compiler Debian provides, against the headers of the node that runs this script. N-API needs
+// no linking against node, so one `cc` call per addon is the whole build.
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -11,12 +12,18 @@ if (!headers) {
   process.stderr.write(`build-native: node_api.h not found next to ${process.execPath} (install the nodejs headers)\n`);
   process.exit(1);
 }
-const out = 'dist/native/flannel_udp.node';
-mkdirSync(dirname(out), { recursive: true });
-const started = Date.now();
-execFileSync(process.env.CC ?? 'cc', [
-  '-O2', '-g', '-std=gnu11', '-Wall', '-Wextra', '-Werror', '-fPIC', '-shared', '-pthread',
-  '-DNODE_GYP_MODULE_NAME=flannel_udp', '-DNAPI_VERSION=8', `-I${headers}`,
-  '-o', out, 'native/udp/flannel_udp.c',
-], { stdio: 'inherit' });
-process.stdout.write(`build-native: ${out} (${Date.now() - started} ms)\n`);
+const addons = [
+  { name: 'flannel_udp', source: 'native/udp/flannel_udp.c' },
+  { name: 'flannel_netlink', source: 'native/netlink/flannel_netlink.c' },
+];
+mkdirSync('dist/native', { recursive: true });
+for (const { name, source } of addons) {
+  const out = `dist/native/${name}.node`;
+  const started = Date.now();
+  execFileSync(process.env.CC ?? 'cc', [
+    '-O2', '-g', '-std=gnu11', '-Wall', '-Wextra', '-Werror', '-fPIC', '-shared', '-pthread',
+    `-DNODE_GYP_MODULE_NAME=${name}`, '-DNAPI_VERSION=8', `-I${headers}`,
+    '-o', out, source,
+  ], { stdio: 'inherit' });
+  process.stdout.write(`build-native: ${out} (${Date.now() - started} ms)\n`);
+}

@@ -1,42 +1,65 @@
 /**
  * Datapath over rtnetlink: one request socket for gets, dumps and batched changes, and one multicast socket per
  * events() call. Runs in the caller's network namespace (flanneld is started inside the host's namespace), so it
- * never switches namespaces itself.
+ * never switches namespaces itself. Both sockets are our own N-API addon (netlink/native-socket.ts says why): an
+ * overrun fails the pending requests or becomes an 'overrun' event, and never ends the process.
  */
-import { RawNetlinkSocket } from 'netlink';
 import { containsIp, formatCidr, type IpNet } from '../../flanneld/ip/cidr.js';
 import { sameIp, type Family } from '../../flanneld/ip/address.js';
 import { AsyncQueue } from '../../flanneld/runtime/async-queue.js';
 import type {
-  AddressInfo, ApplyReport, Datapath, DatapathChange, DatapathEntry, DatapathEvent, DatapathScope, LinkInfo,
+  AddressInfo, ApplyFailure, ApplyReport, Datapath, DatapathChange, DatapathEntry, DatapathEvent, DatapathScope, LinkInfo,
   VxlanLinkSpec,
 } from './datapath.js';
 import { inScope } from '../entry-diff.js';
 import { describeEntry } from './entry-key.js';
 import { addAddress, decodeAddress, deleteAddress, dumpAddresses } from './netlink/address.js';
 import {
-  RTM_DELLINK, RTM_DELNEIGH, RTM_DELROUTE, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE, RTNLGRP_LINK, RTNLGRP_NEIGH,
+  RTPROT_FLANNEL,
 } from './netlink/constants.js';
 import { createVxlan, decodeLink, deleteLink, getLinkByName, setLinkMtuUp, setLinkUp } from './netlink/link.js';
-import { decodeMessages } from './netlink/message.js';
 import { decodeNeighbour, deleteFdb, deleteNeigh, dumpNeighbours, replaceFdb, replaceNeigh } from './netlink/neighbour.js';
-import { addBlackholeRoute, decodeRoute, deleteRoute, dumpRoutes, replaceRoute } from './netlink/route.js';
+import { addBlackholeRoute, createRoute, decodeRoute, deleteRoute, dumpRoutes, replaceRoute, routeProtocol } from './netlink/route.js';
+import { judgeRouteConflicts, type KernelRoute, type RouteEntry } from './route-ownership.js';
 import { NetlinkRequestError, RtnlSocket, type MessageBuilder } from './netlink/socket.js';
+import { NotificationListener, newNotificationStats, type NotificationStats } from './netlink/notifications.js';
+import type { NetlinkSocketInfo } from './netlink/native-socket.js';
 
 const VXLAN_DEFAULT_PORT = 8472;
 
 export class NetlinkDatapath implements Datapath {
-  private readonly listeners = new Set<EventListenerSocket>();
+  /** One per events() call, with the queue it feeds. */
+  private readonly listeners = new Map<NotificationListener, AsyncQueue<DatapathEvent>>();
+  private readonly notificationStats: NotificationStats = newNotificationStats();
 
   constructor(private readonly sock: RtnlSocket = new RtnlSocket()) {}
 
   close(): void {
     this.sock.close();
-    for (const l of this.listeners) {
-      l.socket?.close();
-      l.queue.end();
+    for (const [listener, queue] of this.listeners) {
+      listener.close();
+      queue.end();
     }
     this.listeners.clear();
+  }
+
+  /**
+   * Counters for metrics, all growing from 0: `notificationOverruns` is the number of times notices were lost and
+   * a resync was asked for (each one an 'overrun' event), `requestOverruns` the times replies to our own requests
+   * were lost (those requests failed and were retried). The buffer sizes say what the kernel granted.
+   */
+  netlinkStats(): NetlinkStats {
+    const events = [...this.listeners.keys()][0]?.info();
+    const requests = this.sock.info();
+    return {
+      notificationOverruns: this.notificationStats.overruns,
+      notificationEventsDropped: this.notificationStats.eventsDropped,
+      notificationReopens: this.notificationStats.reopens,
+      requestOverruns: this.sock.overruns,
+      requestReopens: this.sock.reopens,
+      ...(events ? { notificationSocket: events } : {}),
+      ...(requests ? { requestSocket: requests } : {}),
+    };
   }
 
   async link(name: string): Promise<LinkInfo | undefined> {
@@ -96,11 +119,34 @@ export class NetlinkDatapath implements Datapath {
 
   async apply(changes: readonly DatapathChange[]): Promise<ApplyReport> {
     const failed = await this.quietly(changes.length, () => this.sock.batch(changes.map(builderFor)));
-    const failures = [...failed].map(([i, errno]) => {
+    const failures: ApplyFailure[] = [];
+    const held: RouteEntry[] = [];
+    for (const [i, errno] of failed) {
       const change = changes[i] as DatapathChange;
-      return { change, errno, message: `${change.op} ${describeEntry(change.entry)}: ${errno}` };
-    });
+      if (errno === 'EEXIST' && change.op === 'replace' && change.entry.kind === 'route') held.push(change.entry);
+      else failures.push({ change, errno, message: `${change.op} ${describeEntry(change.entry)}: ${errno}` });
+    }
+    if (held.length > 0) failures.push(...(await this.settleHeldRoutes(held)));
     return { applied: changes.length - failures.length, failures };
+  }
+
+  /** Routes whose destination was taken: replaced where the holder is ours (or identical), reported where not. */
+  private async settleHeldRoutes(held: readonly RouteEntry[]): Promise<ApplyFailure[]> {
+    const kernel: KernelRoute[] = [];
+    for (const family of new Set(held.map((r) => r.dst.family))) {
+      for (const msg of await this.sock.dump(dumpRoutes(family), `dump IPv${family} routes`)) {
+        const entry = decodeRoute(msg);
+        if (entry) kernel.push({ entry, protocol: routeProtocol(msg) });
+      }
+    }
+    const verdicts = judgeRouteConflicts(held, kernel, RTPROT_FLANNEL);
+    const failures: ApplyFailure[] = verdicts.collisions.map(({ wanted, detail }) => ({ change: { op: 'replace', entry: wanted }, errno: 'EEXIST', message: detail }));
+    const replaced = await this.sock.batch(verdicts.replace.map((r) => replaceRoute(r)));
+    for (const [i, errno] of replaced) {
+      const entry = verdicts.replace[i] as RouteEntry;
+      failures.push({ change: { op: 'replace', entry }, errno, message: `replace ${describeEntry(entry)}: ${errno}` });
+    }
+    return failures;
   }
 
   async dump(scope: DatapathScope): Promise<readonly DatapathEntry[]> {
@@ -116,7 +162,10 @@ export class NetlinkDatapath implements Datapath {
     for (const [build, what] of requests) messages.push(...(await this.sock.dump(build, what)));
     const out: DatapathEntry[] = [];
     for (const msg of messages) {
-      const entry = decodeRoute(msg) ?? decodeNeighbour(msg);
+      const route = decodeRoute(msg);
+      // Only our own routes are ours to diff, so only they can ever be deleted as stale.
+      if (route && routeProtocol(msg) !== RTPROT_FLANNEL) continue;
+      const entry = route ?? decodeNeighbour(msg);
       if (entry && inScope(entry, scope)) out.push(entry);
     }
     return out;
@@ -124,64 +173,41 @@ export class NetlinkDatapath implements Datapath {
 
   events(signal: AbortSignal): AsyncIterable<DatapathEvent> {
     const queue = new AsyncQueue<DatapathEvent>();
-    const listener: EventListenerSocket = { queue, socket: openEventSocket(queue) };
-    this.listeners.add(listener);
-    const stop = (): void => {
-      this.listeners.delete(listener);
+    if (signal.aborted) {
       queue.end();
-      listener.socket?.close();
-      listener.socket = undefined;
-    };
-    if (signal.aborted) stop();
-    else signal.addEventListener('abort', stop, { once: true });
+      return queue;
+    }
+    const listener = new NotificationListener(queue, this.notificationStats);
+    this.listeners.set(listener, queue);
+    signal.addEventListener('abort', () => {
+      this.listeners.delete(listener);
+      listener.close();
+      queue.end();
+    }, { once: true });
     return queue;
   }
 
   /**
-   * Our own bursts would flood the notification sockets with echoes of what we just wrote, and the native binding
-   * aborts the process when a socket overruns (it builds the poll error with a null string). So for a large batch
-   * the listeners close their sockets and reopen them afterwards; a deletion made by someone else inside that
-   * window is caught by the next periodic resync.
+   * A pass-through kept for apply()'s call. It used to close the notification sockets around batches of 256 or more,
+   * because the old binding (the `netlink` package) aborted the process when one overran, which left a window in
+   * which someone else's deletion went unseen until the periodic resync. Our socket drops the RTM_NEW* echoes of
+   * our writes in the kernel, and an overrun by the RTM_DEL* echoes of a large delete only asks for one resync, so
+   * nothing needs pausing; apply() can call this.sock.batch() directly and this can go.
    */
-  private async quietly<T>(size: number, fn: () => Promise<T>): Promise<T> {
-    if (size < QUIET_BATCH || this.listeners.size === 0) return fn();
-    for (const l of this.listeners) {
-      l.socket?.close();
-      l.socket = undefined;
-    }
-    try {
-      return await fn();
-    } finally {
-      for (const l of this.listeners) l.socket = openEventSocket(l.queue);
-    }
+  private quietly<T>(_size: number, fn: () => Promise<T>): Promise<T> {
+    return fn();
   }
 }
 
-/** Batches at least this large pause the notification sockets (see quietly()). */
-const QUIET_BATCH = 256;
-
-interface EventListenerSocket {
-  readonly queue: AsyncQueue<DatapathEvent>;
-  socket: RawNetlinkSocket | undefined;
-}
-
-function openEventSocket(queue: AsyncQueue<DatapathEvent>): RawNetlinkSocket {
-  const raw = new RawNetlinkSocket(0, { recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 32 * 1024 });
-  for (const group of [RTNLGRP_LINK, RTNLGRP_NEIGH, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE]) raw.addMembership(group);
-  raw.on('message', (buf: Buffer) => {
-    for (const msg of decodeMessages(buf)) {
-      if (msg.type === RTM_DELLINK) {
-        const link = decodeLink(msg);
-        if (link) queue.push({ type: 'link-deleted', index: link.index, name: link.name });
-      } else if (msg.type === RTM_DELROUTE || msg.type === RTM_DELNEIGH) {
-        const entry = decodeRoute(msg) ?? decodeNeighbour(msg, true);
-        if (entry) queue.push({ type: 'entry-deleted', entry });
-      }
-    }
-  });
-  // ENOBUFS read back as an error: notifications were dropped, so whoever listens must re-read the kernel.
-  raw.on('error', () => queue.push({ type: 'overrun' }));
-  return raw;
+export interface NetlinkStats {
+  readonly notificationOverruns: number;
+  readonly notificationEventsDropped: number;
+  readonly notificationReopens: number;
+  readonly requestOverruns: number;
+  readonly requestReopens: number;
+  /** The first events() socket's buffers as the kernel granted them (absent while nobody listens). */
+  readonly notificationSocket?: NetlinkSocketInfo;
+  readonly requestSocket?: NetlinkSocketInfo;
 }
 
 function builderFor(change: DatapathChange): MessageBuilder {
@@ -189,7 +215,7 @@ function builderFor(change: DatapathChange): MessageBuilder {
   const del = change.op === 'delete';
   switch (e.kind) {
     case 'route':
-      return del ? deleteRoute(e) : replaceRoute(e);
+      return del ? deleteRoute(e) : createRoute(e);
     case 'neigh':
       return del ? deleteNeigh(e) : replaceNeigh(e);
     case 'fdb':

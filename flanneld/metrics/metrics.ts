@@ -29,6 +29,33 @@ export interface FlanneldMetrics {
    * native counters); only nodes running udp export it. Every reason `source` names now starts at 0.
    */
   trackUdpDrops(source: () => Readonly<Record<string, number>> | undefined): void;
+  /** Registers flanneld_netlink_overruns_total{socket}, read from the datapath's totals at each scrape. */
+  trackNetlinkOverruns(source: () => Readonly<Record<string, number>>): void;
+}
+
+/**
+ * A counter fed by totals kept elsewhere (native code, the datapath), read at each scrape: it adds what they gained
+ * since the last. A source that restarted from 0 (a udp proxy re-created with its device) shows a value below the
+ * last one, which is all new. Every label value the source names at registration starts at 0.
+ */
+function counterFromTotals(registers: Registry[], name: string, help: string, label: string, source: () => Readonly<Record<string, number>> | undefined): void {
+  const values = Object.keys(source() ?? {});
+  const seen = new Map<string, number>();
+  const counter: Counter<string> = new Counter({
+    name, help, labelNames: [label], registers,
+    collect() {
+      const now = source();
+      if (!now) return;
+      for (const value of values) {
+        const total = now[value] ?? 0;
+        const last = seen.get(value) ?? 0;
+        const gained = total >= last ? total - last : total;
+        if (gained > 0) counter.inc({ [label]: value }, gained);
+        seen.set(value, total);
+      }
+    },
+  });
+  for (const value of values) counter.inc({ [label]: value }, 0);
 }
 
 /** Seconds; from sub-millisecond netlink batches up to multi-second cold starts. */
@@ -54,28 +81,11 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
     peerRefusals: new Counter({ name: 'flanneld_peer_refusals_total', help: 'Peer leases refused before reaching the datapath, by reason', labelNames: ['reason'], registers }),
     refusedPeers: new Gauge({ name: 'flanneld_refused_peers', help: 'Peer leases refused now, by reason', labelNames: ['reason'], registers }),
     trackUdpDrops(source) {
-      const reasons = Object.keys(source() ?? {});
-      // The native counters only grow; each scrape adds what they gained since the last. A proxy re-started with
-      // its device starts again from 0, so a value below the last one is all new.
-      const seen = new Map<string, number>();
-      const counter: Counter<'reason'> = new Counter({
-        name: 'flanneld_udp_dropped_packets_total',
-        help: 'Packets the udp backend dropped, by reason',
-        labelNames: ['reason'],
-        registers,
-        collect() {
-          const now = source();
-          if (!now) return;
-          for (const reason of reasons) {
-            const value = now[reason] ?? 0;
-            const last = seen.get(reason) ?? 0;
-            const gained = value >= last ? value - last : value;
-            if (gained > 0) counter.inc({ reason }, gained);
-            seen.set(reason, value);
-          }
-        },
-      });
-      for (const reason of reasons) counter.inc({ reason }, 0);
+      counterFromTotals(registers, 'flanneld_udp_dropped_packets_total', 'Packets the udp backend dropped, by reason', 'reason', source);
+    },
+    trackNetlinkOverruns(source) {
+      counterFromTotals(registers, 'flanneld_netlink_overruns_total',
+        'Times the kernel dropped netlink messages for us (notification: a full datapath resync followed; request: the requests were retried)', 'socket', source);
     },
   };
   // Counters start at 0 for every label value they can take, so a rate() query works before the first event.

@@ -79,8 +79,9 @@ describe('NetlinkDatapath in a namespace', () => {
     expect(await ns.ip('neigh', 'show', 'dev', 'flannel.1')).toMatch(/10\.244\.2\.0 lladdr 0e:2a:00:00:00:02 PERMANENT/);
     expect(await ns.exec('bridge', ['fdb', 'show', 'dev', 'flannel.1'])).toMatch(/0e:2a:00:00:00:02 dst 192\.0\.2\.2 self permanent/);
     const routes = await ns.ip('route', 'show');
-    expect(routes).toMatch(/10\.244\.2\.0\/24 via 10\.244\.2\.0 dev flannel\.1 onlink/);
-    expect(routes).toMatch(/10\.244\.4\.0\/24 via 192\.0\.2\.4 dev eth0/);
+    // Every route we program carries our own protocol number, which is how we tell ours from anyone else's.
+    expect(routes).toMatch(/10\.244\.2\.0\/24 via 10\.244\.2\.0 dev flannel\.1 proto 70 onlink/);
+    expect(routes).toMatch(/10\.244\.4\.0\/24 via 192\.0\.2\.4 dev eth0 proto 70/);
 
     const scope: DatapathScope = { routeNetworks: [net('10.244.0.0/16')], excludeRoutes: [net('10.244.3.0/24')], neighLinks: [idx] };
     const dumped = await dp.dump(scope);

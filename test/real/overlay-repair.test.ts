@@ -106,7 +106,8 @@ describe('restarts', () => {
     await cluster.stopDaemon('h1');
     await h1.ip('neigh', 'replace', '10.244.250.0', 'lladdr', '0e:2a:0b:0b:0b:0b', 'dev', 'flannel.1', 'nud', 'permanent');
     await h1.exec('bridge', ['fdb', 'replace', '0e:2a:0b:0b:0b:0b', 'dev', 'flannel.1', 'dst', '192.0.2.99', 'self', 'permanent']);
-    await h1.ip('route', 'replace', '10.244.250.0/24', 'via', '10.244.250.0', 'dev', 'flannel.1', 'onlink');
+    // Left by an earlier run of ours, so it carries our protocol; a route of anyone else's would be left alone.
+    await h1.ip('route', 'replace', '10.244.250.0/24', 'via', '10.244.250.0', 'dev', 'flannel.1', 'onlink', 'proto', '70');
     await cluster.startDaemon('h1');
     await waitFor('stale route gone', async () => ((await routeTo(h1, '10.244.250.0/24')) === '' ? true : undefined), 5000);
     expect(await h1.ip('neigh', 'show', 'dev', 'flannel.1')).not.toContain('10.244.250.0');

@@ -3,23 +3,39 @@
  * sendmsg without per-message acks, followed by an NLMSG_NOOP that asks for one: the kernel handles a socket's
  * messages in order and reports only failures, so the NOOP's ack marks the end of the batch and the receive
  * buffer never fills with thousands of success acks.
+ *
+ * The socket is ours (native-socket.ts says why): when the kernel drops replies meant for it (ENOBUFS), every
+ * request then pending fails with ENOBUFS and its caller retries; the daemon goes on.
  */
-import { constants as osConstants } from 'node:os';
-import { RawNetlinkSocket } from 'netlink';
 import { FlannelError } from '../../../flanneld/runtime/errors.js';
 import { NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLM_F_ACK, NLM_F_DUMP_INTR, NLM_F_REQUEST } from './constants.js';
 import { decodeMessages, encodeMessage, type RawMessage } from './message.js';
+import {
+  NetlinkSendError, errnoName, openNativeNetlinkSocket, type NetlinkSocketInfo, type NetlinkTransport, type OpenNetlinkSocket,
+} from './native-socket.js';
 
-const NETLINK_ROUTE = 0;
+export { errnoName };
+
 /** Below the kernel's default socket send limit (sk_sndbuf ~208 KiB), with headroom. */
 const MAX_CHUNK_BYTES = 64 * 1024;
 const DUMP_ATTEMPTS = 5;
+/**
+ * Replies only come for our own requests, and dumps are paced by our reads, so this buffer only has to hold what
+ * one sendmsg can provoke at once: the failure acks of a 64 KiB batch chunk (about a thousand messages, under
+ * 1 MiB of skbs even with NETLINK_CAP_ACK off). 4 MiB (8 MiB as the kernel counts it) leaves a wide margin, and
+ * SO_RCVBUFFORCE makes it hold on hosts whose net.core.rmem_max is the 208 KiB default.
+ */
+const REQUEST_RCVBUF = 4 * 1024 * 1024;
+/** A whole 64 KiB chunk goes in one sendmsg, which netlink refuses (EMSGSIZE) above sk_sndbuf - 32. */
+const REQUEST_SNDBUF = 1024 * 1024;
+const ENOBUFS = 'ENOBUFS';
 
 /** Builds one message given its sequence number. */
 export type MessageBuilder = (seq: number) => Buffer;
 
 interface Pending {
   readonly onMessage: (msg: RawMessage) => void;
+  readonly onFailure: (errno: string) => void;
 }
 
 export class NetlinkRequestError extends FlannelError {
@@ -32,30 +48,66 @@ export class NetlinkRequestError extends FlannelError {
   }
 }
 
-const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([name, num]) => [num, name]));
-export const errnoName = (code: number): string => errnoNames.get(code) ?? `errno ${code}`;
-
 export class RtnlSocket {
-  private readonly raw: RawNetlinkSocket;
+  private transport: NetlinkTransport | undefined;
   private readonly pending = new Map<number, Pending>();
   private seq = Math.floor(Math.random() * 0x7fffffff);
+  private closed = false;
+  /** Times the kernel dropped replies meant for this socket (each failed the requests pending then). */
+  overruns = 0;
+  /** Times the socket broke for another reason and was opened anew for the next request. */
+  reopens = 0;
 
-  constructor() {
-    this.raw = new RawNetlinkSocket(NETLINK_ROUTE, { recvBufferSize: 4 * 1024 * 1024, sendBufferSize: 1024 * 1024 });
-    this.raw.on('message', (buf: Buffer) => {
-      for (const msg of decodeMessages(buf)) this.pending.get(msg.seq)?.onMessage(msg);
-    });
-    this.raw.on('error', () => {
-      // ENOBUFS on the request socket would lose replies; fail everything pending so callers retry.
-      for (const [seq, p] of this.pending) {
-        this.pending.delete(seq);
-        p.onMessage({ type: NLMSG_ERROR, flags: 0, seq, pid: 0, payload: errorPayload(-(osConstants.errno.ENOBUFS ?? 105)) });
-      }
-    });
+  constructor(private readonly open: OpenNetlinkSocket = openNativeNetlinkSocket) {
+    // Opened now, so a missing addon or a refused socket stops the daemon at start, not at its first request.
+    this.transport = this.connect();
+  }
+
+  private connect(): NetlinkTransport {
+    return this.open(
+      { rcvbuf: REQUEST_RCVBUF, sndbuf: REQUEST_SNDBUF, capAck: true },
+      {
+        data: (buf) => {
+          for (const msg of decodeMessages(buf)) this.pending.get(msg.seq)?.onMessage(msg);
+        },
+        // Some reply was lost, and nothing says whose: fail everything pending so the callers retry.
+        overrun: (count) => {
+          this.overruns += count;
+          this.failPending(ENOBUFS);
+        },
+        failed: (errno) => {
+          this.transport = undefined;
+          this.failPending(errno);
+        },
+      },
+    );
+  }
+
+  private failPending(errno: string): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of new Set(all)) p.onFailure(errno);
+  }
+
+  /** Throws NetlinkSendError; a socket that broke earlier is replaced first. */
+  private send(buf: Buffer): void {
+    if (this.closed) throw new NetlinkSendError('EBADF');
+    if (!this.transport) {
+      this.transport = this.connect();
+      this.reopens++;
+    }
+    this.transport.send(buf);
+  }
+
+  info(): NetlinkSocketInfo | undefined {
+    return this.transport?.info();
   }
 
   close(): void {
-    this.raw.close();
+    this.closed = true;
+    this.transport?.close();
+    this.transport = undefined;
+    this.failPending('EBADF');
   }
 
   private nextSeq(): number {
@@ -96,13 +148,14 @@ export class RtnlSocket {
             messages.push(msg);
           }
         },
+        onFailure: (errno) => reject(new NetlinkRequestError(errno, what)),
       });
-      this.raw.send(build(seq), {}, (err) => {
-        if (err) {
-          this.pending.delete(seq);
-          reject(new NetlinkRequestError(err.code, what));
-        }
-      });
+      try {
+        this.send(build(seq));
+      } catch (err) {
+        this.pending.delete(seq);
+        reject(err instanceof NetlinkSendError ? new NetlinkRequestError(err.errno, what) : err);
+      }
     });
   }
 
@@ -133,12 +186,15 @@ export class RtnlSocket {
   private sendChunk(chunk: Buffer[], seqToIndex: Map<number, number>, failures: Map<number, string>): Promise<void> {
     const fenceSeq = this.nextSeq();
     return new Promise<void>((resolve, reject) => {
+      const forget = (): void => {
+        for (const seq of seqToIndex.keys()) this.pending.delete(seq);
+        this.pending.delete(fenceSeq);
+      };
       const onMessage = (msg: RawMessage): void => {
         if (msg.type !== NLMSG_ERROR) return;
         const code = msg.payload.readInt32LE(0);
         if (msg.seq === fenceSeq) {
-          for (const seq of seqToIndex.keys()) this.pending.delete(seq);
-          this.pending.delete(fenceSeq);
+          forget();
           if (code === 0) resolve();
           else reject(new NetlinkRequestError(errnoName(-code), 'netlink batch'));
           return;
@@ -146,23 +202,18 @@ export class RtnlSocket {
         const i = seqToIndex.get(msg.seq);
         if (i !== undefined && code !== 0) failures.set(i, errnoName(-code));
       };
-      for (const seq of seqToIndex.keys()) this.pending.set(seq, { onMessage });
-      this.pending.set(fenceSeq, { onMessage });
+      // Lost acks leave the chunk's outcome unknown: the whole batch fails, and the caller's resync sorts it out.
+      const pending: Pending = { onMessage, onFailure: (errno) => reject(new NetlinkRequestError(errno, 'netlink batch')) };
+      for (const seq of seqToIndex.keys()) this.pending.set(seq, pending);
+      this.pending.set(fenceSeq, pending);
       chunk.push(encodeMessage(NLMSG_NOOP, NLM_F_REQUEST | NLM_F_ACK, fenceSeq, Buffer.alloc(0), []));
-      // One buffer, not an iovec per message: sendmsg refuses more than UIO_MAXIOV (1024) pieces.
-      this.raw.send(Buffer.concat(chunk), {}, (err) => {
-        if (err) {
-          for (const seq of seqToIndex.keys()) this.pending.delete(seq);
-          this.pending.delete(fenceSeq);
-          reject(new NetlinkRequestError(err.code, 'netlink batch send'));
-        }
-      });
+      try {
+        // One buffer, not an iovec per message: sendmsg refuses more than UIO_MAXIOV (1024) pieces.
+        this.send(Buffer.concat(chunk));
+      } catch (err) {
+        forget();
+        reject(err instanceof NetlinkSendError ? new NetlinkRequestError(err.errno, 'netlink batch send') : err);
+      }
     });
   }
-}
-
-function errorPayload(code: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeInt32LE(code);
-  return b;
 }

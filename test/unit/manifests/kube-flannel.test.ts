@@ -526,6 +526,10 @@ describe('Dockerfile', () => {
           // build-cni.mjs writes the SEA there (dist/cni by default) when run with --sea.
           expect(read('scripts/build-cni.mjs')).toMatch(/'dist\/cni'[\s\S]*join\(outdir, 'flannel-sea'\)/);
           expect(runsOf(BUILD)).toContain('node scripts/build-cni.mjs --sea');
+        } else if (path === 'dist/native') {
+          // build-native.mjs compiles native/*/*.c into dist/native during npm run build.
+          expect(read('scripts/build-native.mjs')).toContain("'dist/native'");
+          expect(intoBuild, 'the build stage copies native/').toContain('native');
         } else if (path.startsWith('dist/')) {
           // tsc mirrors a compiled source directory under dist/.
           const dir = path.slice('dist/'.length);
