@@ -70,7 +70,7 @@ describe('lab with vxlan', () => {
     expect(added.out).toMatch(/^\| h3-p3 \| ok \| ok \| ok \| ok \| ok \| ok \| — \|$/m);
 
     const routes = await lab('exec', 'h1', '--id', id, '--', 'ip', 'route');
-    expect(routes.out.match(/via 10\.244\.\d+\.0 dev flannel\.1 onlink/g)).toHaveLength(2);
+    expect(routes.out.match(/via 10\.244\.\d+\.0 dev flannel\.1 proto 70 onlink/g)).toHaveLength(2);
     expect((await lab('exec', 'h1-p1', '--id', id, '--', 'false')).code).toBe(1);
     expect((await lab('exec', 'h9', '--id', id, '--', 'true')).out).toContain('no "h9" in lab');
   });
