@@ -195,13 +195,15 @@ function etcdStore(options: FlanneldOptions, log: Logger, onWatchState: (up: boo
     password: options.etcdPassword,
   });
   if (plan.insecure) log.warn({ component: 'subnet-etcd', endpoints: options.etcdEndpoints }, 'talking to etcd without TLS');
+  else log.info({ component: 'subnet-etcd', endpoints: options.etcdEndpoints, clientCertificate: plan.clientCertificate }, 'talking to etcd over TLS');
   const client = createEtcdClient(plan);
+  const etcdLog = log.child({ component: 'subnet-etcd' });
   const subnets = new EtcdSubnetManager({
-    store: new EtcdLeaseStore(client, options.etcdPrefix),
+    store: new EtcdLeaseStore(client, options.etcdPrefix, { log: etcdLog }),
     prefix: options.etcdPrefix,
     clock: systemClock,
     random: mathRandom,
-    log: log.child({ component: 'subnet-etcd' }),
+    log: etcdLog,
     onWatchState,
   });
   return { subnets, close: () => client.close() };

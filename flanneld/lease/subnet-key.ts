@@ -19,7 +19,11 @@ export function formatSubnetKey(pair: SubnetPair): string {
   return `${v4}&${formatIp(networkAddress(pair.ipv6Subnet))}-${pair.ipv6Subnet.prefixLen}`;
 }
 
-/** Parses a key (or a path ending in one); "0.0.0.0-0" means "no IPv4 subnet". Undefined when malformed. */
+/**
+ * Parses a key (or a path ending in one); "0.0.0.0-0" means "no IPv4 subnet". Undefined when malformed. As loose as
+ * upstream: host bits are masked and anything before the match is ignored, so never use it on keys from the store
+ * without readCanonicalSubnetKey's check.
+ */
 export function parseSubnetKey(text: string): SubnetPair | undefined {
   const m = SUBNET_KEY_RE.exec(text);
   if (!m) return undefined;
@@ -36,4 +40,20 @@ export function parseSubnetKey(text: string): SubnetPair | undefined {
   }
   if (!subnet && !ipv6Subnet) return undefined;
   return Object.freeze({ ...(subnet ? { subnet } : {}), ...(ipv6Subnet ? { ipv6Subnet } : {}) });
+}
+
+export type SubnetKeyReading = { readonly pair: SubnetPair } | { readonly problem: string };
+
+/**
+ * A key from the shared store, accepted only exactly as flannel writes it (formatSubnetKey). A deliberate difference
+ * from upstream, whose end-anchored regex reads "10.5.3.7-24" and "junk10.5.3.0-24" as the lease 10.5.3.0-24: there a
+ * second key can stand in for a live peer's lease, and its deletion reads as that peer leaving. Keys written by
+ * upstream flannel or by us are canonical, so nothing real is lost.
+ */
+export function readCanonicalSubnetKey(text: string): SubnetKeyReading {
+  const pair = parseSubnetKey(text);
+  if (!pair) return { problem: 'not a subnet key' };
+  const canonical = formatSubnetKey(pair);
+  if (canonical !== text) return { problem: `not a canonical subnet key (the lease ${canonical} is written only as "${canonical}")` };
+  return { pair };
 }

@@ -1,7 +1,8 @@
 /**
  * Keeps this node's lease alive: renews it `renewMarginMs` before it expires (on the injected Clock, so tests move
- * through 24 h TTLs in milliseconds) and re-claims it at once when it vanishes from the store (expiry while we were
- * partitioned, or a deletion). Transient failures are retried with backoff; only LeaseLostError ends the loop.
+ * through 24 h TTLs in milliseconds) and writes it back at once when it vanishes from the store (expiry while we were
+ * partitioned, or a deletion) or holds a value we did not write (the subnet manager's watchOwnLease says which).
+ * Transient failures are retried with backoff; only LeaseLostError ends the loop.
  */
 import type { Logger } from 'pino';
 import type { Lease } from '../lease/lease.js';
@@ -56,9 +57,9 @@ export async function keepLease(
       timer.abort();
       signal.removeEventListener('abort', stopTimer);
       if (why === 'stopped' || signal.aborted) return;
-      if (why === 'vanished') log.warn({ subnet }, 'own lease vanished from the store; claiming it again');
+      if (why === 'vanished') log.warn({ subnet }, 'own lease vanished or changed in the store; writing it back');
       lease = await renewWithRetry(lease, deps, signal);
-      log.info({ subnet, expiresAt: lease.expiresAt }, why === 'renew' ? 'lease renewed' : 'lease claimed again');
+      log.info({ subnet, expiresAt: lease.expiresAt }, why === 'renew' ? 'lease renewed' : 'own lease written back');
       onRenewed(lease);
       if (why === 'vanished') vanished = vanishing.next();
     }

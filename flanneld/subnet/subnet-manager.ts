@@ -27,9 +27,9 @@ export interface SubnetManager {
   findPreviousLease(publicIP: IpAddress | undefined, signal: AbortSignal): Promise<Lease | undefined>;
   /** Claims a subnet for this node; rejects NoFreeSubnetError when the network is full. */
   acquireLease(request: LeaseRequest, signal: AbortSignal): Promise<Lease>;
-  /** Extends the lease; re-creates it when it vanished and is still free; rejects LeaseLostError when taken. */
+  /** Extends the lease; re-creates or restores it when it vanished or was overwritten; rejects LeaseLostError when taken. */
   renewLease(lease: Lease, signal: AbortSignal): Promise<Lease>;
-  /** Yields each time this node's own lease disappears from the store (expiry, deletion). */
+  /** Yields each time this node's own lease disappears from the store (expiry, deletion) or is changed by someone else. */
   watchOwnLease(lease: Lease, signal: AbortSignal): AsyncIterable<void>;
   /** Every node's leases: one full batch, then deltas; re-lists itself after reconnect or compaction. */
   watchLeases(signal: AbortSignal): AsyncIterable<readonly LeaseEvent[]>;

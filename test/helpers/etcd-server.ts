@@ -15,8 +15,10 @@ export interface EtcdTlsFiles {
 }
 
 export interface EtcdServerOptions {
-  /** Serve clients over TLS and require client certificates signed by the CA. */
+  /** Serve clients over TLS and require client certificates signed by the CA (unless `clientCertAuth` is false). */
   readonly tls?: EtcdTlsFiles;
+  /** With `tls`: false serves TLS to clients without a certificate of their own (default true). */
+  readonly clientCertAuth?: boolean;
   /** Run etcd inside this network namespace (its loopback), e.g. to share it with a flanneld under test. */
   readonly netns?: string;
   /** Client listen address (default 127.0.0.1), e.g. an underlay address inside `netns` that other hosts reach. */
@@ -63,8 +65,8 @@ export async function startEtcd(options: EtcdServerOptions = {}): Promise<EtcdSe
     args.push(
       '--cert-file', options.tls.certFile,
       '--key-file', options.tls.keyFile,
-      '--trusted-ca-file', options.tls.caFile,
-      '--client-cert-auth',
+      // etcd asks for a client certificate whenever it is given a CA to check one against.
+      ...(options.clientCertAuth === false ? [] : ['--trusted-ca-file', options.tls.caFile, '--client-cert-auth']),
     );
   }
   let proc: TrackedProcess | undefined;

@@ -39,6 +39,8 @@ export interface RecordedRequest {
   resource: string;
   /** 0 until the response head is written (or if the connection died first). */
   status: number;
+  /** A stalled request (see `stall`) whose client closed the connection: the client cancelled it. */
+  cancelledByClient?: boolean;
 }
 
 export interface FakeKubeApi {
@@ -61,6 +63,8 @@ export interface FakeKubeApi {
   /** false: stop listening (new connections refused) and destroy every connection; true: listen again on the same port. */
   setAvailable(up: boolean): Promise<void>;
   openWatches(): number;
+  /** The next `count` requests of this verb get no answer at all, until the client gives up and closes them. */
+  stall(verb: RequestVerb, count?: number): void;
   close(): Promise<void>;
 }
 
@@ -73,6 +77,8 @@ export interface FakeKubeApiOptions {
   watchTimeoutSeconds?: number;
   /** History kept for watches; older changes are compacted away automatically (default 10000). */
   maxHistory?: number;
+  /** Called as each Node LIST arrives, before it is answered (e.g. to compact between the pages of a list). */
+  onList?: (query: URLSearchParams) => void;
 }
 
 type Json = null | boolean | number | string | Json[] | JsonObject;
@@ -144,6 +150,7 @@ class FakeKubeApiServer implements FakeKubeApi {
   private history: Change[] = [];
   private readonly nodes = new Map<string, JsonObject>();
   private readonly pods = new Map<string, JsonObject>();
+  private readonly stalls = new Map<RequestVerb, number>();
 
   constructor(private readonly opts: FakeKubeApiOptions) {
     const handler = (req: IncomingMessage, res: ServerResponse): void => {
@@ -200,6 +207,10 @@ class FakeKubeApiServer implements FakeKubeApi {
 
   openWatches(): number {
     return this.watchers.size;
+  }
+
+  stall(verb: RequestVerb, count = 1): void {
+    this.stalls.set(verb, (this.stalls.get(verb) ?? 0) + count);
   }
 
   dropWatches(): void {
@@ -297,6 +308,14 @@ class FakeKubeApiServer implements FakeKubeApi {
     if (contentType !== undefined) record.contentType = contentType;
     this.log.push(record);
     this.records.set(res, record);
+    const stalled = this.stalls.get(route.verb) ?? 0;
+    if (stalled > 0) {
+      this.stalls.set(route.verb, stalled - 1);
+      res.once('close', () => {
+        if (!this.closed && this.available) record.cancelledByClient = true;
+      });
+      return;
+    }
 
     try {
       if (this.opts.token !== undefined && req.headers.authorization !== `Bearer ${this.opts.token}`) {
@@ -369,6 +388,7 @@ class FakeKubeApiServer implements FakeKubeApi {
   // ---- list ---------------------------------------------------------------------------------------------------------
 
   private listNodes(query: URLSearchParams): JsonObject {
+    this.opts.onList?.(query);
     const matches = parseSelectors(query, undefined);
     const rvParam = query.get('resourceVersion') ?? '';
     const match = query.get('resourceVersionMatch') ?? '';
@@ -396,15 +416,40 @@ class FakeKubeApiServer implements FakeKubeApi {
         listRV = wanted;
       }
     }
+    // A continue token pins the list to its first page's snapshot, as the real server does, until compaction.
+    const token = query.get('continue') ?? '';
+    let after = '';
+    if (token !== '') {
+      const pinned = parseContinue(token);
+      if (pinned.rv < this.compactedRV) {
+        throw new StatusError(410, 'Expired', 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.');
+      }
+      nodes = this.nodesAt(pinned.rv);
+      listRV = pinned.rv;
+      after = pinned.after;
+    }
+    const limit = Number(query.get('limit') ?? '0');
     const items: JsonObject[] = [];
-    for (const name of [...nodes.keys()].sort()) {
+    const names = [...nodes.keys()].sort().filter((n) => n > after);
+    let rest = 0;
+    for (const name of names) {
       const node = nodes.get(name)!;
       if (!matches(node)) continue;
+      if (limit > 0 && items.length >= limit) {
+        rest++;
+        continue;
+      }
       // The real server strips kind and apiVersion from list items.
       const { kind: _kind, apiVersion: _apiVersion, ...item } = node;
       items.push(clone(item));
     }
-    return { kind: 'NodeList', apiVersion: 'v1', metadata: { resourceVersion: String(listRV) }, items };
+    const metadata: JsonObject = { resourceVersion: String(listRV) };
+    if (rest > 0) {
+      const last = metadataOf(items[items.length - 1]!).name as string;
+      metadata.continue = Buffer.from(JSON.stringify({ rv: listRV, after: last })).toString('base64url');
+      metadata.remainingItemCount = rest;
+    }
+    return { kind: 'NodeList', apiVersion: 'v1', metadata, items };
   }
 
   /** The node set as it was at `rv`, rebuilt by undoing later changes. */
@@ -602,6 +647,16 @@ function verbOf(method: string, named: boolean, watch: boolean): RequestVerb {
 /** The API server parses boolean query parameters with Go's strconv.ParseBool. */
 function isTrue(value: string | null): boolean {
   return value !== null && ['1', 't', 'T', 'true', 'TRUE', 'True'].includes(value);
+}
+
+function parseContinue(token: string): { rv: number; after: string } {
+  try {
+    const parsed = JSON.parse(Buffer.from(token, 'base64url').toString()) as { rv?: unknown; after?: unknown };
+    if (typeof parsed.rv === 'number' && typeof parsed.after === 'string') return { rv: parsed.rv, after: parsed.after };
+  } catch {
+    // fall through
+  }
+  throw invalid('continue key is not valid');
 }
 
 function parseResourceVersion(text: string): number {

@@ -51,6 +51,18 @@ describe('etcd client security', () => {
     await expect(acquireWith({ ...tls, keyFile: '', certFile: '' })).rejects.toThrow();
   });
 
+  it('talks TLS to an https:// endpoint without a client certificate, verifying the server with --etcd-cafile', async () => {
+    certs ??= await makeTestCerts();
+    const etcd = await startEtcd({ tls: { caFile: certs.caFile, certFile: certs.serverCert, keyFile: certs.serverKey }, clientCertAuth: false });
+    servers.push(etcd);
+    expect(etcd.endpoint).toMatch(/^https:/);
+    const caOnly = { ...none, endpoints: [etcd.endpoint], caFile: certs.caFile };
+    expect(planEtcdClient(caOnly)).toMatchObject({ insecure: false, clientCertificate: false });
+    expect(await acquireWith(caOnly)).toBe('ok');
+    // Without the CA, the system roots do not know the test CA: proof that the connection really is TLS.
+    await expect(acquireWith({ ...caOnly, caFile: '' })).rejects.toThrow();
+  });
+
   it('authenticates with username and password', async () => {
     const etcd = await startEtcd();
     servers.push(etcd);

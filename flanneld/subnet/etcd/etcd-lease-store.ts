@@ -1,30 +1,65 @@
 /**
  * LeaseStore over etcd v3. Claims are compare-and-swap transactions on the key's create/mod revision, so two nodes
- * can never hold one subnet; TTLs are etcd leases (none for reservations). Listing is one range request: no
- * per-key TimeToLive round trips as upstream does, which matters with thousands of nodes.
+ * can never hold one subnet; TTLs are etcd leases (none for reservations). Listing is a paged range read at one
+ * revision (paged-range.ts): no per-key TimeToLive round trips as upstream does, which matters with thousands of
+ * nodes. Only canonical keys with values under the size cap are leases (lease-entry.ts); the rest is reported as
+ * skipped, and a deleted non-canonical key is never the deletion of the lease it resembles.
  */
-import type { Etcd3, IKeyValue, IWatchResponse } from 'etcd3';
-import { decodeLeaseAttrs, encodeLeaseAttrs, type Lease } from '../../lease/lease.js';
+import { GRPCOutOfRangeError, GRPCResourceExhastedError, type Etcd3, type IWatchResponse } from 'etcd3';
+import type { Logger } from 'pino';
+import { encodeLeaseAttrs, type Lease } from '../../lease/lease.js';
 import { formatSubnetKey, type SubnetPair } from '../../lease/subnet-key.js';
 import { AsyncQueue, raceAbort } from '../../runtime/async-queue.js';
 import { FlannelError, errorMessage } from '../../runtime/errors.js';
-import { configKey, parseSubnetKeyPath, subnetKeyPath, subnetsPrefix } from './keys.js';
+import { configKey, readSubnetKeyPath, subnetKeyPath, subnetsPrefix } from './keys.js';
+import { NO_LEASE, readLeaseEntry, storedLease } from './lease-entry.js';
 import type {
+  KeyVersion,
   LeaseSnapshot,
   LeaseStore,
   SkippedEntry,
   StoreChange,
   StoreWatchBatch,
   StoredLease,
+  UnreadableLease,
 } from './lease-store.js';
+import { PagedReader, type PageFailure } from './paged-range.js';
 
-const NO_LEASE = '0';
+export interface EtcdLeaseStoreOptions {
+  /** Keys per listing request (default DEFAULT_PAGE_SIZE). */
+  readonly pageSize?: number;
+  readonly log?: Logger;
+}
 
 export class EtcdLeaseStore implements LeaseStore {
+  private readonly pages: PagedReader;
+
   constructor(
     private readonly client: Etcd3,
     private readonly prefix: string,
-  ) {}
+    options: EtcdLeaseStoreOptions = {},
+  ) {
+    this.pages = new PagedReader({
+      fetch: async (req) => {
+        const res = await client.kv.range({
+          key: req.key,
+          range_end: req.rangeEnd,
+          limit: req.limit,
+          ...(req.revision !== undefined ? { revision: String(req.revision) } : {}),
+        });
+        return { kvs: res.kvs, more: res.more, revision: BigInt(res.header.revision) };
+      },
+      classify: classifyRangeError,
+      ...(options.pageSize !== undefined ? { pageSize: options.pageSize } : {}),
+      onShrink: (pageSize) =>
+        options.log?.warn({ pageSize }, 'a page of leases was over the etcd client receive limit; reading smaller pages from now on'),
+    });
+  }
+
+  /** Keys per listing request now (smaller after a page was over the receive limit). */
+  get pageSize(): number {
+    return this.pages.pageSize;
+  }
 
   async getConfig(signal: AbortSignal): Promise<string | undefined> {
     const key = configKey(this.prefix);
@@ -33,24 +68,28 @@ export class EtcdLeaseStore implements LeaseStore {
 
   async list(signal: AbortSignal): Promise<LeaseSnapshot> {
     const prefix = subnetsPrefix(this.prefix);
-    const res = await this.call('list', prefix, signal, () => this.client.getAll().prefix(prefix).exec());
+    const { items, revision } = await this.call('list', prefix, signal, () =>
+      this.pages.readAll(prefix, (kv) => readLeaseEntry(this.prefix, kv)),
+    );
     const leases: StoredLease[] = [];
     const skipped: SkippedEntry[] = [];
-    for (const kv of res.kvs) {
-      const parsed = this.toStored(kv);
-      if ('reason' in parsed) skipped.push(parsed);
-      else leases.push(parsed);
+    for (const entry of items) {
+      if (entry.kind === 'lease') leases.push(entry.stored);
+      else skipped.push(entry.kind === 'unreadable' ? skippedOf(entry.unreadable) : entry.skipped);
     }
-    return { leases, skipped, revision: BigInt(res.header.revision) };
+    return { leases, skipped, revision };
   }
 
-  async get(pair: SubnetPair, signal: AbortSignal): Promise<{ stored?: StoredLease; revision: bigint }> {
+  async get(pair: SubnetPair, signal: AbortSignal): Promise<{ stored?: StoredLease; unreadable?: UnreadableLease; revision: bigint }> {
     const key = subnetKeyPath(this.prefix, pair);
     const res = await this.call('get', key, signal, () => this.client.get(key).exec());
     const revision = BigInt(res.header.revision);
     const kv = res.kvs[0];
-    const parsed = kv ? this.toStored(kv) : undefined;
-    return parsed && !('reason' in parsed) ? { stored: parsed, revision } : { revision };
+    if (!kv) return { revision };
+    const entry = readLeaseEntry(this.prefix, kv);
+    if (entry.kind === 'lease') return { stored: entry.stored, revision };
+    if (entry.kind === 'unreadable') return { unreadable: entry.unreadable, revision };
+    return { revision };
   }
 
   async createIfAbsent(lease: Lease, ttlSeconds: number | null, signal: AbortSignal): Promise<StoredLease | 'taken'> {
@@ -66,15 +105,17 @@ export class EtcdLeaseStore implements LeaseStore {
         await this.revokeQuietly(storeLeaseId);
         return 'taken' as const;
       }
-      return this.stored(lease, BigInt(res.header.revision), storeLeaseId);
+      const revision = BigInt(res.header.revision);
+      return storedLease(lease, { modRevision: revision, createRevision: revision, storeLeaseId });
     });
   }
 
   async replaceIfUnchanged(
     lease: Lease,
-    expected: StoredLease,
+    expected: KeyVersion,
     ttlSeconds: number | null,
     signal: AbortSignal,
+    revoke?: string,
   ): Promise<StoredLease | 'changed'> {
     const key = subnetKeyPath(this.prefix, lease);
     return this.call('replace', key, signal, async () => {
@@ -88,9 +129,9 @@ export class EtcdLeaseStore implements LeaseStore {
         await this.revokeQuietly(storeLeaseId);
         return 'changed' as const;
       }
-      // The key now hangs on the new etcd lease; the old one would only linger until its TTL.
-      if (expected.storeLeaseId !== storeLeaseId) await this.revokeQuietly(expected.storeLeaseId);
-      return this.stored(lease, BigInt(res.header.revision), storeLeaseId);
+      // The key now hangs on the new etcd lease; the old one of ours would only linger until its TTL.
+      if (revoke !== undefined && revoke !== storeLeaseId) await this.revokeQuietly(revoke);
+      return storedLease(lease, { modRevision: BigInt(res.header.revision), createRevision: expected.createRevision, storeLeaseId });
     });
   }
 
@@ -116,23 +157,30 @@ export class EtcdLeaseStore implements LeaseStore {
     watcher.on('data', (res: IWatchResponse) => {
       const changes: StoreChange[] = [];
       const skipped: SkippedEntry[] = [];
+      const clearedPaths: string[] = [];
       for (const ev of res.events) {
         if (ev.type === 'Delete') {
           const path = ev.kv.key.toString();
-          const pair = parseSubnetKeyPath(this.prefix, path);
-          if (pair) changes.push({ type: 'delete', key: formatSubnetKey(pair) });
-          else skipped.push({ path, reason: 'malformed subnet key' });
-        } else {
-          const parsed = this.toStored(ev.kv);
-          if ('reason' in parsed) skipped.push(parsed);
-          else changes.push({ type: 'put', stored: parsed });
+          const key = readSubnetKeyPath(this.prefix, path);
+          if ('pair' in key) changes.push({ type: 'delete', key: formatSubnetKey(key.pair) });
+          else clearedPaths.push(path);
+          continue;
         }
+        const entry = readLeaseEntry(this.prefix, ev.kv);
+        if (entry.kind === 'lease') changes.push({ type: 'put', stored: entry.stored });
+        else skipped.push(entry.kind === 'unreadable' ? skippedOf(entry.unreadable) : entry.skipped);
       }
-      if (changes.length > 0 || skipped.length > 0) queue.push({ kind: 'changes', changes, skipped });
+      if (changes.length > 0 || skipped.length > 0 || clearedPaths.length > 0) queue.push({ kind: 'changes', changes, skipped, clearedPaths });
     });
-    watcher.on('error', (err: unknown) => {
+    const resync = (err: unknown): void => {
       queue.push({ kind: 'resync', reason: errorMessage(err) });
       queue.end();
+    };
+    watcher.on('error', resync);
+    // etcd3 resumes a dropped stream from the last revision by itself; a response over the receive limit would
+    // come back the same way forever, so that one ends the watch and the caller re-lists in pages.
+    watcher.on('disconnected', (err: Error) => {
+      if (classifyRangeError(err) === 'too-large') resync(err);
     });
     const stop = (): void => {
       queue.end();
@@ -150,25 +198,6 @@ export class EtcdLeaseStore implements LeaseStore {
         },
       }),
     };
-  }
-
-  private toStored(kv: IKeyValue): StoredLease | SkippedEntry {
-    const path = kv.key.toString();
-    const pair = parseSubnetKeyPath(this.prefix, path);
-    if (!pair) return { path, reason: 'malformed subnet key' };
-    try {
-      const attrs = decodeLeaseAttrs(kv.value.toString());
-      const lease: Lease = { ...pair, attrs, reservation: kv.lease === NO_LEASE };
-      return this.stored(lease, BigInt(kv.mod_revision), kv.lease);
-    } catch (err) {
-      return { path, reason: `malformed lease value: ${errorMessage(err)}` };
-    }
-  }
-
-  private stored(lease: Lease, modRevision: bigint, storeLeaseId: string): StoredLease {
-    const reservation = storeLeaseId === NO_LEASE;
-    const frozen: Lease = Object.freeze(lease.reservation === reservation ? lease : { ...lease, reservation });
-    return Object.freeze({ lease: frozen, key: formatSubnetKey(lease), modRevision, storeLeaseId });
   }
 
   private async grant(ttlSeconds: number | null): Promise<string> {
@@ -190,4 +219,16 @@ export class EtcdLeaseStore implements LeaseStore {
       throw new FlannelError('ERR_STORE_UNAVAILABLE', `etcd ${op} ${key}: ${errorMessage(err)}`, { cause: err });
     }
   }
+}
+
+/** Only the skip facts: an unreadable lease's version fields are for compare-and-swap, not for listings. */
+function skippedOf(entry: UnreadableLease): SkippedEntry {
+  return { path: entry.path, kind: entry.kind, reason: entry.reason };
+}
+
+export function classifyRangeError(err: unknown): PageFailure {
+  const message = errorMessage(err);
+  if (err instanceof GRPCOutOfRangeError || message.includes('required revision has been compacted')) return 'compacted';
+  if (err instanceof GRPCResourceExhastedError || /RESOURCE_EXHAUSTED|larger than max/.test(message)) return 'too-large';
+  return 'other';
 }

@@ -8,7 +8,7 @@ import { allocationRanges, parseNetworkConfig } from '../../config/network-confi
 import type { AllocationRanges, NetworkConfig } from '../../config/network-config-types.js';
 import { formatIp, sameIp, type IpAddress } from '../../ip/address.js';
 import { formatCidr, overlaps, type IpNet } from '../../ip/cidr.js';
-import type { Lease, LeaseAttrs, LeaseEvent } from '../../lease/lease.js';
+import { encodeLeaseAttrs, type Lease, type LeaseAttrs, type LeaseEvent } from '../../lease/lease.js';
 import { LeaseTable } from '../../lease/lease-table.js';
 import { formatSubnetKey, type SubnetPair } from '../../lease/subnet-key.js';
 import { Backoff, watchBackoff } from '../../runtime/backoff.js';
@@ -17,8 +17,10 @@ import { FlannelError, LeaseLostError, NoFreeSubnetError } from '../../runtime/e
 import type { Random } from '../../runtime/random.js';
 import { fitsRange, pickFreeSubnet } from '../allocator.js';
 import type { LeaseRequest, SubnetManager } from '../subnet-manager.js';
-import { configKey } from './keys.js';
-import type { LeaseSnapshot, LeaseStore, SkippedEntry, StoredLease } from './lease-store.js';
+import { LOGGED_REASON_CHARS, clip } from '../store-limits.js';
+import { configKey, subnetsPrefix } from './keys.js';
+import type { KeyVersion, LeaseSnapshot, LeaseStore, SkippedEntry, StoredLease } from './lease-store.js';
+import { SkipLog } from './skip-log.js';
 
 /** Upstream's subnetTTL. */
 export const SUBNET_TTL_SECONDS = 24 * 60 * 60;
@@ -46,6 +48,8 @@ export class EtcdSubnetManager implements SubnetManager {
   readonly name = 'etcd';
   private readonly ttl: number;
   private recent: { readonly snapshot: LeaseSnapshot; readonly at: number } | undefined;
+  /** The version of each key this manager last wrote: tells an overwrite of our key from another node's new claim. */
+  private readonly written = new Map<string, KeyVersion>();
 
   constructor(private readonly deps: EtcdSubnetManagerDeps) {
     this.ttl = deps.ttlSeconds ?? SUBNET_TTL_SECONDS;
@@ -82,52 +86,93 @@ export class EtcdSubnetManager implements SubnetManager {
     }
   }
 
+  /**
+   * Extends the lease, or puts it back. A key that another node holds now and created after ours was gone is its
+   * claim (LeaseLostError); a value written over our key in place (same create revision: the key never went away) or
+   * one that is no lease at all is not a claim, since nodes only ever claim absent keys, so ours is written back.
+   */
   async renewLease(lease: Lease, signal: AbortSignal): Promise<Lease> {
+    const { store, log } = this.deps;
     const wanted: Lease = withoutExpiry(lease);
+    const key = formatSubnetKey(lease);
+    const ours = this.written.get(key);
     for (let attempt = 0; attempt < 3; attempt++) {
-      const { stored } = await this.deps.store.get(lease, signal);
-      if (!stored) {
-        const created = await this.deps.store.createIfAbsent(wanted, lease.reservation ? null : this.ttl, signal);
+      const { stored, unreadable } = await store.get(lease, signal);
+      const current = stored ?? unreadable;
+      if (!current) {
+        const created = await store.createIfAbsent(wanted, lease.reservation ? null : this.ttl, signal);
         if (created !== 'taken') return this.own(created);
         continue;
       }
-      if (!isOwnedBy(stored.lease, lease.attrs)) {
+      const owned = stored !== undefined && isOwnedBy(stored.lease, lease.attrs);
+      if (stored && !owned && stored.createRevision !== ours?.createRevision) {
         throw new LeaseLostError(
-          `lease ${stored.key} is now held by ${describeOwner(stored.lease.attrs)}, not by this node`,
+          `lease ${stored.key} is now held by ${describeOwner(stored.lease.attrs)}, whose key was created after this node's ` +
+            'was gone; that is a claim, not an overwrite, so flanneld leaves it and must lease another subnet',
         );
       }
-      const replaced = await this.deps.store.replaceIfUnchanged(wanted, stored, stored.lease.reservation ? null : this.ttl, signal);
+      if (!owned) log.warn({ subnet: key, found: describeFound(stored, unreadable) }, 'own lease holds a value this node did not write; writing ours back');
+      const ttl = owned && stored.lease.reservation ? null : this.ttl;
+      // Only an etcd lease we granted is revoked: the one on the key now may be anyone's, holding other keys too.
+      const revoke = ours?.storeLeaseId ?? (owned ? current.storeLeaseId : undefined);
+      const replaced = await store.replaceIfUnchanged(wanted, current, ttl, signal, revoke);
       if (replaced !== 'changed') return this.own(replaced);
     }
-    throw new LeaseLostError(`lease ${formatSubnetKey(lease)} kept changing under us while renewing it`);
+    // Not LeaseLostError: a key rewritten faster than we can read it is no claim; the keeper retries with backoff.
+    throw new FlannelError('ERR_SUBNET_CONFLICT', `lease ${key} kept changing under us while renewing it`);
   }
 
+  /**
+   * Yields whenever this node's key is deleted, or holds a value other than the one we wrote (another PublicIP, junk),
+   * saying what it found; the lease keeper then restores it through renewLease.
+   */
   async *watchOwnLease(lease: Lease, signal: AbortSignal): AsyncIterable<void> {
+    const { store, log } = this.deps;
+    const subnet = formatSubnetKey(lease);
+    const wanted = encodeLeaseAttrs(lease.attrs);
+    const foreign = (stored: StoredLease | undefined, unreadable: SkippedEntry | undefined): string | undefined =>
+      unreadable ? unreadable.reason : stored && encodeLeaseAttrs(stored.lease.attrs) !== wanted ? describeFound(stored) : undefined;
     const backoff = new Backoff(watchBackoff, this.deps.random);
     while (!signal.aborted) {
-      let read: { stored?: StoredLease; revision: bigint };
+      let read: Awaited<ReturnType<LeaseStore['get']>>;
       try {
-        read = await this.deps.store.get(lease, signal);
+        read = await store.get(lease, signal);
         backoff.reset();
       } catch (err) {
         if (signal.aborted) return;
-        this.deps.log.warn({ err, subnet: formatSubnetKey(lease) }, 'cannot read own lease; retrying');
+        log.warn({ err, subnet }, 'cannot read own lease; retrying');
         await this.deps.clock.sleep(backoff.next(), signal);
         continue;
       }
-      if (!read.stored) {
+      if (!read.stored && !read.unreadable) {
+        log.warn({ subnet }, 'own lease is gone from the store');
         yield;
         continue;
       }
-      for await (const batch of this.deps.store.watch(read.revision + 1n, signal, lease)) {
+      const found = foreign(read.stored, read.unreadable);
+      if (found !== undefined) {
+        log.warn({ subnet, found }, 'own lease was changed by someone else');
+        yield;
+        continue;
+      }
+      for await (const batch of store.watch(read.revision + 1n, signal, lease)) {
         if (batch.kind === 'resync') break;
-        if (batch.changes.some((c) => c.type === 'delete')) yield;
+        const deleted = batch.changes.some((c) => c.type === 'delete');
+        const changedTo = [
+          ...batch.skipped.map((s) => s.reason),
+          ...batch.changes.map((c) => (c.type === 'put' ? foreign(c.stored, undefined) : undefined)),
+        ].find((f) => f !== undefined);
+        if (!deleted && changedTo === undefined) continue;
+        if (changedTo !== undefined) log.warn({ subnet, found: changedTo }, 'own lease was changed by someone else');
+        else log.warn({ subnet }, 'own lease is gone from the store');
+        yield;
       }
     }
   }
 
   async *watchLeases(signal: AbortSignal): AsyncIterable<readonly LeaseEvent[]> {
     const table = new LeaseTable();
+    const skipLog = new SkipLog(this.deps.log);
     const backoff = new Backoff(watchBackoff, this.deps.random);
     let first = true;
     while (!signal.aborted) {
@@ -144,7 +189,7 @@ export class EtcdSubnetManager implements SubnetManager {
         await this.deps.clock.sleep(backoff.next(), signal);
         continue;
       }
-      this.warnSkipped(snapshot.skipped);
+      skipLog.replaceAll(snapshot.skipped);
       const events = table.replaceAll(snapshot.leases.map((s) => s.lease));
       if (first || events.length > 0) yield events;
       first = false;
@@ -153,9 +198,11 @@ export class EtcdSubnetManager implements SubnetManager {
           this.deps.log.info({ reason: batch.reason }, 'lease watch cannot resume; re-listing');
           break;
         }
-        this.warnSkipped(batch.skipped);
+        skipLog.report(batch.skipped);
+        for (const path of batch.clearedPaths) skipLog.forget(path);
         const delta: LeaseEvent[] = [];
         for (const change of batch.changes) {
+          if (change.type === 'delete') skipLog.forget(subnetsPrefix(this.deps.prefix) + change.key);
           const event = change.type === 'put' ? table.put(change.stored.lease) : table.remove(change.key);
           if (event) delta.push(event);
         }
@@ -200,7 +247,7 @@ export class EtcdSubnetManager implements SubnetManager {
     if (mine) {
       if (fitsRanges(ranges, mine.lease)) {
         const wanted: Lease = { ...pairOf(mine.lease), attrs: request.attrs, reservation: mine.lease.reservation };
-        const replaced = await store.replaceIfUnchanged(wanted, mine, mine.lease.reservation ? null : this.ttl, signal);
+        const replaced = await store.replaceIfUnchanged(wanted, mine, mine.lease.reservation ? null : this.ttl, signal, mine.storeLeaseId);
         return replaced === 'changed' ? 'conflict' : this.own(replaced);
       }
       if (mine.lease.reservation) {
@@ -239,13 +286,10 @@ export class EtcdSubnetManager implements SubnetManager {
   }
 
   private own(stored: StoredLease): Lease {
+    this.written.set(stored.key, { modRevision: stored.modRevision, createRevision: stored.createRevision, storeLeaseId: stored.storeLeaseId });
     const lease = withoutExpiry(stored.lease);
     if (lease.reservation) return lease;
     return Object.freeze({ ...lease, expiresAt: this.deps.clock.now() + this.ttl * 1000 });
-  }
-
-  private warnSkipped(skipped: readonly SkippedEntry[]): void {
-    for (const entry of skipped) this.deps.log.warn({ key: entry.path, reason: entry.reason }, 'skipping malformed lease');
   }
 }
 
@@ -266,6 +310,14 @@ function findOwn(leases: readonly StoredLease[], attrs: LeaseAttrs): StoredLease
 function isOwnedBy(lease: Lease, attrs: LeaseAttrs): boolean {
   if (attrs.publicIP) return sameIp(lease.attrs.publicIP, attrs.publicIP);
   return attrs.publicIPv6 !== undefined && sameIp(lease.attrs.publicIPv6, attrs.publicIPv6);
+}
+
+/** What a key holds, for a log line: the lease value (bounded) or why it is none. */
+function describeFound(stored: StoredLease | undefined, unreadable?: SkippedEntry): string {
+  if (unreadable) return unreadable.reason;
+  if (!stored) return 'nothing';
+  const value = clip(encodeLeaseAttrs(stored.lease.attrs), LOGGED_REASON_CHARS);
+  return stored.lease.reservation ? `${value} (no TTL)` : value;
 }
 
 function describeOwner(attrs: LeaseAttrs): string {

@@ -1,6 +1,6 @@
 /** Upstream's etcd layout: <prefix>/config and <prefix>/subnets/<subnet key> (path.Join semantics). */
 import { posix } from 'node:path';
-import { formatSubnetKey, parseSubnetKey, type SubnetPair } from '../../lease/subnet-key.js';
+import { formatSubnetKey, readCanonicalSubnetKey, type SubnetKeyReading, type SubnetPair } from '../../lease/subnet-key.js';
 
 export const DEFAULT_ETCD_PREFIX = '/coreos.com/network';
 
@@ -17,7 +17,9 @@ export function subnetKeyPath(prefix: string, pair: SubnetPair): string {
   return subnetsPrefix(prefix) + formatSubnetKey(pair);
 }
 
-export function parseSubnetKeyPath(prefix: string, path: string): SubnetPair | undefined {
+/** The lease a path names, only when the text after `<prefix>/subnets/` is a canonical subnet key. */
+export function readSubnetKeyPath(prefix: string, path: string): SubnetKeyReading {
   const base = subnetsPrefix(prefix);
-  return path.startsWith(base) ? parseSubnetKey(path.slice(base.length)) : undefined;
+  if (!path.startsWith(base)) return { problem: `not under ${base}` };
+  return readCanonicalSubnetKey(path.slice(base.length));
 }

@@ -16,6 +16,7 @@ import type { Clock } from '../../runtime/clock.js';
 import { FlannelError, errorMessage } from '../../runtime/errors.js';
 import type { Random } from '../../runtime/random.js';
 import type { LeaseRequest, StoredPublicIPs, SubnetManager } from '../subnet-manager.js';
+import { LOGGED_KEY_CHARS, LOGGED_REASON_CHARS, clip } from '../store-limits.js';
 import type { AnnotationNames } from './annotations.js';
 import type { KubeNode, NodeApi } from './node-api.js';
 import { changedAnnotations, ownSubnets, peerLease, publishedAnnotations, storedBackendData } from './node-lease.js';
@@ -70,7 +71,7 @@ export class KubeSubnetManager implements SubnetManager {
       const text = node?.annotations[key];
       if (!text) return undefined;
       const ip = parse(text);
-      if (!ip) this.deps.log.warn({ node: this.deps.nodeName, annotation: key, value: text }, 'ignoring an annotation that is not an address');
+      if (!ip) this.deps.log.warn({ node: this.deps.nodeName, annotation: key, value: clip(text, LOGGED_KEY_CHARS) }, 'ignoring an annotation that is not an address');
       return ip;
     };
     const publicIP = read(names.nodePublicIP, parseIPv4);
@@ -136,7 +137,9 @@ export class KubeSubnetManager implements SubnetManager {
       if (node.name === this.deps.nodeName) this.checkOwn(node);
       const found = peerLease(node, this.deps.annotations, config);
       if (found.kind === 'malformed') {
-        if (warned.get(node.name) !== found.reason) this.deps.log.warn({ node: node.name, reason: found.reason }, 'skipping a node whose flannel annotations do not parse');
+        if (warned.get(node.name) !== found.reason) {
+          this.deps.log.warn({ node: clip(node.name, LOGGED_KEY_CHARS), reason: clip(found.reason, LOGGED_REASON_CHARS) }, 'skipping a node whose flannel annotations do not parse');
+        }
         warned.set(node.name, found.reason);
         return undefined;
       }
@@ -232,7 +235,10 @@ export class KubeSubnetManager implements SubnetManager {
   private checkOwn(node: KubeNode): void {
     if (!this.published) return;
     const wanted = publishedAnnotations(this.published, this.deps.annotations, node.annotations);
-    if (Object.keys(changedAnnotations(wanted, node.annotations)).length === 0) return;
+    const differing = Object.keys(changedAnnotations(wanted, node.annotations));
+    if (differing.length === 0) return;
+    const found = Object.fromEntries(differing.map((k) => [k, node.annotations[k] === undefined ? null : clip(node.annotations[k], LOGGED_KEY_CHARS)]));
+    this.deps.log.warn({ node: this.deps.nodeName, found }, "this node's flannel annotations were changed by someone else");
     for (const queue of this.ownWatchers) queue.push();
   }
 }

@@ -24,7 +24,8 @@ export class WatchGoneError extends Error {
 export interface NodeApi {
   /** undefined when the node does not exist (404). */
   getNode(name: string): Promise<KubeNode | undefined>;
-  listNodes(): Promise<{ readonly nodes: readonly KubeNode[]; readonly resourceVersion: string }>;
+  /** Every Node, read in pages from one snapshot; `signal` cancels the request in flight. */
+  listNodes(signal?: AbortSignal): Promise<{ readonly nodes: readonly KubeNode[]; readonly resourceVersion: string }>;
   /**
    * Changes after `resourceVersion`, with bookmarks. Ends when the server closes the stream (its timeout); rejects
    * WatchGoneError on 410 and any other error when the connection fails or drops.

@@ -1,12 +1,14 @@
 /**
  * Node objects ↔ leases: a node's podCIDR(s) are its subnets, its flannel annotations are the lease attrs. Peers
- * whose annotations do not parse are reported with a reason naming what is wrong, so the caller can warn once.
+ * whose annotations do not parse, or are over the size cap (read by length only), are reported with a bounded reason
+ * naming what is wrong, so the caller can warn once.
  */
 import type { NetworkConfig } from '../../config/network-config-types.js';
 import { formatIp, parseIPv4, parseIPv6, type IpAddress } from '../../ip/address.js';
 import { containsNet, formatCidr, parseCidr, type IpNet } from '../../ip/cidr.js';
 import type { Lease, LeaseAttrs } from '../../lease/lease.js';
 import { ConfigError, FlannelError } from '../../runtime/errors.js';
+import { LOGGED_KEY_CHARS, clip, oversizeProblem } from '../store-limits.js';
 import type { AnnotationNames } from './annotations.js';
 import type { KubeNode } from './node-api.js';
 
@@ -71,20 +73,28 @@ export type PeerLease =
   | { readonly kind: 'unmanaged' }
   | { readonly kind: 'malformed'; readonly reason: string };
 
-function parseData(node: KubeNode, key: string): unknown {
+/** The annotation's text when it is under the size cap; throws (by its length alone) when it is not. */
+function annotation(node: KubeNode, key: string): string | undefined {
   const text = node.annotations[key];
+  const problem = text === undefined ? undefined : oversizeProblem(`annotation ${key}`, Buffer.byteLength(text));
+  if (problem) throw new Error(problem);
+  return text;
+}
+
+function parseData(node: KubeNode, key: string): unknown {
+  const text = annotation(node, key);
   if (text === undefined) return undefined;
   try {
     return JSON.parse(text) ?? undefined;
   } catch {
-    throw new Error(`annotation ${key} is not JSON: ${JSON.stringify(text)}`);
+    throw new Error(`annotation ${key} is not JSON: ${clip(JSON.stringify(text), LOGGED_KEY_CHARS)}`);
   }
 }
 
 function parseAddress(node: KubeNode, key: string, parse: (t: string) => IpAddress | undefined): IpAddress {
-  const text = node.annotations[key];
+  const text = annotation(node, key);
   const ip = text === undefined ? undefined : parse(text);
-  if (!ip) throw new Error(text === undefined ? `annotation ${key} is missing` : `annotation ${key} is not an address: ${JSON.stringify(text)}`);
+  if (!ip) throw new Error(text === undefined ? `annotation ${key} is missing` : `annotation ${key} is not an address: ${clip(JSON.stringify(text), LOGGED_KEY_CHARS)}`);
   return ip;
 }
 
@@ -93,7 +103,7 @@ export function peerLease(node: KubeNode, names: AnnotationNames, config: Networ
   if (node.annotations[names.kubeSubnetManager] !== 'true') return { kind: 'unmanaged' };
   try {
     const subnets = nodeSubnets(node);
-    const backendType = node.annotations[names.backendType] ?? '';
+    const backendType = annotation(node, names.backendType) ?? '';
     const v4 = config.enableIPv4 ? subnets.v4 : undefined;
     const v6 = config.enableIPv6 ? subnets.v6 : undefined;
     if (config.enableIPv4 && !v4) throw new Error(`no IPv4 podCIDR (spec.podCIDRs: ${node.podCIDRs.join(',') || 'none'})`);

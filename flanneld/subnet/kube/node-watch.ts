@@ -47,7 +47,7 @@ export async function* watchNodes(deps: NodeWatchDeps, signal: AbortSignal): Asy
   while (!signal.aborted) {
     let listed;
     try {
-      listed = await api.listNodes();
+      listed = await api.listNodes(signal);
     } catch (err) {
       if (signal.aborted) return;
       await failed('listing nodes', err);

@@ -173,8 +173,8 @@ describe('keepLease', () => {
     k.subnets.vanish();
     await vi.waitFor(() => expect(k.renewals).toHaveLength(1));
     expect(k.clock.now()).toBe(before);
-    expect(k.lines.find((l) => l.level === WARN)?.msg).toBe('own lease vanished from the store; claiming it again');
-    expect(k.lines.at(-1)).toMatchObject({ msg: 'lease claimed again', subnet: '10.244.3.0-24' });
+    expect(k.lines.find((l) => l.level === WARN)?.msg).toBe('own lease vanished or changed in the store; writing it back');
+    expect(k.lines.at(-1)).toMatchObject({ msg: 'own lease written back', subnet: '10.244.3.0-24' });
 
     // Rescheduled from the re-claimed lease, and still listening for the next disappearance.
     await k.parked();

@@ -164,7 +164,7 @@ describe('kube subnet manager', () => {
     expect(lines.some((l) => l.msg.includes('410 Gone'))).toBe(true);
   });
 
-  it('gets 3000 nodes at start as one list and one batch', async () => {
+  it('gets 3000 nodes at start as one paged list (6 pages of 500, one snapshot) and one batch', async () => {
     const { api, manager, signal } = await setup();
     for (let i = 0; i < 3000; i++) {
       api.addNode({ name: `n${i}`, podCIDR: `10.244.${i >> 8}.${(i & 255)}/32`, annotations: peerAnnotations(`198.51.100.${(i % 250) + 1}`, 'aa:aa:aa:aa:aa:01') });
@@ -172,11 +172,13 @@ describe('kube subnet manager', () => {
     const batches = collect(manager, signal);
     await waitFor('the first batch', () => batches[0], 20_000);
     expect(batches[0]).toHaveLength(3000);
-    expect(api.requests.filter((r) => r.verb === 'list')).toHaveLength(1);
+    const lists = api.requests.filter((r) => r.verb === 'list');
+    expect(lists.map((r) => r.query['limit'])).toEqual(Array(6).fill('500'));
+    expect(lists.filter((r) => r.query['continue'] !== undefined)).toHaveLength(5);
   });
 
-  it('re-publishes its annotations when someone removes them', async () => {
-    const { api, manager, signal } = await setup();
+  it('re-publishes its annotations when someone removes or overwrites them, saying what it found (bounded)', async () => {
+    const { api, manager, signal, lines } = await setup();
     api.addNode({ name: 'n1', podCIDR: '10.244.1.0/24' });
     const lease: Lease = await manager.acquireLease({ attrs }, signal);
     collect(manager, signal);
@@ -186,6 +188,16 @@ describe('kube subnet manager', () => {
       n.metadata!.annotations = {};
     });
     await changed;
+    await manager.renewLease(lease);
+    expect(api.node('n1')?.metadata?.annotations?.[`${P}public-ip`]).toBe('192.0.2.1');
+    const overwritten = own.next();
+    api.updateNode('n1', (n) => {
+      n.metadata!.annotations = { ...n.metadata!.annotations, [`${P}public-ip`]: '192.0.2.66', [`${P}backend-data`]: 'x'.repeat(100_000) };
+    });
+    await overwritten;
+    const found = lines.filter((l) => l.msg === "this node's flannel annotations were changed by someone else").at(-1);
+    expect(found?.['found']).toMatchObject({ [`${P}public-ip`]: '192.0.2.66' });
+    expect(JSON.stringify(found).length).toBeLessThan(800);
     await manager.renewLease(lease);
     expect(api.node('n1')?.metadata?.annotations?.[`${P}public-ip`]).toBe('192.0.2.1');
   });
