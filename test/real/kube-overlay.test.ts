@@ -11,6 +11,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KUBE_API_CALLS } from '../../flanneld/subnet/kube/kube-api-calls.js';
 import { Kubectl } from '../../lab/kube/kubectl.js';
+import { FLANNELD_BIN } from '../helpers/flanneld-process.js';
 import { FLANNEL_ANNOTATION as P, startKubeCluster, type KubeCluster } from '../helpers/kube-cluster.js';
 import { NetnsRun, removeStaleNamespaces, type Netns } from '../helpers/netns.js';
 import { killStaleTrackedProcesses, waitFor } from '../helpers/processes.js';
@@ -104,6 +105,27 @@ describe('flanneld with --kube-subnet-mgr on a real control plane', () => {
       await waitFor(`${host} to drop the route to h3`, async () => ((await routeTo(topology.host(host).ns, podCidr['h3'] as string)) === '' ? true : undefined), 15_000);
     }
     expect(await topology.host('h1').ns.exec('bridge', ['fdb', 'show', 'dev', 'flannel.1'])).not.toContain(`dst ${topology.host('h3').ip}`);
+  });
+
+  it("refuses a Node whose annotations steal a live node's VtepMAC or publish a multicast one; the real peers keep talking", async () => {
+    const h1 = topology.host('h1').ns;
+    const h2Mac = /link\/ether (\S+)/.exec(await topology.host('h2').ns.ip('link', 'show', 'flannel.1'))?.[1] as string;
+    const h2Fdb = `${h2Mac} dst ${topology.host('h2').ip}`;
+    const peer = (mac: string, ip: string) => ({ 'kube-subnet-manager': 'true', 'backend-type': 'vxlan', 'backend-data': `{"VNI":1,"VtepMAC":"${mac}"}`, 'public-ip': ip });
+    await cluster.createPeerNode('thief', peer(h2Mac, '192.0.2.77'));
+    await cluster.createPeerNode('noisy', peer('01:00:5e:00:00:01', '192.0.2.78'));
+    const refused = async (): Promise<string[]> => {
+      const report = JSON.parse(await h1.exec(process.execPath, [FLANNELD_BIN, 'status', '--json', '--healthz-port=8081'])) as { refusedPeers: { reason: string }[] };
+      return report.refusedPeers.map((r) => r.reason).sort();
+    };
+    await waitFor('h1 to refuse both', async () => ((await refused()).length === 2 ? true : undefined), 30_000);
+    expect(await refused()).toEqual(['bad-vtep-mac', 'duplicate-vtep-mac']);
+    expect(await h1.exec('bridge', ['fdb', 'show', 'dev', 'flannel.1'])).toContain(h2Fdb);
+    expect(await h1.exec('node', ['-e', "fetch('http://127.0.0.1:8081/readyz').then(async r => console.log(r.status, await r.text()))"])).toContain('200 ok');
+    await cluster.kubectl.run(['delete', 'node', 'thief', 'noisy']);
+    await waitFor('h1 to forget them', async () => ((await refused()).length === 0 ? true : undefined), 30_000);
+    expect(await h1.exec('bridge', ['fdb', 'show', 'dev', 'flannel.1'])).toContain(h2Fdb);
+    expect(await pingMatrix([pods[0] as Pod, pods[1] as Pod], { count: 1 })).toEqual([]);
   });
 
   it('keeps the datapath across an apiserver restart and an etcd compaction, and applies a Node added meanwhile', async () => {
