@@ -78,7 +78,7 @@ let markers = 0;
 async function settled(cluster: Cluster, host: string): Promise<void> {
   const marker = `${PREFIX}marker-${++markers}`;
   await cluster.etcdctl('put', marker, '{}');
-  await waitFor(`${host} to handle the store up to ${marker}`, () => (records(cluster, host).some((r) => r.msg === SKIPPED && r['key'] === marker) ? true : undefined), 10_000);
+  await waitFor(`${host} to handle the store up to ${marker}`, () => (records(cluster, host).some((r) => r.msg === SKIPPED && r['key'] === marker) ? true : undefined), 30_000);
   await cluster.etcdctl('del', marker);
 }
 
@@ -147,7 +147,7 @@ describe('keys and values in a hostile store', () => {
     const burst = async (): Promise<void> => {
       for (let i = 0; i < 40; i++) await etcdPut(cluster, PREFIX + h2Key, String(i % 10).repeat(1024 * 1024));
       // h2 writes its lease back after each one; h1 has seen them all once its marker shows.
-      await waitFor("h2's lease written back", async () => ((await etcdGet(cluster, PREFIX + h2Key))?.value === original?.value ? true : undefined), 10_000);
+      await waitFor("h2's lease written back", async () => ((await etcdGet(cluster, PREFIX + h2Key))?.value === original?.value ? true : undefined), 30_000);
       await settled(cluster, 'h1');
     };
     const before = memory();

@@ -4,7 +4,7 @@
  * checks both that it had no effect on the kernel (routes, FDB, the node's own connected and cni0 routes) and that
  * the real peers still talk, that /readyz stays 200, and that `flanneld status` names the refused lease and why.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type Cluster } from '../helpers/cluster.js';
 import { FLANNELD_BIN } from '../helpers/flanneld-process.js';
 import { NetnsRun, removeStaleNamespaces, type Netns } from '../helpers/netns.js';
@@ -47,10 +47,18 @@ beforeAll(async () => {
   await removeStaleNamespaces();
   cluster = await startCluster(run, {
     hosts: 2,
-    config: { Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } },
+    // The hosts lease below 10.244.128.0, so the hostile leases of the cases (10.244.197-199.0/24) never name a
+    // host's own subnet: the allocator picks at random, and a case that hit one would be another case entirely.
+    config: { Network: '10.244.0.0/16', SubnetMax: '10.244.127.0', Backend: { Type: 'vxlan' } },
     flanneldArgs: ['--healthz-port=8081', '--healthz-ip=127.0.0.1'],
   });
   h1 = cluster.topology.host('h1').ns;
+});
+
+// A failure says what each daemon said last, which is where the reason is.
+afterEach(({ task }) => {
+  if (task.result?.state !== 'fail' || !cluster) return;
+  for (const h of cluster.topology.hosts) console.log(`--- flanneld on ${h.name}:\n${cluster.daemon(h.name).output().slice(-6000)}`);
 });
 
 afterAll(async () => {
@@ -86,27 +94,27 @@ describe('a hostile shared store', () => {
     const h2Mac = /link\/ether (\S+)/.exec(await cluster.topology.host('h2').ns.ip('link', 'show', 'flannel.1'))?.[1] as string;
     const h2Entry = `${h2Mac} dst 192.0.2.2`;
     expect(await fdb(h1)).toContain(h2Entry);
-    await put('10.244.99.0-24', lease('192.0.2.77', h2Mac));
-    await waitFor('h1 to refuse the impostor', () => refusedOn(h1, '10.244.99.0-24'), 30_000);
-    expect(await refusedOn(h1, '10.244.99.0-24')).toMatchObject({ reason: 'duplicate-vtep-mac' });
+    await put('10.244.199.0-24', lease('192.0.2.77', h2Mac));
+    await waitFor('h1 to refuse the impostor', () => refusedOn(h1, '10.244.199.0-24'), 30_000);
+    expect(await refusedOn(h1, '10.244.199.0-24')).toMatchObject({ reason: 'duplicate-vtep-mac' });
     expect(await fdb(h1)).toContain(h2Entry);
     expect(await fdb(h1)).not.toContain('dst 192.0.2.77');
-    await del('10.244.99.0-24');
-    await waitFor('h1 to forget the impostor', async () => ((await refusedOn(h1, '10.244.99.0-24')) ? undefined : true), 30_000);
+    await del('10.244.199.0-24');
+    await waitFor('h1 to forget the impostor', async () => ((await refusedOn(h1, '10.244.199.0-24')) ? undefined : true), 30_000);
     expect(await fdb(h1)).toContain(h2Entry);
     await peersStillTalk();
   });
 
   it('a lease with a multicast VtepMAC is refused on every node, which all stay ready', async () => {
-    await put('10.244.98.0-24', lease('192.0.2.78', '01:00:5e:00:00:01'));
+    await put('10.244.198.0-24', lease('192.0.2.78', '01:00:5e:00:00:01'));
     for (const h of cluster.topology.hosts) {
-      const refused = await waitFor(`${h.name} to refuse it`, () => refusedOn(h.ns, '10.244.98.0-24'), 30_000);
-      expect(refused).toEqual({ peer: '10.244.98.0-24', reason: 'bad-vtep-mac', detail: 'VtepMAC 01:00:5e:00:00:01 is a multicast address' });
+      const refused = await waitFor(`${h.name} to refuse it`, () => refusedOn(h.ns, '10.244.198.0-24'), 30_000);
+      expect(refused).toEqual({ peer: '10.244.198.0-24', reason: 'bad-vtep-mac', detail: 'VtepMAC 01:00:5e:00:00:01 is a multicast address' });
       expect((await status(h.ns)).ready).toBe(true);
     }
-    expect(await routes(h1)).not.toContain('10.244.98.0/24');
+    expect(await routes(h1)).not.toContain('10.244.198.0/24');
     await peersStillTalk();
-    await del('10.244.98.0-24');
+    await del('10.244.198.0-24');
   });
 
   it("a second lease covering this node's own subnet leaves its cni0 route alone, put and deleted", async () => {
@@ -126,16 +134,16 @@ describe('a hostile shared store', () => {
   it("programs peer routes with its own protocol, and leaves an operator's route at a peer's destination alone", async () => {
     const h2Subnet = cluster.subnetOf('h2');
     expect(await h1.ip('route', 'show', h2Subnet)).toContain('proto 70');
-    await h1.ip('route', 'add', '10.244.97.0/24', 'via', '192.0.2.254', 'proto', 'static');
-    await put('10.244.97.0-24', lease('192.0.2.80', '0a:00:00:00:00:05'));
-    const refused = await waitFor('h1 to report the collision', () => refusedOn(h1, '10.244.97.0-24'), 30_000);
+    await h1.ip('route', 'add', '10.244.197.0/24', 'via', '192.0.2.254', 'proto', 'static');
+    await put('10.244.197.0-24', lease('192.0.2.80', '0a:00:00:00:00:05'));
+    const refused = await waitFor('h1 to report the collision', () => refusedOn(h1, '10.244.197.0-24'), 30_000);
     expect(refused).toMatchObject({ reason: 'datapath-collision' });
-    expect((await h1.ip('route', 'show', '10.244.97.0/24')).trim()).toBe('10.244.97.0/24 via 192.0.2.254 dev eth0 proto static');
+    expect((await h1.ip('route', 'show', '10.244.197.0/24')).trim()).toBe('10.244.197.0/24 via 192.0.2.254 dev eth0 proto static');
     expect((await status(h1)).ready).toBe(true);
-    await del('10.244.97.0-24');
-    await waitFor('h1 to forget it', async () => ((await refusedOn(h1, '10.244.97.0-24')) ? undefined : true), 30_000);
-    expect((await h1.ip('route', 'show', '10.244.97.0/24')).trim()).toBe('10.244.97.0/24 via 192.0.2.254 dev eth0 proto static');
-    await h1.ip('route', 'del', '10.244.97.0/24', 'via', '192.0.2.254', 'proto', 'static');
+    await del('10.244.197.0-24');
+    await waitFor('h1 to forget it', async () => ((await refusedOn(h1, '10.244.197.0-24')) ? undefined : true), 30_000);
+    expect((await h1.ip('route', 'show', '10.244.197.0/24')).trim()).toBe('10.244.197.0/24 via 192.0.2.254 dev eth0 proto static');
+    await h1.ip('route', 'del', '10.244.197.0/24', 'via', '192.0.2.254', 'proto', 'static');
     await peersStillTalk();
   });
 
