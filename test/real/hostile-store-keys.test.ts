@@ -244,6 +244,11 @@ describe('25,000 leases in the store', () => {
       pods.push(await addPod(h, 'p1', cluster.subnetsOf(h.name), 1));
     }
     for (const key of first) await cluster.etcdctl('del', PREFIX + key);
+    // Each daemon programs the other's new subnet when its watch delivers the lease, a moment after the restart.
+    for (const [i, h] of cluster.topology.hosts.entries()) {
+      const other = `10.244.${2 - i}.0/24`;
+      await waitFor(`${h.name} route to ${other}`, async () => ((await h.ns.ip('route', 'show', other)).includes('proto 70') ? true : undefined), 30_000);
+    }
     expect(await pingMatrix(pods, { count: 1 })).toEqual([]);
   });
 
