@@ -19,6 +19,9 @@ export interface PeerGuardObserver {
   refusedChanged?(refused: ReadonlyMap<string, Refusal>): void;
 }
 
+/** One spelling per MAC (case and separator as written vary), so a MAC is indexed and looked up alike. */
+const macKey = (mac: unknown): string => String(mac).toLowerCase().replaceAll('-', ':');
+
 /** Refusals another peer's departure can lift; the rest hold as long as the lease says the same. */
 const LIFTABLE: ReadonlySet<RefusalReason> = new Set(['overlaps-peer', 'duplicate-vtep-mac']);
 
@@ -83,7 +86,7 @@ export class PeerGuard {
       if (net && hit) return { reason: 'overlaps-peer', detail: `subnet ${formatCidr(net)} overlaps ${formatCidr(hit.net)} of the live peer ${hit.value}` };
     }
     for (const mac of publishedMacs(lease)) {
-      const holder = this.macs.get(String(mac).toLowerCase().replaceAll('-', ':'));
+      const holder = this.macs.get(macKey(mac));
       if (holder && holder !== key) return { reason: 'duplicate-vtep-mac', detail: `VtepMAC ${String(mac)} is already the live peer ${holder}'s` };
     }
     return undefined;
@@ -92,13 +95,13 @@ export class PeerGuard {
   private accept(key: string, lease: Lease): void {
     this.accepted.set(key, lease);
     for (const net of [lease.subnet, lease.ipv6Subnet]) if (net) this.subnets.add(net, key);
-    for (const mac of publishedMacs(lease)) this.macs.set(String(mac).toLowerCase().replaceAll('-', ':'), key);
+    for (const mac of publishedMacs(lease)) this.macs.set(macKey(mac), key);
   }
 
   private unindex(key: string, lease: Lease): void {
     for (const net of [lease.subnet, lease.ipv6Subnet]) if (net) this.subnets.delete(net);
     for (const mac of publishedMacs(lease)) {
-      const m = String(mac).toLowerCase().replaceAll('-', ':');
+      const m = macKey(mac);
       if (this.macs.get(m) === key) this.macs.delete(m);
     }
   }
