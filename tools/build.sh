@@ -19,7 +19,7 @@ required_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) { pr
 case "$set_name" in
   k8s)
     module=k8s.io/kubernetes
-    commands=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+    commands=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
     ;;
   etcd)
     module=go.etcd.io/etcd/server/v3
@@ -33,16 +33,17 @@ version=$(required_version "$dir" "$module")
 [ -n "$version" ] || { echo "tools/build.sh: $dir/go.mod requires no $module" >&2; exit 1; }
 out="$cache/$set_name-$version"
 
-complete=1
-for c in "${commands[@]}"; do [ -x "$out/$c" ] || complete=0; done
-if [ "$complete" = 1 ]; then echo "$out"; exit 0; fi
+# Only what the cache lacks is built: a set that gained a command builds that one, not the whole set again.
+missing=()
+for c in "${commands[@]}"; do [ -x "$out/$c" ] || missing+=("$c"); done
+if [ "${#missing[@]}" = 0 ]; then echo "$out"; exit 0; fi
 
 command -v go >/dev/null || { echo "tools/build.sh: needs the Go toolchain (go) on PATH" >&2; exit 1; }
 mkdir -p "$cache"
 tmp=$(mktemp -d "$cache/.$set_name-$version.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 start=$(date +%s)
-echo "tools/build.sh: building $module $version (${commands[*]}) into $out; the first build takes minutes" >&2
+echo "tools/build.sh: building $module $version (${missing[*]}) into $out; the first build takes minutes" >&2
 
 case "$set_name" in
   k8s)
@@ -63,11 +64,11 @@ case "$set_name" in
     ;;
 esac
 
-for c in "${commands[@]}"; do
+for c in "${missing[@]}"; do
   (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "$tmp/$c" "$(package_of "$c")")
 done
-rm -rf "$out"
-mv "$tmp" "$out"
-trap - EXIT
+# Each binary is renamed into place on its own, so a program already running from the cache is never disturbed.
+mkdir -p "$out"
+for c in "${missing[@]}"; do mv "$tmp/$c" "$out/$c"; done
 echo "tools/build.sh: built $set_name $version in $(( $(date +%s) - start )) s" >&2
 echo "$out"
