@@ -2,19 +2,20 @@
 # the install-cni-plugin init container copies to the host. Build from the repository root:
 #   docker build -t ghcr.io/flannel-ts/flannel-ts:0.1.0 .
 #
-# Debian, not alpine: netlink's prebuilt addon (node_modules/netlink/prebuilds/linux-*/node.napi.node) is a glibc
-# build (GLIBC_2.x symbol versions, libstdc++) and there is no musl one, so on alpine npm ci would either load a
-# binary made for another libc or fall back to compiling it (python3, make, g++). And the CNI plugin is this stage's
-# node binary with the plugin injected (Node SEA), run on the HOST: an alpine build would be linked against musl's
-# loader, which hosts do not have. The official Node 20 build needs glibc >= 2.28 and libstdc++ on the host, which
-# mainstream distributions have.
+# Without a Docker engine, `npm run image` builds the same image (image/flannel-image.ts: the same files at the same
+# paths on a Debian root filesystem, packed by umoci); a unit test keeps the two recipes in step.
+#
+# Debian, not alpine: our N-API addons (dist/native) and raw-socket's are compiled here against glibc, and the CNI
+# plugin is this stage's node binary with the plugin injected (Node SEA), run on the HOST: an alpine build would be
+# linked against musl's loader, which hosts do not have. The official Node 20 build needs glibc >= 2.28 and
+# libstdc++ on the host, which mainstream distributions have.
 
 # ---- build: compile TypeScript, bundle the CNI plugin into a single executable, drop dev dependencies ----
 FROM node:20-bookworm-slim AS build
 WORKDIR /src
-# Dependencies first, so source edits do not re-run npm ci. netlink installs from its prebuilt N-API addon, but
-# raw-socket (the peer probes' ICMP sockets) ships only C++ source, which node-gyp compiles at npm ci: that needs
-# python3, make and g++ here. The runtime stage needs none of them (the addon only links libstdc++, which the node
+# Dependencies first, so source edits do not re-run npm ci. raw-socket (the peer probes' ICMP sockets) ships only
+# C++ source, which node-gyp compiles at npm ci, and `npm run build` compiles native/: that needs python3, make and
+# g++ here. The runtime stage needs none of them (the addon only links libstdc++, which the node
 # image has).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
@@ -28,8 +29,9 @@ COPY backends/ backends/
 COPY cni-plugin/ cni-plugin/
 # The udp backend's N-API addon, compiled by `npm run build` with the g++ toolchain installed above.
 COPY native/ native/
-# tsconfig.json compiles the lab and bench too; they are built here but not shipped.
+# tsconfig.json compiles the lab, its image builder and the bench too; they are built here but not shipped.
 COPY lab/ lab/
+COPY image/ image/
 COPY test/ test/
 # The SEA is injected into process.execPath, i.e. into this image's official Node build; build-cni.mjs smoke-tests
 # it with no node on PATH, so a broken executable fails the build rather than pod creation.

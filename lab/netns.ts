@@ -7,9 +7,10 @@ import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
-export async function sh(cmd: string, args: readonly string[], input?: string): Promise<string> {
+/** Runs a command and returns its stdout; fails naming the command and its stderr, or after `timeoutMs`. */
+export async function sh(cmd: string, args: readonly string[], input?: string, timeoutMs = 60_000): Promise<string> {
   try {
-    const child = run(cmd, [...args], { maxBuffer: 64 * 1024 * 1024, timeout: 60_000 });
+    const child = run(cmd, [...args], { maxBuffer: 64 * 1024 * 1024, timeout: timeoutMs });
     if (input !== undefined) {
       child.child.stdin?.end(input);
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what flannel-ts needs on a Debian machine, idempotently: Debian packages (etcd, iproute2, iptables,
-# nftables, the reference CNI plugins, ping, iperf3), npm dependencies, and the build.
+# nftables, the reference CNI plugins, ping, iperf3; containerd, runc and what builds images without Docker for the
+# kubelet lab), npm dependencies, and the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +10,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(etcd-server etcd-client iproute2 iptables nftables containernetworking-plugins iputils-ping iperf3 openssl g++ make python3)
+packages=(etcd-server etcd-client iproute2 iptables nftables containernetworking-plugins iputils-ping iperf3 openssl g++ make python3
+  containerd runc umoci debootstrap catatonit busybox-static)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -31,7 +33,7 @@ fi
 
 # Build only when a source changed since the last complete build, so `npm run lab -- status` stays quick.
 stamp=dist/.flannel-ts-build
-if [ ! -f "$stamp" ] || [ -n "$(find flanneld backends cni-plugin native lab test scripts manifests package.json package-lock.json \
+if [ ! -f "$stamp" ] || [ -n "$(find flanneld backends cni-plugin native lab image test scripts manifests package.json package-lock.json \
     tsconfig.json -newer "$stamp" -print -quit 2>/dev/null)" ]; then
   npm run --silent build
   # The self-contained CNI executable too, so its tests run (about 4 s).

@@ -37,6 +37,9 @@ import { parseNetworkConfig } from '../../../flanneld/config/network-config.js';
 import { loadOptions } from '../../../flanneld/config/options.js';
 import { formatCidr } from '../../../flanneld/ip/cidr.js';
 import { KUBE_API_CALLS } from '../../../flanneld/subnet/kube/kube-api-calls.js';
+import {
+  FLANNEL_BASE, FLANNEL_CONFIG, FLANNEL_COPIES, FLANNEL_IMAGE_REPOSITORY, FLANNEL_SYMLINKS, NODE_PATH,
+} from '../../../image/flannel-image.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const read = (path: string): string => readFileSync(join(ROOT, path), 'utf8');
@@ -571,6 +574,28 @@ describe('Dockerfile', () => {
     // tsc keeps the source shebang, and finish-build.mjs makes main.js executable, so the symlink runs it as is.
     expect(read('flanneld/main.ts')).toMatch(/^#!\/usr\/bin\/env -S node /);
     expect(read('scripts/finish-build.mjs')).toContain("'dist/flanneld/main.js'");
+  });
+
+  // image/flannel-image.ts builds the same image without Docker (umoci, Debian's packages): the lab and the
+  // kubelet tests run that one, so it must hold exactly what this recipe ships.
+  it('is the recipe image/ builds without Docker: same copies to the same paths, links, entrypoint, packages', () => {
+    const buildRoot = workdirOf(BUILD);
+    const dockerCopies = copiesOf(RUNTIME).filter((c) => c.from === 'build').flatMap((c) =>
+      c.sources.map((source) => ({ from: posix.relative(buildRoot, source) + (source.endsWith('/') ? '/' : ''), to: runtimePathOf(source) })));
+    const trim = (p: string): string => p.replace(/\/$/, '');
+    expect(FLANNEL_COPIES.map((c) => ({ from: c.from, to: trim(c.to) }))).toEqual(dockerCopies.map((c) => ({ from: c.from, to: trim(c.to) })));
+    const links = [...runsOf(RUNTIME).matchAll(/ln -s (\S+) (\S+)/g)].map((m) => ({ from: m[1], to: m[2] }));
+    expect(FLANNEL_SYMLINKS).toEqual(links);
+    const entrypoint = JSON.parse(RUNTIME.body.find((i) => i.op === 'ENTRYPOINT')?.args ?? '[]') as string[];
+    expect(FLANNEL_CONFIG.entrypoint).toEqual(entrypoint);
+    expect(FLANNEL_CONFIG.workdir).toBe(workdirOf(RUNTIME));
+    const installed = /apt-get install -y --no-install-recommends ([^&]+)/.exec(runsOf(RUNTIME))?.[1]?.trim().split(' ') ?? [];
+    expect(FLANNEL_BASE.packages).toEqual(expect.arrayContaining(installed));
+    // The node image's suite and node path: the Debian base is the same release, node sits where the image has it.
+    expect(RUNTIME.from).toBe(`node:20-${FLANNEL_BASE.suite}-slim`);
+    expect(NODE_PATH).toBe('/usr/local/bin/node');
+    // The manifest's image, so kube-flannel.yml applies unchanged once the archive is imported.
+    expect(FLANNEL.image).toBe(`${FLANNEL_IMAGE_REPOSITORY}:${(JSON.parse(read('package.json')) as { version: string }).version}`);
   });
 
   it('puts the single-executable plugin where install-cni-plugin copies it from', () => {
