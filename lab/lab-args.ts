@@ -26,6 +26,11 @@ export interface LabOptions {
   readonly config?: string;
   /** Kubernetes mode: a real control plane in the hub, node IPAM gives the subnets, flanneld --kube-subnet-mgr. */
   readonly kube: boolean;
+  /**
+   * Kubelet mode (implies kube): containerd, a kubelet and kube-proxy per host; flannel-ts runs as the DaemonSet of
+   * manifests/kube-flannel.yml and the lab's pods are Kubernetes pods.
+   */
+  readonly kubelet: boolean;
   /** exec / add-pod / kill / restart: the host, pod or process named. */
   readonly target?: string;
   /** exec, kubectl: the command (arguments) after `--`. */
@@ -60,8 +65,11 @@ options:
   --kube            Kubernetes mode: etcd 3.6, kube-apiserver and kube-controller-manager (node IPAM) in the hub;
                     each host registers its Node and runs flanneld --kube-subnet-mgr with the manifest's RBAC.
                     The first --kube builds the Kubernetes binaries from their Go modules (about 10 minutes, once)
+  --kubelet         a kind-like cluster (implies --kube): each host runs containerd, a real kubelet and kube-proxy,
+                    the hub adds kube-scheduler; kubectl apply -f manifests/kube-flannel.yml runs flannel-ts as its
+                    DaemonSet (the image built by npm run image, imported), and the pods are Kubernetes pods
 
-up records the families and the mode (--kube) in the lab's state; later sub-commands keep them without these options.`;
+up records the families and the mode (--kube, --kubelet) in the lab's state; later sub-commands keep them without these options.`;
 
 export class LabUsageError extends Error {
   override readonly name = 'LabUsageError';
@@ -111,7 +119,8 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
     hosts: 3,
     pods: 2,
     stack: stackOption(values),
-    kube: values.has('--kube'),
+    kube: values.has('--kube') || values.has('--kubelet'),
+    kubelet: values.has('--kubelet'),
     execArgv,
   };
   if (target !== undefined) opts.target = target;
@@ -157,7 +166,7 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
 
 const FLAGS: ReadonlySet<string> = new Set(['--id', '--hosts', '--pods', '--network', '--backend', '--config', '--ipv6-network']);
 /** Options that take no value. */
-const SWITCHES: ReadonlySet<string> = new Set(['--ipv6', '--ipv6-only', '--kube']);
+const SWITCHES: ReadonlySet<string> = new Set(['--ipv6', '--ipv6-only', '--kube', '--kubelet']);
 
 function stackOption(values: ReadonlyMap<string, string>): LabStack {
   const dual = values.has('--ipv6');

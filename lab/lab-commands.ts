@@ -23,6 +23,7 @@ import {
   describeControlPlane, isControlPlaneComponent, kubeFlanneldArgv, labControlPlane, nodesTable, registerLabNode, runKubectl,
   startLabControlPlane, waitForComponent,
 } from './lab-kube.js';
+import { downKubeletHosts, flannelPods, kubeletPodExec, upKubeletHosts } from './lab-kubelet.js';
 import type { Progress } from './progress.js';
 
 export interface LabContext {
@@ -35,6 +36,8 @@ export interface LabContext {
 const FLANNELD = join(REPO_ROOT, 'dist/flanneld/main.js');
 /** Each host's flanneld serves /healthz, /readyz, /metrics and /status on its own loopback. */
 export const LAB_HEALTHZ_PORT = 8471;
+/** The kube-flannel pods' (manifests/kube-flannel.yml: --healthz-port=8081, on the host network). */
+const MANIFEST_HEALTHZ_PORT = 8081;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function flanneldArgv(host: HostRecord, etcdEndpoint: string): string[] {
@@ -70,14 +73,24 @@ export async function up(ctx: LabContext): Promise<void> {
   const { stack } = network;
   const state: LabState = {
     id: opts.id, networkConfig: network.text, backendType: network.backendType, stack, ...(opts.kube ? { kube: true } : {}),
-    hosts: [], pods: [], processes: {},
+    ...(opts.kubelet ? { kubelet: true } : {}), hosts: [], pods: [], processes: {},
   };
   saveLabState(state);
-  print(`lab ${opts.id}: ${opts.hosts} host(s) × ${opts.pods} pod(s), ${opts.kube ? 'Kubernetes mode, ' : ''}network config ${network.text}`);
+  const mode = opts.kubelet ? 'kubelet mode, ' : opts.kube ? 'Kubernetes mode, ' : '';
+  print(`lab ${opts.id}: ${opts.hosts} host(s) × ${opts.pods} pod(s), ${mode}network config ${network.text}`);
   try {
     const hub = await progress.step(`underlay bridge ${underlayText(stack)} in ${labNetns(opts.id, 'hub')}`, () => createHub(opts.id, stack));
     let daemonArgv: (host: HostRecord) => string[];
     let register: (host: HostRecord) => Promise<void> = async () => undefined;
+    if (opts.kubelet) {
+      const spec = await progress.step(describeControlPlane(state), () => startLabControlPlane(state, () => saveLabState(state)));
+      await upKubeletHosts({
+        state, spec, progress, save: () => saveLabState(state), hosts: opts.hosts, podsPerHost: opts.pods,
+        createHost: (i) => createHost(opts.id, i, stack),
+      });
+      await report(ctx, state);
+      return;
+    }
     if (opts.kube) {
       const spec = await progress.step(describeControlPlane(state), () => startLabControlPlane(state, () => saveLabState(state)));
       const kubectl = kubectlFor(spec);
@@ -143,7 +156,7 @@ export async function status(ctx: LabContext): Promise<void> {
 
 async function report(ctx: LabContext, state: LabState): Promise<void> {
   const { print } = ctx;
-  print(`\n${await hostsTable(state, LAB_HEALTHZ_PORT)}`);
+  print(`\n${await hostsTable(state, state.kubelet ? MANIFEST_HEALTHZ_PORT : LAB_HEALTHZ_PORT, state.kubelet ? await flannelPodsOf(state) : undefined)}`);
   print(`\n${state.kube ? await nodesReport(state) : await leasesReport(state)}`);
   if (state.pods.length > 0) {
     print(`\n${podsTable(state.pods, stackFamilies(state.stack))}`);
@@ -167,6 +180,12 @@ async function leasesReport(state: LabState): Promise<string> {
   return leases ? leasesTable(leases) : `etcd is not reachable (${etcd && isRunning(etcd) ? 'running' : 'stopped'}); leases unknown`;
 }
 
+/** A kubelet lab's kube-flannel pods by host, or an empty map while the apiserver is down. */
+async function flannelPodsOf(state: LabState): Promise<Map<string, string>> {
+  const api = state.processes['kube-apiserver'];
+  return api && isRunning(api) ? flannelPods(kubectlFor(labControlPlane(state))) : new Map();
+}
+
 async function nodesReport(state: LabState): Promise<string> {
   const api = state.processes['kube-apiserver'];
   const nodes = api && isRunning(api) ? await kubectlFor(labControlPlane(state)).nodes().catch(() => undefined) : undefined;
@@ -175,7 +194,8 @@ async function nodesReport(state: LabState): Promise<string> {
 
 /** A matrix from `sources` to every pod for each family of the lab, printed; any failed pair makes the exit status 1. */
 async function printMatrices(ctx: LabContext, state: LabState, sources: readonly PodRecord[]): Promise<MatrixResult[]> {
-  const results = await Promise.all(stackFamilies(state.stack).map((f) => pingMatrix(f, state.pods, sources)));
+  const exec = state.kubelet ? kubeletPodExec(labControlPlane(state)) : undefined;
+  const results = await Promise.all(stackFamilies(state.stack).map((f) => pingMatrix(f, state.pods, sources, exec)));
   for (const result of results) ctx.print(`\n${matrixTable(state.pods, result, sources, state.stack !== 'v4')}`);
   if (results.some((r) => r.failures > 0)) process.exitCode = 1;
   return results;
@@ -235,7 +255,7 @@ export async function restart(ctx: LabContext): Promise<void> {
   await ctx.progress.step(`restart ${isControlPlaneComponent(target) ? target : `flanneld on ${target}`}`, async () => {
     await stopProcess(old, 'SIGTERM');
     const since = Date.now();
-    const record = startDetached(old.netns, old.argv, old.log);
+    const record = startDetached(old.netns, old.argv, old.log, old.mountNs);
     state.processes[target] = record;
     saveLabState(state);
     if (state.kube && isControlPlaneComponent(target)) await waitForComponent(labControlPlane(state), target, record);
@@ -259,7 +279,8 @@ function labNamespaces(id: string): string[] {
 export async function down(ctx: LabContext, quiet = false): Promise<void> {
   const { id } = ctx.opts;
   const state = loadLabState(id);
-  let stopped = 0;
+  // Kubelet hosts first, containers included, while containerd can still stop them cleanly.
+  let stopped = state?.kubelet ? await downKubeletHosts(state) : 0;
   // Newest first: daemons before the control plane, and the apiserver before its etcd (without etcd its graceful
   // stop hangs until the SIGKILL 10 s later).
   for (const record of Object.values(state?.processes ?? {}).reverse()) if (await stopProcess(record)) stopped++;

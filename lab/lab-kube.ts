@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { V1Node } from '@kubernetes/client-node';
 import {
   apiUrlFor, apiserverReady, argvOf, controlPlaneFiles, etcdReady, kubectlFor, nodeIpamFor, prepareControlPlane, waitUntilServing,
-  CONTROL_PLANE_COMPONENTS, type ControlPlaneComponent, type ControlPlaneSpec,
+  componentsOf, CONTROL_PLANE_COMPONENTS, type ControlPlaneComponent, type ControlPlaneSpec,
 } from './kube/control-plane.js';
 import { writeFlannelKubeconfig } from './kube/flannel-identity.js';
 import type { Kubectl } from './kube/kubectl.js';
@@ -25,13 +25,14 @@ export const isControlPlaneComponent = (name: string): name is ControlPlaneCompo
   (CONTROL_PLANE_COMPONENTS as readonly string[]).includes(name);
 
 /** The control plane of a lab: files under `.lab/<id>/`, node IPAM following the lab's network config. */
-export function labControlPlane(state: Pick<LabState, 'id' | 'stack' | 'networkConfig'>): ControlPlaneSpec {
+export function labControlPlane(state: Pick<LabState, 'id' | 'stack' | 'networkConfig' | 'kubelet'>): ControlPlaneSpec {
   return {
     dir: labDir(state.id),
     hub: new Netns(labNetns(state.id, 'hub')),
     stack: state.stack,
     tools: kubeTools(),
     ...nodeIpamFor(state.networkConfig),
+    ...(state.kubelet ? { kubelets: true } : {}),
   };
 }
 
@@ -47,6 +48,7 @@ export async function waitForComponent(spec: ControlPlaneSpec, component: Contro
     'kube-apiserver': () => apiserverReady(kubectl),
     // No port of its own (--secure-port=0): still running a moment after its start is as ready as it tells.
     'kube-controller-manager': () => sleep(500),
+    'kube-scheduler': () => sleep(500),
   };
   await waitUntilServing(component, ready[component], () => isRunning(record), () => logTail(record.log, 12));
 }
@@ -59,7 +61,7 @@ export async function startLabControlPlane(state: LabState, save: () => void): P
   const spec = labControlPlane(state);
   const files = await prepareControlPlane(spec);
   writeFileSync(netConfPath(state.id), state.networkConfig);
-  for (const component of CONTROL_PLANE_COMPONENTS) {
+  for (const component of componentsOf(spec)) {
     const record = startDetached(spec.hub.name, argvOf(component, spec, files), join(spec.dir, `${component}.log`));
     state.processes[component] = record;
     save();

@@ -4,6 +4,7 @@
  */
 import { spawn } from 'node:child_process';
 import { openSync, readFileSync } from 'node:fs';
+import { nodeLauncher } from './kubelet/node-mounts.js';
 import { sh } from './netns.js';
 import type { ProcessRecord } from './lab-state.js';
 
@@ -32,14 +33,18 @@ export function isRunning(record: ProcessRecord): boolean {
   return stat !== undefined && stat.startTime === record.startTime && stat.state !== 'Z' && stat.state !== 'X';
 }
 
-/** `ip netns exec` execs the command in place, so the PID we get is the daemon's own. */
-export function startDetached(netns: string, argv: readonly string[], log: string): ProcessRecord {
+/**
+ * `ip netns exec` (or, for a kubelet host's mount namespace, nsenter) execs the command in place, so the PID we get
+ * is the daemon's own.
+ */
+export function startDetached(netns: string, argv: readonly string[], log: string, mountNs?: string): ProcessRecord {
   const out = openSync(log, 'a');
-  const child = spawn('ip', ['netns', 'exec', netns, ...argv], { detached: true, stdio: ['ignore', out, out] });
+  const launcher = mountNs ? nodeLauncher({ netns, mountNs }, argv) : ['ip', 'netns', 'exec', netns, ...argv];
+  const child = spawn(launcher[0] as string, launcher.slice(1), { detached: true, stdio: ['ignore', out, out] });
   child.unref();
   const startTime = child.pid === undefined ? undefined : processStartTime(child.pid);
   if (child.pid === undefined || startTime === undefined) throw new Error(`cannot start ${argv[0]} in ${netns}`);
-  return { pid: child.pid, startTime, netns, argv: [...argv], log };
+  return { pid: child.pid, startTime, netns, argv: [...argv], log, ...(mountNs ? { mountNs } : {}) };
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

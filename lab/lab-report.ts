@@ -20,7 +20,7 @@ export { markdownTable };
 export function readSubnetEnv(host: HostRecord): Map<string, string> {
   const env = new Map<string, string>();
   try {
-    for (const m of readFileSync(join(host.dir, 'subnet.env'), 'utf8').matchAll(/^(\w+)=(.*)$/gm)) env.set(m[1] as string, m[2] as string);
+    for (const m of readFileSync(host.subnetEnv ?? join(host.dir, 'subnet.env'), 'utf8').matchAll(/^(\w+)=(.*)$/gm)) env.set(m[1] as string, m[2] as string);
   } catch {
     // not written yet: the table shows '-'
   }
@@ -55,8 +55,8 @@ const cell = (...values: (string | undefined | null)[]): string => [...new Set(v
  * What the host's flanneld says about itself (`flanneld status --json` in the host's namespace): ready or why not,
  * stalled loops, peers answering probes, repairs.
  */
-async function daemonView(host: HostRecord, record: ProcessRecord | undefined, port: number): Promise<string[]> {
-  if (!record || !isRunning(record)) return ['-', '-', '-'];
+async function daemonView(host: HostRecord, running: boolean, port: number): Promise<string[]> {
+  if (!running) return ['-', '-', '-'];
   const out = await new Netns(host.netns).exec(process.execPath, [FLANNELD_MAIN, 'status', '--json', `--healthz-port=${port}`]).catch((err: Error) => {
     return (err.cause as { stdout?: string } | undefined)?.stdout ?? '';
   });
@@ -74,13 +74,20 @@ async function daemonView(host: HostRecord, record: ProcessRecord | undefined, p
   return [health, probes, String(repairs)];
 }
 
-export async function hostsTable(state: LabState, healthzPort: number): Promise<string> {
+/**
+ * `flannelPods`: in a kubelet lab, each host's kube-flannel pod as Kubernetes reports it (flanneld is not a process
+ * of the lab there); the health columns then come from that pod's flanneld on the same port.
+ */
+export async function hostsTable(state: LabState, healthzPort: number, flannelPods?: ReadonlyMap<string, string>): Promise<string> {
   const rows = await Promise.all(state.hosts.map(async (host) => {
     const env = readSubnetEnv(host);
     const dev = await flannelDevices(host);
     const record = state.processes[host.name];
     const subnet = cell(env.get('FLANNEL_SUBNET'), env.get('FLANNEL_IPV6_SUBNET'));
-    return [host.name, addressesText(host), subnet, env.get('FLANNEL_MTU') ?? '-', dev.name, dev.mac, daemonHealth(record), ...(await daemonView(host, record, healthzPort))];
+    const pod = flannelPods?.get(host.name);
+    const daemon = flannelPods ? (pod ?? 'no kube-flannel pod') : daemonHealth(record);
+    const running = flannelPods ? (pod?.includes(' Running') ?? false) : record !== undefined && isRunning(record);
+    return [host.name, addressesText(host), subnet, env.get('FLANNEL_MTU') ?? '-', dev.name, dev.mac, daemon, ...(await daemonView(host, running, healthzPort))];
   }));
   return markdownTable(['host', 'public IP', 'subnet', 'MTU', 'device', 'VTEP MAC', 'flanneld', 'health', 'peer probes', 'repairs'], rows);
 }
@@ -111,7 +118,7 @@ export function leasesTable(leases: readonly LeaseRow[]): string {
 /** One address column, or one per family in a dual-stack lab. */
 export function podsTable(pods: readonly PodRecord[], families: readonly Family[] = [4]): string {
   const columns = families.length === 1 ? ['address'] : families.map((f) => `IPv${f} address`);
-  return markdownTable(['pod', 'host', ...columns, 'namespace'], pods.map((p) => [p.name, p.host, ...families.map((f) => addressOf(p, f) ?? '-'), p.netns]));
+  return markdownTable(['pod', 'host', ...columns, 'namespace'], pods.map((p) => [p.name, p.host, ...families.map((f) => addressOf(p, f) ?? '-'), p.kubePod ?? p.netns]));
 }
 
 const POD_MATRIX_LIMIT = 12;

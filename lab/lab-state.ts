@@ -22,6 +22,8 @@ export interface ProcessRecord {
   readonly netns: string;
   readonly argv: readonly string[];
   readonly log: string;
+  /** A kubelet host's mount namespace file: the process was started with nsenter into it and `netns`. */
+  readonly mountNs?: string;
 }
 
 export interface HostRecord {
@@ -34,6 +36,8 @@ export interface HostRecord {
   readonly netns: string;
   /** subnet.env, the daemon log and the CNI/IPAM data of this host. */
   readonly dir: string;
+  /** Where this host's flanneld writes subnet.env when not in `dir` (a kubelet host's private /run/flannel). */
+  readonly subnetEnv?: string;
 }
 
 export interface PodRecord {
@@ -45,6 +49,8 @@ export interface PodRecord {
   readonly ip: string;
   /** The pod's IPv6 address (dual-stack and IPv6-only labs). */
   readonly ip6?: string;
+  /** Kubelet mode: the Pod (`namespace/name`); commands reach it with `kubectl exec` (netns is then empty). */
+  readonly kubePod?: string;
 }
 
 export interface LabState {
@@ -55,6 +61,8 @@ export interface LabState {
   readonly stack: LabStack;
   /** Kubernetes mode (`up --kube`): a control plane in the hub instead of the etcd-mode store. */
   readonly kube?: boolean;
+  /** Kubelet mode (`up --kubelet`, implies kube): containerd and a kubelet per host, flannel-ts as the DaemonSet. */
+  readonly kubelet?: boolean;
   readonly hosts: HostRecord[];
   readonly pods: PodRecord[];
   /** By name: `etcd`, with --kube `kube-apiserver` and `kube-controller-manager`, and the host names (their flanneld). */

@@ -12,11 +12,15 @@ import { formatCidr } from '../../flanneld/ip/cidr.js';
 import type { Netns } from '../netns.js';
 import { HUB_IP, HUB_IP6 } from '../underlay-addresses.js';
 import { Kubectl } from './kubectl.js';
-import { makeControlPlanePki, pkiFiles, writeKubeconfig, type ControlPlanePki } from './kube-pki.js';
+import { makeClientCert, makeControlPlanePki, pkiFiles, writeKubeconfig, type ClientCert, type ControlPlanePki } from './kube-pki.js';
 import type { KubeTools } from './kube-tools.js';
 
-export type ControlPlaneComponent = 'etcd' | 'kube-apiserver' | 'kube-controller-manager';
-export const CONTROL_PLANE_COMPONENTS: readonly ControlPlaneComponent[] = ['etcd', 'kube-apiserver', 'kube-controller-manager'];
+export type ControlPlaneComponent = 'etcd' | 'kube-apiserver' | 'kube-controller-manager' | 'kube-scheduler';
+export const CONTROL_PLANE_COMPONENTS: readonly ControlPlaneComponent[] = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler'];
+
+/** What a control plane runs, in start order: the scheduler only when kubelets run pods. */
+export const componentsOf = (spec: Pick<ControlPlaneSpec, 'kubelets'>): ControlPlaneComponent[] =>
+  CONTROL_PLANE_COMPONENTS.filter((c) => c !== 'kube-scheduler' || spec.kubelets === true);
 
 /** Which families the cluster has: IPv4 only, dual-stack (IPv4 primary) or IPv6 only, as the lab's stacks. */
 export type ClusterStack = 'v4' | 'dual' | 'v6';
@@ -31,6 +35,11 @@ export interface ControlPlaneSpec {
   /** The node CIDR mask size per entry of clusterCidrs: flannel's SubnetLen / IPv6SubnetLen. */
   readonly nodeMaskSizes: readonly number[];
   readonly tools: KubeTools;
+  /**
+   * Real kubelets run pods (`up --kubelet`): the scheduler runs, and the controller manager runs the controllers
+   * pods and DaemonSets need besides node IPAM.
+   */
+  readonly kubelets?: boolean;
 }
 
 export const API_PORT = 6443;
@@ -70,6 +79,8 @@ export interface ControlPlaneFiles {
   readonly auditLog: string;
   readonly auditPolicy: string;
   readonly etcdData: string;
+  /** The apiserver's client certificate towards kubelets (logs, exec, port-forward): system:masters. */
+  readonly kubeletClient: ClientCert;
 }
 
 export function etcdArgv(spec: ControlPlaneSpec, files: ControlPlaneFiles): string[] {
@@ -97,6 +108,9 @@ export function apiserverArgv(spec: ControlPlaneSpec, files: ControlPlaneFiles):
     // Open watches (every flanneld holds one) would otherwise keep a graceful stop waiting for the HTTP server's
     // 60 s shutdown timeout; with a grace period the apiserver ends them itself and exits in about a second.
     '--shutdown-watch-termination-grace-period=2s',
+    `--kubelet-client-certificate=${files.kubeletClient.cert}`, `--kubelet-client-key=${files.kubeletClient.key}`,
+    // A lab kubelet's hostname (h1, …) resolves nowhere; its underlay address does.
+    '--kubelet-preferred-address-types=InternalIP',
     '--profiling=false'];
 }
 
@@ -107,11 +121,24 @@ export function controllerManagerArgv(spec: ControlPlaneSpec, files: ControlPlan
     : [`--node-cidr-mask-size=${spec.nodeMaskSizes[0]}`];
   return [spec.tools.kubeControllerManager,
     `--kubeconfig=${files.adminKubeconfig}`,
-    // Node IPAM alone: no node-lifecycle controller, so Nodes without a kubelet are neither tainted nor evicted.
-    '--controllers=node-ipam-controller',
+    `--controllers=${(spec.kubelets ? KUBELET_CONTROLLERS : ['node-ipam-controller']).join(',')}`,
+    `--root-ca-file=${files.pki.caCert}`,
     '--allocate-node-cidrs=true', `--cluster-cidr=${spec.clusterCidrs.join(',')}`, ...masks,
     `--service-cluster-ip-range=${serviceCidrs(spec.stack)}`,
     '--leader-elect=false', '--secure-port=0'];
+}
+
+/**
+ * Without kubelets, node IPAM alone: no node-lifecycle controller, so Nodes without a kubelet are neither tainted
+ * nor evicted. With kubelets, what pods need: node lifecycle (it lifts the not-ready taint the apiserver puts on
+ * every new Node), DaemonSets, the default ServiceAccount and the kube-root-ca.crt ConfigMap every pod mounts, and
+ * garbage collection of the pods of a deleted Node or DaemonSet.
+ */
+const KUBELET_CONTROLLERS = ['node-ipam-controller', 'node-lifecycle-controller', 'daemonset-controller', 'serviceaccount-controller',
+  'root-ca-certificate-publisher-controller', 'garbage-collector-controller', 'pod-garbage-collector-controller'];
+
+export function schedulerArgv(spec: ControlPlaneSpec, files: ControlPlaneFiles): string[] {
+  return [spec.tools.kubeScheduler, `--kubeconfig=${files.adminKubeconfig}`, '--leader-elect=false', '--secure-port=0'];
 }
 
 export function argvOf(component: ControlPlaneComponent, spec: ControlPlaneSpec, files: ControlPlaneFiles): string[] {
@@ -119,6 +146,7 @@ export function argvOf(component: ControlPlaneComponent, spec: ControlPlaneSpec,
     case 'etcd': return etcdArgv(spec, files);
     case 'kube-apiserver': return apiserverArgv(spec, files);
     case 'kube-controller-manager': return controllerManagerArgv(spec, files);
+    case 'kube-scheduler': return schedulerArgv(spec, files);
   }
 }
 
@@ -130,6 +158,7 @@ export function controlPlaneFiles(spec: Pick<ControlPlaneSpec, 'dir'>): ControlP
     auditLog: join(spec.dir, 'audit.log'),
     auditPolicy: join(spec.dir, 'audit-policy.yaml'),
     etcdData: join(spec.dir, 'etcd'),
+    kubeletClient: { cert: join(spec.dir, 'pki', 'kubelet-client.crt'), key: join(spec.dir, 'pki', 'kubelet-client.key') },
   };
 }
 
@@ -140,6 +169,7 @@ export async function prepareControlPlane(spec: ControlPlaneSpec): Promise<Contr
   const adminToken = await makeControlPlanePki(join(spec.dir, 'pki'), [HUB_IP, HUB_IP6, '127.0.0.1', '::1', '203.0.113.1', '2001:db8:5e::1'],
     ['kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local', 'localhost']);
   writeKubeconfig(files.adminKubeconfig, apiUrlFor(spec.stack), files.pki.caCert, 'admin', adminToken);
+  await makeClientCert(join(spec.dir, 'pki'), 'kubelet-client', 'kube-apiserver-kubelet-client', ['system:masters']);
   // Metadata (who, what, answer) for flanneld's identity only: the RBAC test reads every request it made.
   writeFileSync(files.auditPolicy, [
     'apiVersion: audit.k8s.io/v1',

@@ -50,15 +50,43 @@ export async function makeControlPlanePki(dir: string, ips: readonly string[], d
   return adminToken;
 }
 
-/** A kubeconfig (JSON, which kubectl and client libraries read as YAML) for one server and bearer token. */
-export function writeKubeconfig(path: string, server: string, caFile: string, user: string, token: string): void {
+/** A client certificate and its key, signed by a control plane's CA. */
+export interface ClientCert {
+  readonly cert: string;
+  readonly key: string;
+}
+
+/**
+ * A client certificate for `commonName` in `groups` (the apiserver reads CN as the user, O as the groups), signed
+ * by the CA of the PKI folder `dir`, written as `<name>.crt` and `<name>.key` there.
+ */
+export async function makeClientCert(dir: string, name: string, commonName: string, groups: readonly string[] = []): Promise<ClientCert> {
+  const f = (file: string): string => join(dir, file);
+  const files = { cert: f(`${name}.crt`), key: f(`${name}.key`) };
+  await sh('openssl', ['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', files.key]);
+  const subject = `/CN=${commonName}${groups.map((g) => `/O=${g}`).join('')}`;
+  await sh('openssl', ['req', '-new', '-key', files.key, '-subj', subject, '-out', f(`${name}.csr`)]);
+  writeFileSync(f(`${name}.ext`), 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature\n');
+  // A random serial rather than -CAcreateserial's shared ca.srl: hosts get their certificates in parallel.
+  await sh('openssl', ['x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-set_serial', `0x${randomBytes(16).toString('hex')}`,
+    '-days', '3650', '-extfile', f(`${name}.ext`), '-out', files.cert]);
+  return files;
+}
+
+/** A kubeconfig's text (JSON, which kubectl and client libraries read as YAML): a bearer token or a client certificate. */
+export function kubeconfigText(server: string, caFile: string, user: string, credential: string | ClientCert): string {
   const config = {
     apiVersion: 'v1',
     kind: 'Config',
     clusters: [{ name: 'lab', cluster: { server, 'certificate-authority': caFile } }],
-    users: [{ name: user, user: { token } }],
+    users: [{ name: user, user: typeof credential === 'string' ? { token: credential } : { 'client-certificate': credential.cert, 'client-key': credential.key } }],
     contexts: [{ name: user, context: { cluster: 'lab', user } }],
     'current-context': user,
   };
-  writeFileSync(path, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
+  return `${JSON.stringify(config, null, 2)}\n`;
+}
+
+/** A kubeconfig for one server and bearer token. */
+export function writeKubeconfig(path: string, server: string, caFile: string, user: string, token: string): void {
+  writeFileSync(path, kubeconfigText(server, caFile, user, token), { mode: 0o600 });
 }

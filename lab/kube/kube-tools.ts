@@ -11,6 +11,7 @@ export interface KubeTools {
   readonly kubeControllerManager: string;
   readonly kubeScheduler: string;
   readonly kubelet: string;
+  readonly kubeProxy: string;
   readonly kubectl: string;
   readonly etcd: string;
   readonly etcdctl: string;
@@ -34,6 +35,7 @@ export function kubeTools(): KubeTools {
     kubeControllerManager: join(k8s, 'kube-controller-manager'),
     kubeScheduler: join(k8s, 'kube-scheduler'),
     kubelet: join(k8s, 'kubelet'),
+    kubeProxy: join(k8s, 'kube-proxy'),
     kubectl: join(k8s, 'kubectl'),
     etcd: join(etcd, 'etcd'),
     etcdctl: join(etcd, 'etcdctl'),

@@ -108,6 +108,7 @@ export async function startKubeCluster(run: NetnsRun, opts: KubeClusterOptions):
     'kube-apiserver': () => apiserverReady(kubectl),
     // It has no port of its own here (--secure-port=0): running a moment without exiting is as ready as it says.
     'kube-controller-manager': async () => true,
+    'kube-scheduler': async () => true,
   };
   const startComponent = async (component: ControlPlaneComponent): Promise<void> => {
     const [binary, ...args] = argvOf(component, spec, files);
