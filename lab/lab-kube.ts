@@ -104,7 +104,7 @@ export function nodesTable(nodes: readonly V1Node[]): string {
     const cond = node.status?.conditions?.find((c) => c.type === 'NetworkUnavailable');
     const cells = (...values: (string | undefined)[]): string => values.filter(Boolean).join(', ') || '-';
     return [node.metadata?.name ?? '-', cells(...(node.spec?.podCIDRs ?? [node.spec?.podCIDR])),
-      cells(a[`${ANNOTATION}public-ip`], a[`${ANNOTATION}public-ipv6`]), a[`${ANNOTATION}backend-type`] ?? '-',
+      cells(a[`${ANNOTATION}public-ip`], a[`${ANNOTATION}public-ipv6`]), a[`${ANNOTATION}backend-type`] || '-',
       cells(mac('backend-data'), mac('backend-v6-data')), cond ? `${cond.status} (${cond.reason ?? '-'})` : '-'];
   });
   return markdownTable(['node', 'podCIDR (node IPAM)', 'public-ip', 'backend-type', 'VtepMAC', 'NetworkUnavailable'], rows);

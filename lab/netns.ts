@@ -26,8 +26,8 @@ export class Netns {
   constructor(readonly name: string) {}
 
   /** Runs a command inside the namespace. */
-  exec(cmd: string, args: readonly string[], input?: string): Promise<string> {
-    return sh('ip', ['netns', 'exec', this.name, cmd, ...args], input);
+  exec(cmd: string, args: readonly string[], input?: string, timeoutMs?: number): Promise<string> {
+    return sh('ip', ['netns', 'exec', this.name, cmd, ...args], input, timeoutMs);
   }
 
   ip(...args: string[]): Promise<string> {

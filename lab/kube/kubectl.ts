@@ -8,8 +8,9 @@ import type { Netns } from '../netns.js';
 export class Kubectl {
   constructor(readonly binary: string, readonly hub: Netns, readonly kubeconfig: string) {}
 
-  run(args: readonly string[], input?: string): Promise<string> {
-    return this.hub.exec(this.binary, [`--kubeconfig=${this.kubeconfig}`, ...args], input);
+  /** `timeoutMs`: for commands that wait themselves (rollout status, wait), longer than their own --timeout. */
+  run(args: readonly string[], input?: string, timeoutMs?: number): Promise<string> {
+    return this.hub.exec(this.binary, [`--kubeconfig=${this.kubeconfig}`, ...args], input, timeoutMs);
   }
 
   async json<T>(args: readonly string[]): Promise<T> {

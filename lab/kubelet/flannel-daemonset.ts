@@ -32,5 +32,6 @@ export function flannelManifest(netConf: string, manifest = readFileSync(FLANNEL
 
 /** Until every kube-flannel pod of the DaemonSet is updated and Ready (kubectl's own rollout wait). */
 export async function waitForFlannelRollout(kubectl: Kubectl, timeoutSeconds = 180): Promise<void> {
-  await kubectl.run(['-n', FLANNEL_NAMESPACE, 'rollout', 'status', `daemonset/${FLANNEL_DAEMONSET}`, `--timeout=${timeoutSeconds}s`]);
+  await kubectl.run(['-n', FLANNEL_NAMESPACE, 'rollout', 'status', `daemonset/${FLANNEL_DAEMONSET}`, `--timeout=${timeoutSeconds}s`], undefined,
+    (timeoutSeconds + 15) * 1000);
 }

@@ -48,7 +48,8 @@ export async function createLabPods(kubectl: Kubectl, pods: readonly { name: str
   if (pods.length === 0) return [];
   const list = { apiVersion: 'v1', kind: 'List', items: pods.map((p) => labPod(p.name, p.host, image)) };
   await kubectl.run(['apply', '-f', '-'], JSON.stringify(list));
-  await kubectl.run(['wait', '--for=condition=Ready', ...pods.map((p) => `pod/${p.name}`), `--timeout=${timeoutSeconds}s`]);
+  await kubectl.run(['wait', '--for=condition=Ready', ...pods.map((p) => `pod/${p.name}`), `--timeout=${timeoutSeconds}s`], undefined,
+    (timeoutSeconds + 15) * 1000);
   const got = await kubectl.json<{ items: V1Pod[] }>(['get', 'pods', '-l', LAB_POD_LABEL]);
   const wanted = new Set(pods.map((p) => p.name));
   return got.items.map(podRecordOf).filter((r): r is PodRecord => r !== undefined && wanted.has(r.name));

@@ -35,6 +35,8 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -709,6 +711,18 @@ static int get_u32_prop(napi_env env, napi_value obj, const char *key, uint32_t 
   return napi_get_value_uint32(env, v, out) == napi_ok ? 0 : -1;
 }
 
+/* The tun device node. A container has no /dev/net/tun unless its runtime was told to add it (upstream's manifest
+   asks for a privileged pod for the udp backend); containerd's default device rules do allow the tun device (c
+   10:200) and its default capabilities include CAP_MKNOD, so the node is made here when it is missing. Any other
+   failure, or a mknod that is refused, is reported with the open's own errno. */
+static int open_tun_device(void) {
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+  if (fd >= 0 || errno != ENOENT) return fd;
+  if (mkdir("/dev/net", 0755) < 0 && errno != EEXIST) { errno = ENOENT; return -1; }
+  if (mknod("/dev/net/tun", S_IFCHR | 0666, makedev(10, 200)) < 0 && errno != EEXIST) { errno = ENOENT; return -1; }
+  return open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+}
+
 static napi_value open_tun(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -721,7 +735,7 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "openTun(name): name must be a non-empty string shorter than 16 bytes");
     return NULL;
   }
-  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+  int fd = open_tun_device();
   if (fd < 0) return throw_errno(env, "open /dev/net/tun", errno);
   struct ifreq ifr;
   memset(&ifr, 0, sizeof(ifr));
