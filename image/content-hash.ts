@@ -1,7 +1,7 @@
 /** A digest of files and folders by content and relative name, for cache keys that change exactly when inputs do. */
 import { createHash, type Hash } from 'node:crypto';
 import { readdirSync, readFileSync, readlinkSync, lstatSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 function hashInto(hash: Hash, path: string, name: string): void {
   const st = lstatSync(path);
@@ -15,10 +15,13 @@ function hashInto(hash: Hash, path: string, name: string): void {
   }
 }
 
-/** sha256 (hex, first 16 digits) of `parts` (plain strings) and of every file under `paths`. */
+/**
+ * sha256 (hex, first 16 digits) of `parts` (plain strings) and of every file under `paths`. Each input is named by
+ * its position and base name, not its absolute path, so the same inputs in another checkout hash the same.
+ */
 export function contentHash(paths: readonly string[], parts: readonly string[] = []): string {
   const hash = createHash('sha256');
   for (const part of parts) hash.update(`part ${part}\n`);
-  for (const path of paths) hashInto(hash, path, path);
+  paths.forEach((path, i) => hashInto(hash, path, `${i}:${basename(path)}`));
   return hash.digest('hex').slice(0, 16);
 }

@@ -44,10 +44,10 @@ sub-commands:
   status                      hosts, leases in etcd (Nodes with --kube), pods, daemon health and a fresh ping matrix
   exec <hub|hN|hN-pM> -- CMD  run CMD inside that namespace
   add-pod <hN>                one more pod on host hN, through the CNI plugins
-  kill <hN|etcd|kube-apiserver|kube-controller-manager>
-                              SIGKILL that host's flanneld (or that control plane process), as a crash would
-  restart <hN|etcd|kube-apiserver|kube-controller-manager>
-                              stop it if running, start it again and wait until it is serving
+  kill <hN|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|hN/containerd|hN/kubelet|hN/kube-proxy>
+                              SIGKILL that host's flanneld (or that control plane or kubelet host process), as a
+                              crash would
+  restart <same targets>      stop it if running, start it again and wait until it is serving
   kubectl -- ARGS             (--kube labs) the built kubectl with the lab's admin kubeconfig, in the hub namespace
   down                        remove every namespace, process and file of the lab (safe to repeat)
 

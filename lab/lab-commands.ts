@@ -23,7 +23,9 @@ import {
   describeControlPlane, isControlPlaneComponent, kubeFlanneldArgv, labControlPlane, nodesTable, registerLabNode, runKubectl,
   startLabControlPlane, waitForComponent,
 } from './lab-kube.js';
-import { downKubeletHosts, flannelPods, kubeletPodExec, upKubeletHosts } from './lab-kubelet.js';
+import {
+  downKubeletHosts, flannelPods, isKubeletHostProcess, kubeletPodExec, upKubeletHosts, waitForKubeletHostProcess,
+} from './lab-kubelet.js';
 import type { Progress } from './progress.js';
 
 export interface LabContext {
@@ -211,6 +213,9 @@ function resolveNetns(state: LabState, target: string): string {
 
 export function exec(ctx: LabContext): number {
   const state = requireLabState(ctx.opts.id);
+  const kubePod = state.pods.find((p) => p.name === ctx.opts.target)?.kubePod;
+  // A kubelet lab's pod is a Kubernetes pod: entered the way its users would, through the apiserver.
+  if (kubePod) return runKubectl(state, ['exec', '-n', kubePod.split('/')[0] as string, kubePod.split('/')[1] as string, '--', ...ctx.opts.execArgv]);
   const netns = resolveNetns(state, ctx.opts.target as string);
   const run = spawnSync('ip', ['netns', 'exec', netns, ...ctx.opts.execArgv], { stdio: 'inherit' });
   if (run.error) throw run.error;
@@ -243,6 +248,10 @@ export async function kill(ctx: LabContext): Promise<void> {
   const record = processFor(state, target);
   if (!isRunning(record)) throw new Error(`${target} is not running (restart it with: npm run lab -- restart ${target} --id ${state.id})`);
   await stopProcess(record, 'SIGKILL');
+  if (isKubeletHostProcess(target)) {
+    ctx.print(`${target} killed (pid ${record.pid}); the host's containers and the kube-flannel pod keep running without it`);
+    return;
+  }
   ctx.print(isControlPlaneComponent(target)
     ? `${target} killed (pid ${record.pid}); every flanneld keeps its datapath and retries until ${target === 'kube-controller-manager' ? 'the API is' : `${target} is`} back`
     : `flanneld on ${target} killed (pid ${record.pid}); its routes, FDB entries and ${state.kube ? 'Node annotations' : 'lease'} stay until it is restarted${state.kube ? '' : ' or the lease expires'}`);
@@ -252,13 +261,15 @@ export async function restart(ctx: LabContext): Promise<void> {
   const state = requireLabState(ctx.opts.id);
   const target = ctx.opts.target as string;
   const old = processFor(state, target);
-  await ctx.progress.step(`restart ${isControlPlaneComponent(target) ? target : `flanneld on ${target}`}`, async () => {
+  const what = isControlPlaneComponent(target) || isKubeletHostProcess(target) ? target : `flanneld on ${target}`;
+  await ctx.progress.step(`restart ${what}`, async () => {
     await stopProcess(old, 'SIGTERM');
     const since = Date.now();
     const record = startDetached(old.netns, old.argv, old.log, old.mountNs);
     state.processes[target] = record;
     saveLabState(state);
     if (state.kube && isControlPlaneComponent(target)) await waitForComponent(labControlPlane(state), target, record);
+    else if (isKubeletHostProcess(target)) await waitForKubeletHostProcess(state, target, record);
     else if (target === 'etcd') await waitForEtcd(labEtcd(state.id, state.stack), record);
     else await waitForSubnetEnv(findHost(state, target), record, since);
     return record;

@@ -13,7 +13,9 @@ import {
   KUBELET_HOST_ROLES, nodeMountsOf, processKey, startKubeletHost, stopKubeletHost, type KubeletHostRole,
 } from './kubelet/kubelet-host.js';
 import { createLabPods, execInPod } from './kubelet/kube-pods.js';
+import { containerdServing } from './kubelet/containerd.js';
 import { privateDirOf } from './kubelet/node-mounts.js';
+import { isRunning, logTail } from './lab-processes.js';
 import type { PodExec } from './lab-matrix.js';
 import { REPO_ROOT, type HostRecord, type LabState, type PodRecord, type ProcessRecord } from './lab-state.js';
 import type { Progress } from './progress.js';
@@ -85,6 +87,21 @@ export async function upKubeletHosts(steps: KubeletLabSteps): Promise<void> {
 
 /** `kubectl exec` for the matrix: pods of a kubelet lab have no namespace of ours to enter. */
 export const kubeletPodExec = (spec: ControlPlaneSpec): PodExec => (pod: PodRecord, argv) => execInPod(kubectlFor(spec), pod, argv);
+
+/** `h2/kubelet`, `h1/containerd`, …: a process of a kubelet host, as `kill` and `restart` name them. */
+export const isKubeletHostProcess = (target: string): boolean => /^[^/]+\/(containerd|kubelet|kube-proxy)$/.test(target);
+
+/** After a restart: containerd answers on its socket, the kubelet and kube-proxy are still running a moment later. */
+export async function waitForKubeletHostProcess(state: LabState, target: string, record: ProcessRecord): Promise<void> {
+  const [name, role] = target.split('/') as [string, KubeletHostRole];
+  const host = state.hosts.find((h) => h.name === name);
+  if (!host) throw new Error(`no host "${name}" in lab ${state.id}`);
+  const ready = role === 'containerd' ? () => containerdServing(nodeMountsOf(host)) : () => sleep(1000).then(() => true);
+  for (const deadline = Date.now() + 30_000; !(await ready()); await sleep(200)) {
+    if (!isRunning(record) || Date.now() > deadline) throw new Error(`${target} did not come back; the end of ${record.log}:\n${logTail(record.log, 15)}`);
+  }
+  if (!isRunning(record)) throw new Error(`${target} exited after its restart; the end of ${record.log}:\n${logTail(record.log, 15)}`);
+}
 
 /** The roles' records of one host from the lab's state. */
 const hostRecords = (state: LabState, host: string): Partial<Record<KubeletHostRole, ProcessRecord>> =>

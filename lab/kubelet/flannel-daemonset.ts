@@ -5,6 +5,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
+import { parseNetworkConfig } from '../../flanneld/config/network-config.js';
 import type { Kubectl } from '../kube/kubectl.js';
 import { REPO_ROOT } from '../lab-state.js';
 
@@ -22,10 +24,14 @@ export function shippedNetConf(manifest = readFileSync(FLANNEL_MANIFEST, 'utf8')
   return block[2].split('\n').map((l) => l.slice(4)).join('\n');
 }
 
-/** The manifest with the ConfigMap's net-conf.json set to `netConf`; byte for byte the shipped file when equal. */
+/**
+ * The manifest with the ConfigMap's net-conf.json set to `netConf`; byte for byte the shipped file when the two
+ * configure the same network (compared as flanneld reads them, defaults applied, so key order or a default spelled
+ * out makes no difference).
+ */
 export function flannelManifest(netConf: string, manifest = readFileSync(FLANNEL_MANIFEST, 'utf8')): string {
-  const shipped = JSON.parse(shippedNetConf(manifest)) as unknown;
-  if (JSON.stringify(shipped) === JSON.stringify(JSON.parse(netConf))) return manifest;
+  const same = isDeepStrictEqual(parseNetworkConfig(shippedNetConf(manifest)).config, parseNetworkConfig(netConf).config);
+  if (same) return manifest;
   const indented = JSON.stringify(JSON.parse(netConf), null, 2).split('\n').map((l) => `    ${l}\n`).join('');
   return manifest.replace(NET_CONF_BLOCK, (_, key: string) => `${key}${indented}`);
 }

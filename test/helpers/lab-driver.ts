@@ -20,8 +20,13 @@ export interface LabRun {
 }
 
 export function lab(...args: string[]): Promise<LabRun> {
+  return labWithin(100_000, ...args);
+}
+
+/** `lab` for sub-commands that take longer, such as a kubelet lab's `up` (images, containerd, a DaemonSet rollout). */
+export function labWithin(timeoutMs: number, ...args: string[]): Promise<LabRun> {
   return new Promise((resolve) => {
-    execFile('node', [LAB, ...args], { timeout: 100_000, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+    execFile('node', [LAB, ...args], { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
       resolve({ code, out: stdout + stderr });
     });
@@ -32,6 +37,9 @@ export const namespacesOf = (id: string): string[] => (existsSync('/run/netns') 
 export const stateOf = (id: string): LabState => JSON.parse(readFileSync(join(labDir(id), 'state.json'), 'utf8')) as LabState;
 export const subnetOf = (id: string, host: string): string => /FLANNEL_SUBNET=(\S+)/.exec(readFileSync(join(labDir(id), host, 'subnet.env'), 'utf8'))?.[1] ?? '';
 
+/** iputils' summary (`100 packets transmitted, 98 received`) and busybox's (`…, 98 packets received`). */
+export const PING_COUNTS = /(\d+) packets transmitted, (\d+) (?:packets )?received/;
+
 /** Pings at 20 ms intervals for `count` packets; resolves with sent and received as ping counts them. */
 export function steadyPing(id: string, fromPod: string, ip: string, count: number): Promise<{ sent: number; received: number }> {
   return new Promise((resolve) => {
@@ -39,7 +47,7 @@ export function steadyPing(id: string, fromPod: string, ip: string, count: numbe
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('close', () => {
-      const m = /(\d+) packets transmitted, (\d+) received/.exec(out);
+      const m = PING_COUNTS.exec(out);
       resolve({ sent: Number(m?.[1] ?? 0), received: Number(m?.[2] ?? 0) });
     });
   });
@@ -57,7 +65,7 @@ export async function takeDownStaleLabs(): Promise<void> {
 
 /** `up` with `args`, which must print the matrix verdict `reachable` and exit 0; its output, for further checks. */
 export async function upReaching(id: string, reachable: string, ...args: string[]): Promise<string> {
-  const run = await lab('up', '--id', id, ...args);
+  const run = await labWithin(args.includes('--kubelet') ? 400_000 : 100_000, 'up', '--id', id, ...args);
   expect(run.out).toContain(reachable);
   expect(run.code, run.out).toBe(0);
   return run.out;

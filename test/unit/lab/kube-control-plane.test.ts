@@ -5,7 +5,7 @@ import type { KubeTools } from '../../../lab/kube/kube-tools.js';
 import { Netns } from '../../../lab/netns.js';
 
 const tools: KubeTools = {
-  kubeApiserver: '/k/kube-apiserver', kubeControllerManager: '/k/kube-controller-manager', kubeScheduler: '/k/kube-scheduler',
+  kubeApiserver: '/k/kube-apiserver', kubeControllerManager: '/k/kube-controller-manager', kubeScheduler: '/k/kube-scheduler', kubeProxy: '/k/kube-proxy',
   kubelet: '/k/kubelet', kubectl: '/k/kubectl', etcd: '/e/etcd', etcdctl: '/e/etcdctl',
 };
 const spec = (stack: ControlPlaneSpec['stack'], netConf: object): ControlPlaneSpec =>
