@@ -95,14 +95,32 @@ export function healthRequestListener(opts: HealthServerOptions): RequestListene
   };
 }
 
-export async function startHealthServer(opts: HealthServerOptions): Promise<HealthServer> {
-  const server: Server = createServer(healthRequestListener(opts));
-  await new Promise<void>((resolve, reject) => {
+/**
+ * Where to listen for `--healthz-ip`. Upstream (Go's net.Listen) takes 0.0.0.0 as every address of both families,
+ * one dual-stack socket, so the kubelet of an IPv6-only node can probe it; Node binds 0.0.0.0 to IPv4 alone. So
+ * 0.0.0.0 listens on :: (dual-stack: IPv4 clients arrive as ::ffff:a.b.c.d), and on 0.0.0.0 where the kernel has no
+ * IPv6.
+ */
+export const listenHosts = (host: string): string[] => (host === '0.0.0.0' ? ['::', '0.0.0.0'] : [host]);
+
+const NO_IPV6 = new Set(['EAFNOSUPPORT', 'EADDRNOTAVAIL']);
+
+function listenOn(server: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
+    server.listen({ port, host, ipv6Only: false }, () => {
       server.off('error', reject);
       resolve();
     });
+  });
+}
+
+export async function startHealthServer(opts: HealthServerOptions): Promise<HealthServer> {
+  const server: Server = createServer(healthRequestListener(opts));
+  const [first, fallback] = listenHosts(opts.host);
+  await listenOn(server, opts.port, first as string).catch((err: NodeJS.ErrnoException) => {
+    if (fallback === undefined || !NO_IPV6.has(err.code ?? '')) throw err;
+    return listenOn(server, opts.port, fallback);
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : opts.port;

@@ -9,7 +9,7 @@ import { cpus } from 'node:os';
 import { readFileSync, writeFileSync, appendFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-const BENCHMARKS = ['cold-start', 'event-latency', 'repair-latency', 'throughput', 'cni-latency', 'probe-cost', 'dual-stack-cold-start', 'kube-node-latency', 'scale-cold-start'];
+const BENCHMARKS = ['cold-start', 'event-latency', 'repair-latency', 'throughput', 'cni-latency', 'probe-cost', 'dual-stack-cold-start', 'kube-node-latency', 'scale-cold-start', 'kubelet-pods'];
 const LIMIT_MS = 240_000;
 const RESULTS = fileURLToPath(new URL('../../../test/bench/results.md', import.meta.url));
 

@@ -8,7 +8,7 @@
  * - what operators do: delete a kube-flannel pod (recreated; running pods lose at most 2 of 100 pings at 20 ms),
  *   roll the DaemonSet to a new image tag, restart a kubelet and a containerd, drain and delete a node;
  * - a deleted pod gives its address back (CNI DEL through containerd), and which CNI verbs containerd calls;
- * and that host-gw and udp (the image's native addon, unprivileged) carry pods across nodes the same way.
+ * and that host-gw, udp (the image's native addon, unprivileged) and IPv6-only vxlan carry pods across nodes the same way.
  */
 import { existsSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -25,7 +25,7 @@ import { REPO } from '../helpers/cni-invoke.js';
 import { downLeavesNothing, lab, labWithin, PING_COUNTS, stateOf, takeDownStaleLabs, upReaching } from '../helpers/lab-driver.js';
 import { waitFor } from '../helpers/processes.js';
 
-const ids = { vxlan: `t${process.pid}x`, hostGw: `t${process.pid}y`, udp: `t${process.pid}z` };
+const ids = { vxlan: `t${process.pid}x`, hostGw: `t${process.pid}y`, udp: `t${process.pid}z`, v6: `t${process.pid}o` };
 
 beforeAll(takeDownStaleLabs);
 afterAll(async () => {
@@ -184,11 +184,13 @@ describe('kubelet lab, vxlan, 3 nodes', () => {
 });
 
 describe.each([
-  ['host-gw', ids.hostGw, 'cni0'],
-  ['udp', ids.udp, 'flannel0'],
-])('kubelet lab, %s, 2 nodes', (backend, id, device) => {
+  ['host-gw', ids.hostGw, 'cni0', [], '2/2 pod pairs reachable'],
+  ['udp', ids.udp, 'flannel0', [], '2/2 pod pairs reachable'],
+  // IPv6 only: the kubelet probes flanneld over IPv6, kube-proxy serves the apiserver's IPv6 ClusterIP.
+  ['vxlan', ids.v6, 'flannel-v6.1', ['--ipv6-only'], 'pod pairs reachable: IPv6 2/2'],
+])('kubelet lab, %s %j, 2 nodes', (backend, id, device, extra, reachable) => {
   it(`carries pods across nodes through the DaemonSet (${device} on every host)`, async () => {
-    const out = await upReaching(id, '2/2 pod pairs reachable', '--kubelet', '--hosts', '2', '--pods', '1', '--backend', backend);
+    const out = await upReaching(id, reachable, '--kubelet', '--hosts', '2', '--pods', '1', '--backend', backend, ...extra);
     expect(out).toContain(`"Type":"${backend}"`);
     for (const host of ['h1', 'h2']) {
       expect(await new Netns(`ftl-${id}-${host}`).ip('-o', 'link', 'show')).toContain(`${device}:`);

@@ -4,7 +4,7 @@ import { parseIPv4, parseIp } from '../../../flanneld/ip/address.js';
 import { parseCidr } from '../../../flanneld/ip/cidr.js';
 import type { Lease } from '../../../flanneld/lease/lease.js';
 import { DaemonStatus } from '../../../flanneld/health/daemon-status.js';
-import { startHealthServer, type HealthServer } from '../../../flanneld/health/health-server.js';
+import { listenHosts, startHealthServer, type HealthServer } from '../../../flanneld/health/health-server.js';
 import { LoopMonitor } from '../../../flanneld/health/loop-monitor.js';
 import { Readiness } from '../../../flanneld/health/readiness.js';
 import { createMetrics, reconcilerMetrics } from '../../../flanneld/metrics/metrics.js';
@@ -120,6 +120,23 @@ describe('health server', () => {
     expect(report.peers).toEqual([{ subnet: '10.244.2.0/24', publicIP: '192.0.2.2', vtepMAC: 'aa:aa:aa:aa:aa:02', probe: { reachable: true, rttMs: 0.42, at: clock.now() } }]);
     expect(report.stalled).toHaveLength(1);
     expect(await get('/nope')).toEqual([404, 'not found\n']);
+  });
+});
+
+describe('health server address', () => {
+  it('takes --healthz-ip 0.0.0.0 as both families, as upstream\'s Go listener does (an IPv6-only node\'s kubelet probes over IPv6)', async () => {
+    expect(listenHosts('0.0.0.0')).toEqual(['::', '0.0.0.0']);
+    expect(listenHosts('192.0.2.1')).toEqual(['192.0.2.1']);
+    const readiness = new Readiness();
+    readiness.set('started', undefined);
+    const server = await startHealthServer({
+      host: '0.0.0.0', port: 0, log: testLog(), health: () => ({ ready: readiness.ready(), notReady: readiness.reasons(), stalled: [] }),
+    });
+    try {
+      for (const host of ['127.0.0.1', '[::1]']) expect((await fetch(`http://${host}:${server.port}/readyz`)).status).toBe(200);
+    } finally {
+      await server.close();
+    }
   });
 });
 
