@@ -560,8 +560,9 @@ benchMain({
       `Pods not Running with an address within ${POD_TIMEOUT_MS / 1000} s: ${missed.length}${missed.length ? ` (${missed.slice(0, 5).join(', ')})` : ''}; ` +
         `nodes not settled within ${SETTLE_TIMEOUT_MS / 1000} s of a delete: ${unsettled.length}${unsettled.length ? ` (${unsettled.slice(0, 5).join(', ')})` : ''}` +
         (noReservation ? `; pod-network pods whose host-local reservation was not found to watch: ${noReservation}` : '') + '.',
-      ...(down.ok ? [] : ['`lab.js down` failed, so the lab was swept by PID (first table); what the sweep cannot remove is the hosts\' mount ' +
-        'namespace files under /run/flannel-ts/mountns, when another kubelet lab\'s `up` has bound that folder over itself since this lab started.']),
+      ...(down.ok ? [] : ['`lab.js down` failed, so the lab was swept by PID (first table). What neither removes: the hosts\' mount namespace ' +
+        'files in /run/flannel-ts/mountns stay busy (EBUSY) once a kubelet lab\'s `up` has bound that folder over itself above a namespace ' +
+        'mounted on the same file name (this lab\'s, or one an earlier lab with this id left hidden there).']),
     ];
     return `${upTable}\n\n${podTable}\n\n${breakdown}\n\n${teardown}\n\n${clients}\n\n${notes.map((n) => `- ${n}`).join('\n')}\n`;
   },

@@ -25,6 +25,10 @@ import { REPO } from '../helpers/cni-invoke.js';
 import { downLeavesNothing, lab, labWithin, PING_COUNTS, stateOf, takeDownStaleLabs, upReaching } from '../helpers/lab-driver.js';
 import { waitFor } from '../helpers/processes.js';
 
+/** An `up --kubelet` takes 60–100 s on a loaded 2-core machine (images, containerd imports, the rollout), `down` up to 25 s. */
+const LAB_TEST_MS = 300_000;
+const STEP_TEST_MS = 180_000;
+
 const ids = { vxlan: `t${process.pid}x`, hostGw: `t${process.pid}y`, udp: `t${process.pid}z`, v6: `t${process.pid}o` };
 
 beforeAll(takeDownStaleLabs);
@@ -81,14 +85,14 @@ describe('kubelet lab, vxlan, 3 nodes', () => {
     expect(logs).toContain('"msg":"wrote subnet file"');
     // No pod network namespace of containerd's shows up on the machine: they live in each host's private state.
     expect(readdirSync('/run/netns').filter((n) => n.startsWith('cni-'))).toEqual([]);
-  });
+  }, LAB_TEST_MS);
 
   it('masquerades pod-to-outside traffic: the hub, which has no route to the pod network, answers a pod', async () => {
     const hub = new Netns(`ftl-${id}-hub`);
     await expect(hub.ip('route', 'get', podIp(id, 'h1-p1'))).rejects.toThrow();
     const ping = await labWithin(60_000, 'exec', 'h1-p1', '--id', id, '--', 'ping', '-c', '3', '-W', '2', '192.0.2.254');
     expect(ping.out, ping.out).toMatch(/3 packets transmitted, 3 packets received/);
-  });
+  }, STEP_TEST_MS);
 
   it('recreates a deleted kube-flannel pod while running pods keep talking (at most 2 of 100 pings at 20 ms lost)', async () => {
     const old = await flannelPodOn(id, 'h2');
@@ -102,7 +106,7 @@ describe('kubelet lab, vxlan, 3 nodes', () => {
     const now = await flannelPodOn(id, 'h2');
     expect(now?.metadata?.name).not.toBe(old?.metadata?.name);
     expect(await matrixReachable(id)).toContain('30/30 pod pairs reachable');
-  });
+  }, STEP_TEST_MS);
 
   it('rolls the DaemonSet to a new image tag, node by node, and the pods keep their network', async () => {
     const tag = 'ghcr.io/flannel-ts/flannel-ts:0.1.0-rolled';
@@ -113,7 +117,7 @@ describe('kubelet lab, vxlan, 3 nodes', () => {
     const pods = await podsOf(id, 'kube-flannel');
     expect(pods.filter((p) => !p.metadata?.deletionTimestamp).map((p) => p.spec?.containers[0]?.image)).toEqual([tag, tag, tag]);
     expect(await matrixReachable(id)).toContain('30/30 pod pairs reachable');
-  });
+  }, STEP_TEST_MS);
 
   it('survives a kubelet restart and a containerd restart on a node: its pods keep their addresses and talk', async () => {
     const before = await podsOf(id, 'default', '-l', 'flannel-ts.lab/pod');
@@ -132,7 +136,7 @@ describe('kubelet lab, vxlan, 3 nodes', () => {
     const after = await podsOf(id, 'default', '-l', 'flannel-ts.lab/pod');
     expect(after.map((p) => [p.metadata?.name, p.status?.podIP])).toEqual(before.map((p) => [p.metadata?.name, p.status?.podIP]));
     expect(await matrixReachable(id)).toContain('30/30 pod pairs reachable');
-  });
+  }, STEP_TEST_MS);
 
   it('gives a deleted pod\'s address back through CNI DEL, called by containerd (which verbs it calls is recorded)', async () => {
     // A recording wrapper in front of the installed plugin on h3, for this test only.
@@ -159,7 +163,7 @@ describe('kubelet lab, vxlan, 3 nodes', () => {
     } finally {
       renameSync(join(bin, 'flannel.real'), join(bin, 'flannel'));
     }
-  });
+  }, STEP_TEST_MS);
 
   it('drains and deletes a node: its pods go, the other nodes drop its routes and keep talking', async () => {
     const h3Subnet = /FLANNEL_SUBNET=(\S+)/.exec(readFileSync(hostOf(id, 'h3').subnetEnv as string, 'utf8'))?.[1]?.replace(/\.1\/24$/, '.0/24') as string;
@@ -174,13 +178,13 @@ describe('kubelet lab, vxlan, 3 nodes', () => {
     expect(remaining.every((n) => n !== 'h3')).toBe(true);
     const { received } = await steadyPodPing(id, 'h1-p1', podIp(id, 'h2-p1'), 20);
     expect(received).toBe(20);
-  });
+  }, STEP_TEST_MS);
 
   it('goes down leaving no namespace, process, mount namespace or container cgroup behind', async () => {
     const mountNs = stateOf(id).hosts.map((h) => nodeMountsOf(h).mountNs);
     await downLeavesNothing(id);
     for (const file of mountNs) expect(existsSync(file)).toBe(false);
-  });
+  }, STEP_TEST_MS);
 });
 
 describe.each([
@@ -197,5 +201,5 @@ describe.each([
       expect((await flannelPodOn(id, host))?.status?.conditions?.find((c) => c.type === 'Ready')?.status).toBe('True');
     }
     await downLeavesNothing(id);
-  });
+  }, LAB_TEST_MS);
 });
