@@ -196,6 +196,7 @@ async function sweepLab(): Promise<string> {
 }
 
 interface Teardown {
+  /** `lab.js down`'s own run time (a sweep's is in `text`). */
   readonly ms: number;
   /** `lab.js down` did it all. */
   readonly ok: boolean;
@@ -207,7 +208,9 @@ async function teardownLab(): Promise<Teardown> {
   const d = await labDown();
   const last = d.out.split('\n').pop() ?? '';
   if (d.code === 0) return { ms: d.ms, ok: true, text: last };
-  return { ms: d.ms, ok: false, text: `**lab.js down failed** (exit ${d.code}: ${last}); swept by PID instead: ${await sweepLab()}` };
+  const started = now();
+  const swept = await sweepLab();
+  return { ms: d.ms, ok: false, text: `**lab.js down failed** (exit ${d.code}: ${last}); swept by PID instead in ${ms(now() - started)}: ${swept}` };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

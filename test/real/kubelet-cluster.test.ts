@@ -126,8 +126,10 @@ describe('kubelet lab, vxlan, 3 nodes', () => {
       const restart = await labWithin(120_000, 'restart', target, '--id', id);
       expect(restart.code, restart.out).toBe(0);
       const { sent, received } = await pinging;
-      expect(sent).toBe(100);
-      expect(received, `${target}: ${received}/${sent}`).toBeGreaterThanOrEqual(98);
+      // On a failure, what the cluster looked like: a pod recreated (new IP, restarts) tells a kubelet fault from loss.
+      const why = sent === 100 && received >= 98 ? '' : `${target}: ${received}/${sent}\n${await kubectl(id, 'get', 'pods', '-A', '-o', 'wide')}`;
+      expect(sent, why).toBe(100);
+      expect(received, why).toBeGreaterThanOrEqual(98);
     }
     await waitFor('h2 Ready again', async () => {
       const node = JSON.parse(await kubectl(id, 'get', 'node', 'h2', '-o', 'json')) as { status?: { conditions?: { type: string; status: string }[] } };
@@ -182,8 +184,16 @@ describe('kubelet lab, vxlan, 3 nodes', () => {
 
   it('goes down leaving no namespace, process, mount namespace or container cgroup behind', async () => {
     const mountNs = stateOf(id).hosts.map((h) => nodeMountsOf(h).mountNs);
+    // This lab's containers, from each host's containerd task state (other labs may run containers meanwhile).
+    const ours = stateOf(id).hosts.flatMap((h) => {
+      const tasks = join(hostPath(id, h.name, '/run/containerd'), 'io.containerd.runtime.v2.task', 'k8s.io');
+      return existsSync(tasks) ? readdirSync(tasks) : [];
+    });
+    const cgroupsLeft = (): string[] => ours.filter((c) => existsSync(join('/sys/fs/cgroup/memory/k8s.io', c)));
     await downLeavesNothing(id);
     for (const file of mountNs) expect(existsSync(file)).toBe(false);
+    expect(ours.length).toBeGreaterThan(0);
+    expect(cgroupsLeft()).toEqual([]);
   }, STEP_TEST_MS);
 });
 
