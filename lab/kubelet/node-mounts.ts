@@ -53,13 +53,16 @@ export const privateDirOf = (root: string, path: string): string => join(root, p
 export const nodeLauncher = (node: Pick<NodeMounts, 'mountNs' | 'netns'>, argv: readonly string[]): string[] =>
   ['nsenter', `--net=/run/netns/${node.netns}`, `--mount=${node.mountNs}`, '--', ...argv];
 
+/**
+ * Binds the folder onto itself once, private, as `ip netns` does for /run/netns. Only once: a second bind on top
+ * would hide the namespace files bound in the first (a plain bind takes no submounts along), and every lab up would
+ * stack another.
+ */
 async function ensurePrivateMountNsDir(): Promise<void> {
   mkdirSync(MOUNT_NS_DIR, { recursive: true });
-  const mounted = (await sh('findmnt', ['-n', '-o', 'TARGET', MOUNT_NS_DIR]).catch(() => '')).trim() === MOUNT_NS_DIR;
-  if (!mounted) {
-    await sh('mount', ['--bind', MOUNT_NS_DIR, MOUNT_NS_DIR]);
-    await sh('mount', ['--make-private', MOUNT_NS_DIR]);
-  }
+  const mounted = await sh('mountpoint', ['-q', MOUNT_NS_DIR]).then(() => true, () => false);
+  if (!mounted) await sh('mount', ['--bind', MOUNT_NS_DIR, MOUNT_NS_DIR]);
+  await sh('mount', ['--make-private', MOUNT_NS_DIR]);
 }
 
 /**

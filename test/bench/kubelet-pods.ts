@@ -108,8 +108,19 @@ async function labUp(ctx: BenchContext): Promise<UpRun> {
     await proc.stop('SIGTERM', 10_000);
     throw new Error(`lab up did not finish in ${UP_TIMEOUT_MS / 1000} s; the end of its output:\n${proc.output().slice(-2000)}`);
   }
-  if (code !== 0) throw new Error(`lab up exited with ${code}; the end of its output:\n${proc.output().slice(-3000)}`);
+  if (code !== 0) throw new Error(`lab up exited with ${code}; the end of its output:\n${proc.output().slice(-3000)}${hostLogTails()}`);
   return { wallMs: now() - started, steps, replaced };
+}
+
+/** The end of each host's logs, for a failed `up`: the teardown removes the lab's folder with them. */
+function hostLogTails(): string {
+  const dir = labDir(ID);
+  const hosts = existsSync(dir) ? readdirSync(dir).filter((d) => /^h\d+$/.test(d)) : [];
+  return hosts.flatMap((h) => ['containerd', 'kubelet'].map((role) => {
+    const file = join(dir, h, `${role}.log`);
+    const lines = existsSync(file) ? readFileSync(file, 'utf8').trimEnd().split('\n').slice(-8).join('\n') : '(no log)';
+    return `\n--- ${h}/${role}.log:\n${lines}`;
+  })).join('');
 }
 
 /** `lab.js down`, detached with its output in a file: it finishes even if this process is killed meanwhile. */

@@ -18,9 +18,9 @@ import { kubectlFor } from '../../lab/kube/control-plane.js';
 import { tagImage } from '../../lab/kubelet/containerd.js';
 import { nodeMountsOf } from '../../lab/kubelet/kubelet-host.js';
 import { labControlPlane } from '../../lab/lab-kube.js';
-import { privateDirOf } from '../../lab/kubelet/node-mounts.js';
+import { MOUNT_NS_DIR, privateDirOf } from '../../lab/kubelet/node-mounts.js';
 import { labDir, type HostRecord } from '../../lab/lab-state.js';
-import { Netns } from '../../lab/netns.js';
+import { Netns, sh } from '../../lab/netns.js';
 import { REPO } from '../helpers/cni-invoke.js';
 import { downLeavesNothing, lab, labWithin, PING_COUNTS, stateOf, takeDownStaleLabs, upReaching } from '../helpers/lab-driver.js';
 import { waitFor } from '../helpers/processes.js';
@@ -85,6 +85,8 @@ describe('kubelet lab, vxlan, 3 nodes', () => {
     expect(logs).toContain('"msg":"wrote subnet file"');
     // No pod network namespace of containerd's shows up on the machine: they live in each host's private state.
     expect(readdirSync('/run/netns').filter((n) => n.startsWith('cni-'))).toEqual([]);
+    // The folder of the hosts' mount namespace files is bound once, however many labs came up before.
+    expect((await sh('findmnt', ['-n', '-o', 'TARGET', MOUNT_NS_DIR])).trim().split('\n')).toEqual([MOUNT_NS_DIR]);
   }, LAB_TEST_MS);
 
   it('masquerades pod-to-outside traffic: the hub, which has no route to the pod network, answers a pod', async () => {
