@@ -291,7 +291,7 @@ export async function down(ctx: LabContext, quiet = false): Promise<void> {
   const { id } = ctx.opts;
   const state = loadLabState(id);
   // Kubelet hosts first, containers included, while containerd can still stop them cleanly.
-  let stopped = state?.kubelet ? await downKubeletHosts(state) : 0;
+  let stopped = await downKubeletHosts(id, state);
   // Newest first: daemons before the control plane, and the apiserver before its etcd (without etcd its graceful
   // stop hangs until the SIGKILL 10 s later).
   for (const record of Object.values(state?.processes ?? {}).reverse()) if (await stopProcess(record)) stopped++;

@@ -3,6 +3,7 @@
  * kubelet, kube-proxy in its namespaces), flannel-ts deployed with `kubectl apply -f manifests/kube-flannel.yml`
  * from the image `npm run image` builds, and the lab's pods real Kubernetes pods.
  */
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { V1Pod } from '@kubernetes/client-node';
 import { buildLabImages, type LabImages } from '../image/images.js';
@@ -14,10 +15,10 @@ import {
 } from './kubelet/kubelet-host.js';
 import { createLabPods, execInPod } from './kubelet/kube-pods.js';
 import { containerdServing } from './kubelet/containerd.js';
-import { privateDirOf } from './kubelet/node-mounts.js';
+import { MOUNT_NS_DIR, privateDirOf } from './kubelet/node-mounts.js';
 import { isRunning, logTail } from './lab-processes.js';
 import type { PodExec } from './lab-matrix.js';
-import { REPO_ROOT, type HostRecord, type LabState, type PodRecord, type ProcessRecord } from './lab-state.js';
+import { labDir, labNetnsPrefix, REPO_ROOT, type HostRecord, type LabState, type PodRecord, type ProcessRecord } from './lab-state.js';
 import type { Progress } from './progress.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -110,10 +111,20 @@ const hostRecords = (state: LabState, host: string): Partial<Record<KubeletHostR
     return r ? [[role, r]] : [];
   }));
 
-/** Stops every kubelet host of the lab (containers included); the count of processes stopped. */
-export async function downKubeletHosts(state: LabState): Promise<number> {
+/**
+ * Stops every kubelet host of lab `id` (containers included); the count of processes stopped. Hosts are those the
+ * state records and any whose mount namespace file is still there without a record (a lab whose state was lost or
+ * whose `up` died early), so `down` also clears what a crashed run left.
+ */
+export async function downKubeletHosts(id: string, state: LabState | undefined): Promise<number> {
+  const prefix = labNetnsPrefix(id);
+  const recorded = state?.kubelet ? state.hosts : [];
+  const known = new Set(recorded.map((h) => h.netns));
+  const leftover = (existsSync(MOUNT_NS_DIR) ? readdirSync(MOUNT_NS_DIR) : []).filter((n) => n.startsWith(prefix) && !known.has(n))
+    .map((netns): HostRecord => ({ name: netns.slice(prefix.length), netns, ip: '', dir: join(labDir(id), netns.slice(prefix.length)) }));
   let stopped = 0;
-  for (const host of state.hosts) stopped += await stopKubeletHost(host, hostRecords(state, host.name));
+  for (const host of recorded) stopped += await stopKubeletHost(host, state ? hostRecords(state, host.name) : {});
+  for (const host of leftover) stopped += await stopKubeletHost(host, {});
   return stopped;
 }
 

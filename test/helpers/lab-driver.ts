@@ -7,6 +7,7 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
+import { MOUNT_NS_DIR } from '../../lab/kubelet/node-mounts.js';
 import { isRunning } from '../../lab/lab-processes.js';
 import { labDir, type LabState } from '../../lab/lab-state.js';
 import { REPO } from './cni-invoke.js';
@@ -55,7 +56,9 @@ export function steadyPing(id: string, fromPod: string, ip: string, count: numbe
 
 export async function takeDownStaleLabs(): Promise<void> {
   const stale = new Set<string>();
-  const names = [...(existsSync('/run/netns') ? readdirSync('/run/netns') : []), ...(existsSync(join(REPO, '.lab')) ? readdirSync(join(REPO, '.lab')).map((d) => `ftl-${d}-`) : [])];
+  const names = [...(existsSync('/run/netns') ? readdirSync('/run/netns') : []), ...(existsSync(join(REPO, '.lab')) ? readdirSync(join(REPO, '.lab')).map((d) => `ftl-${d}-`) : []),
+    // Kubelet hosts' mount namespace files outlive a run killed before its down.
+    ...(existsSync(MOUNT_NS_DIR) ? readdirSync(MOUNT_NS_DIR) : [])];
   for (const name of names) {
     const m = /^ftl-(t(\d+)[a-z])-/.exec(name);
     if (m && Number(m[2]) !== process.pid && !isAlive(Number(m[2]))) stale.add(m[1] as string);
