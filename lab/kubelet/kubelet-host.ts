@@ -100,7 +100,8 @@ export async function stopKubeletHost(host: HostRecord, records: Partial<Record<
     }
   }
   removeContainerCgroups(node);
-  await removeNodeMounts(node.mountNs);
+  const left = await removeNodeMounts(node.mountNs);
+  if (left) process.stderr.write(`lab: ${host.name}: ${left}\n`);
   return stopped;
 }
 

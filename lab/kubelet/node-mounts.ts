@@ -60,9 +60,9 @@ export const nodeLauncher = (node: Pick<NodeMounts, 'mountNs' | 'netns'>, argv: 
  */
 async function ensurePrivateMountNsDir(): Promise<void> {
   mkdirSync(MOUNT_NS_DIR, { recursive: true });
-  const mounted = await sh('mountpoint', ['-q', MOUNT_NS_DIR]).then(() => true, () => false);
-  if (!mounted) await sh('mount', ['--bind', MOUNT_NS_DIR, MOUNT_NS_DIR]);
-  await sh('mount', ['--make-private', MOUNT_NS_DIR]);
+  // Check and bind under one lock: hosts start in parallel, and so may two labs.
+  const dir = MOUNT_NS_DIR;
+  await sh('flock', [`${dir}.lock`, 'sh', '-c', `mountpoint -q '${dir}' || mount --bind '${dir}' '${dir}'; mount --make-private '${dir}'`]);
 }
 
 /**
@@ -93,9 +93,12 @@ export async function createNodeMounts(name: string, netns: string, root: string
   return { mountNs, netns, root };
 }
 
-/** Releases the namespace file; the namespace itself goes once no process is left in it. Safe to repeat. */
-export async function removeNodeMounts(mountNs: string): Promise<void> {
-  if (!existsSync(mountNs)) return;
+/**
+ * Releases the namespace file; the namespace itself goes once no process is left in it. Safe to repeat. A file that
+ * cannot be removed is reported, never thrown: `down` goes on with every other host and process.
+ */
+export async function removeNodeMounts(mountNs: string): Promise<string | undefined> {
+  if (!existsSync(mountNs)) return undefined;
   await sh('umount', [mountNs]).catch(() => undefined);
-  await sh('rm', ['-f', mountNs]);
+  return sh('rm', ['-f', mountNs]).then(() => undefined, (err: Error) => err.message);
 }
