@@ -3,7 +3,7 @@
 # published Go modules, through the Go module proxy only. Nothing of theirs is committed: each folder here holds a
 # go.mod/go.sum of ours that requires the upstream module and pins what its own go.mod replaces locally.
 #
-#   tools/build.sh k8s|etcd       build (or find in the cache) and print the folder holding the binaries
+#   tools/build.sh k8s|etcd|flannel   build (or find in the cache) and print the folder holding the binaries
 #
 # Binaries go to $FLANNEL_TS_TOOLS_CACHE (default /var/cache/flannel-ts/tools)/<set>-<version>/, outside the
 # repository and keyed by version, so a second run costs a stat. A build is written to a temporary folder and
@@ -11,7 +11,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${FLANNEL_TS_TOOLS_CACHE:-/var/cache/flannel-ts/tools}
-set_name=${1:?usage: tools/build.sh k8s|etcd}
+set_name=${1:?usage: tools/build.sh k8s|etcd|flannel}
 
 # The version is the one our go.mod requires: one place to change it.
 required_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) { print ($1 == m ? $2 : $3); exit }' "$1/go.mod"; }
@@ -25,7 +25,12 @@ case "$set_name" in
     module=go.etcd.io/etcd/server/v3
     commands=(etcd etcdctl)
     ;;
-  *) echo "tools/build.sh: unknown set '$set_name' (expected k8s or etcd)" >&2; exit 2 ;;
+  flannel)
+    # Upstream flanneld, for side-by-side tests and benchmarks against ours.
+    module=github.com/flannel-io/flannel
+    commands=(flanneld)
+    ;;
+  *) echo "tools/build.sh: unknown set '$set_name' (expected k8s, etcd or flannel)" >&2; exit 2 ;;
 esac
 
 dir="$here/$set_name"
@@ -62,10 +67,17 @@ case "$set_name" in
     # Both main packages end in /v3, so each is built to its own name.
     package_of() { case "$1" in etcd) echo go.etcd.io/etcd/server/v3 ;; etcdctl) echo go.etcd.io/etcd/etcdctl/v3 ;; esac; }
     ;;
+  flannel)
+    # As upstream's Makefile: cgo on (the udp backend's C), the version stamped where `flanneld --version` reads it.
+    ldflags="-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$version"
+    package_of() { echo github.com/flannel-io/flannel; }
+    ;;
 esac
+cgo=0
+[ "$set_name" = flannel ] && cgo=1
 
 for c in "${missing[@]}"; do
-  (cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "$tmp/$c" "$(package_of "$c")")
+  (cd "$dir" && CGO_ENABLED=$cgo GOFLAGS=-mod=readonly go build -trimpath -ldflags "$ldflags" -o "$tmp/$c" "$(package_of "$c")")
 done
 # Each binary is renamed into place on its own, so a program already running from the cache is never disturbed.
 mkdir -p "$out"
