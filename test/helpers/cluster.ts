@@ -7,7 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EtcdServer } from './etcd-server.js';
-import { startFlanneld } from './flanneld-process.js';
+import { startFlanneld, startUpstreamFlanneld } from './flanneld-process.js';
 import type { NetnsRun } from './netns.js';
 import { waitFor, type TrackedProcess } from './processes.js';
 import { formatCidr, parseCidr } from '../../flanneld/ip/cidr.js';
@@ -23,6 +23,12 @@ export interface ClusterOptions {
   readonly flanneldArgs?: readonly string[];
   /** Make one pod per host once the daemons are up (default true). */
   readonly pods?: boolean;
+  /**
+   * Hosts that run upstream flannel's flanneld (tools/build.sh flannel) instead of ours, with the same etcd, subnet
+   * file and interface arguments; `flanneldArgs` go to ours only, `upstreamArgs` to upstream's.
+   */
+  readonly upstream?: readonly string[];
+  readonly upstreamArgs?: readonly string[];
 }
 
 export interface Cluster {
@@ -69,12 +75,10 @@ export async function startCluster(run: NetnsRun, opts: ClusterOptions): Promise
   const startDaemon = async (host: string): Promise<void> => {
     rmSync(envFile(host), { force: true });
     const h: Host = topology.host(host);
-    const proc = startFlanneld(h.ns.name, [
-      `--etcd-endpoints=${etcd.endpoint}`,
-      `--subnet-file=${envFile(host)}`,
-      '--iface=eth0',
-      ...(opts.flanneldArgs ?? []),
-    ]);
+    const common = [`--etcd-endpoints=${etcd.endpoint}`, `--subnet-file=${envFile(host)}`, '--iface=eth0'];
+    const proc = opts.upstream?.includes(host)
+      ? startUpstreamFlanneld(h.ns.name, [...common, ...(opts.upstreamArgs ?? [])])
+      : startFlanneld(h.ns.name, [...common, ...(opts.flanneldArgs ?? [])]);
     daemons.set(host, proc);
     try {
       await waitFor(`${host} subnet.env`, () => {

@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { upstreamFlanneld } from '../../lab/kube/kube-tools.js';
 import { spawnTracked, type TrackedProcess } from './processes.js';
 
 // This helper runs from test/helpers/ under vitest and from dist/test/helpers/ in the compiled benchmarks.
@@ -14,4 +15,10 @@ export function startFlanneld(netns: string, args: readonly string[], env: Recor
   // and env exec in place, so the tracked PID is node's.
   const path = `${dirname(process.execPath)}:${process.env['PATH'] ?? '/usr/bin:/bin'}`;
   return spawnTracked('ip', ['netns', 'exec', netns, FLANNELD_BIN, ...args], { env: { PATH: path, ...env } }, FLANNELD_BIN);
+}
+
+/** Upstream flanneld (built by tools/build.sh flannel) in a test namespace, with the same arguments as ours. */
+export function startUpstreamFlanneld(netns: string, args: readonly string[], env: Record<string, string> = {}): TrackedProcess {
+  const binary = upstreamFlanneld();
+  return spawnTracked('ip', ['netns', 'exec', netns, binary, ...args], { env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env } }, binary);
 }
