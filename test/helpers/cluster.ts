@@ -3,7 +3,7 @@
  * flanneld per host, and a pod per host made with iproute2 in that host's subnet. Every process is tracked by PID
  * and every namespace belongs to the caller's NetnsRun, so `stop()` (or the stale cleanup) removes it all.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { EtcdServer } from './etcd-server.js';
@@ -42,8 +42,12 @@ export interface Cluster {
   /** Every subnet the host leased, IPv4 first. */
   subnetsOf(host: string): string[];
   daemon(host: string): TrackedProcess;
-  /** Starts (or restarts after stopDaemon) the host's flanneld and waits for its subnet.env. */
-  startDaemon(host: string): Promise<void>;
+  /**
+   * Starts (or restarts after stopDaemon) the host's flanneld and waits for its subnet.env. `daemon` picks ours or
+   * upstream's (default: as `upstream` said at start); `keepSubnetFile` leaves the previous subnet.env in place, as
+   * an in-place migration does, and then waits for it to be rewritten.
+   */
+  startDaemon(host: string, opts?: { readonly daemon?: 'ours' | 'upstream'; readonly keepSubnetFile?: boolean }): Promise<void>;
   stopDaemon(host: string, signal?: NodeJS.Signals): Promise<number | string>;
   stop(): Promise<void>;
 }
@@ -72,17 +76,20 @@ export async function startCluster(run: NetnsRun, opts: ClusterOptions): Promise
     return [...text.matchAll(/^FLANNEL_(?:IPV6_)?SUBNET=(\S+)$/gm)].map((m) => parseCidr(m[1]!)).filter((n) => n !== undefined).map(formatCidr);
   };
   const readSubnet = (host: string): string | undefined => readSubnets(host)[0];
-  const startDaemon = async (host: string): Promise<void> => {
-    rmSync(envFile(host), { force: true });
+  const startDaemon: Cluster['startDaemon'] = async (host, how = {}) => {
+    const before = existsSync(envFile(host)) ? statSync(envFile(host)).mtimeMs : 0;
+    if (!how.keepSubnetFile) rmSync(envFile(host), { force: true });
     const h: Host = topology.host(host);
     const common = [`--etcd-endpoints=${etcd.endpoint}`, `--subnet-file=${envFile(host)}`, '--iface=eth0'];
-    const proc = opts.upstream?.includes(host)
+    const upstream = (how.daemon ?? (opts.upstream?.includes(host) ? 'upstream' : 'ours')) === 'upstream';
+    const proc = upstream
       ? startUpstreamFlanneld(h.ns.name, [...common, ...(opts.upstreamArgs ?? [])])
       : startFlanneld(h.ns.name, [...common, ...(opts.flanneldArgs ?? [])]);
     daemons.set(host, proc);
     try {
       await waitFor(`${host} subnet.env`, () => {
         if (proc.child.exitCode !== null) throw new Error(`flanneld on ${host} exited`);
+        if (how.keepSubnetFile && (!existsSync(envFile(host)) || statSync(envFile(host)).mtimeMs <= before)) return undefined;
         return readSubnet(host);
       }, 30_000);
     } catch (err) {

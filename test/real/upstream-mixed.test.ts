@@ -1,14 +1,15 @@
 /**
  * Side by side with upstream flannel in etcd mode: hosts alternate between upstream's flanneld (v0.28.9, built from
  * its Go module by tools/build.sh flannel) and ours on one etcd and one network. Proven here: every pod reaches every
- * other over vxlan, vxlan with DirectRouting and host-gw, whichever daemon runs on either end; and each side's lease
- * is byte for byte what the other writes for the same host (same keys, order and spelling), so either can read and
- * take over the other's.
+ * other over vxlan, vxlan with DirectRouting and host-gw, whichever daemon runs on either end; each side's lease is
+ * byte for byte what the other writes for the same host (same keys, order and spelling); and one node migrates in
+ * place, as an operator would do it (stop one daemon, start the other with the same flags and subnet.env), from
+ * upstream to ours and back: same subnet, same VTEP MAC, no rule twice, and its pods keep talking meanwhile.
  */
 import { describe, expect, it } from 'vitest';
 import { clusterPerTest } from '../helpers/cluster-per-test.js';
 import type { Cluster } from '../helpers/cluster.js';
-import { pingMatrix } from '../helpers/topology.js';
+import { ping, pingMatrix, type Pod } from '../helpers/topology.js';
 
 const startCluster = clusterPerTest();
 const UPSTREAM = ['h2', 'h4'];
@@ -42,5 +43,48 @@ describe.each([
     expect(theirs).toBe(ours);
     expect(shape(byHost.get('h3') as string)).toBe(ours);
     expect(shape(byHost.get('h4') as string)).toBe(theirs);
+  });
+});
+
+/** The host's iptables rules, one per line, without counters. */
+const rules = async (cluster: Cluster, host: string): Promise<string[]> =>
+  (await cluster.topology.host(host).ns.exec('iptables-save', [])).split('\n').filter((l) => l.startsWith('-A '));
+
+const duplicates = (lines: readonly string[]): string[] => lines.filter((l, i) => lines.indexOf(l) !== i);
+
+const podOn = (cluster: Cluster, host: string): Pod => cluster.pods.find((p) => p.host.name === host) as Pod;
+
+describe('in-place migration of one node between upstream flanneld and ours (vxlan)', () => {
+  it('keeps the subnet, the VTEP MAC and its pods talking, with no rule twice, from upstream to ours and back', async () => {
+    const cluster = await startCluster('mg', {
+      hosts: 3, upstream: ['h2'], config: { Network: '10.244.0.0/16', Backend: { Type: 'vxlan' } },
+      flanneldArgs: ['--ip-masq'], upstreamArgs: ['--ip-masq'],
+    });
+    const h2 = cluster.topology.host('h2');
+    const subnet = cluster.subnetOf('h2');
+    const mac = async (): Promise<string> => /link\/ether (\S+)/.exec(await h2.ns.ip('link', 'show', 'flannel.1'))?.[1] ?? '';
+    const lease = async (): Promise<string> => (await leases(cluster)).get(`/coreos.com/network/subnets/${subnet.replace('/', '-')}`) ?? '';
+    const firstMac = await mac();
+    expect(await lease()).toContain(`"VtepMAC":"${firstMac}"`);
+    for (const next of ['ours', 'upstream'] as const) {
+      // 100 pings at 20 ms into h2's pod and out of it, across the switch.
+      const into = ping(podOn(cluster, 'h1').ns, podOn(cluster, 'h2').ip, { count: 100, intervalSec: 0.02 });
+      const out = ping(podOn(cluster, 'h2').ns, podOn(cluster, 'h3').ip, { count: 100, intervalSec: 0.02 });
+      await new Promise((r) => setTimeout(r, 300));
+      await cluster.stopDaemon('h2');
+      await cluster.startDaemon('h2', { daemon: next, keepSubnetFile: true });
+      for (const result of [await into, await out]) {
+        expect(result.transmitted, `to ${next}: ${result.output}`).toBe(100);
+        expect(result.received, `to ${next}: ${result.output}`).toBeGreaterThanOrEqual(98);
+      }
+      expect(cluster.subnetOf('h2'), `subnet after moving to ${next}`).toBe(subnet);
+      expect(await mac(), `flannel.1 MAC after moving to ${next}`).toBe(firstMac);
+      expect(await lease()).toContain(`"VtepMAC":"${firstMac}"`);
+      const now = await rules(cluster, 'h2');
+      expect(now.filter((l) => l.includes('FLANNEL-POSTRTG')).length, `masquerade rules after moving to ${next}`).toBeGreaterThan(0);
+      expect(duplicates(now), `rules twice after moving to ${next}`).toEqual([]);
+      const failures = await pingMatrix(cluster.pods, { count: 2 });
+      expect(failures.map((f) => `${f.from.name}@${f.from.host.name} -> ${f.to.ip}`)).toEqual([]);
+    }
   });
 });
