@@ -39,7 +39,13 @@ export class Kubectl {
     const node = {
       apiVersion: 'v1',
       kind: 'Node',
-      metadata: { name, labels: { 'kubernetes.io/hostname': name, 'kubernetes.io/os': 'linux' } },
+      // The annotation every kubelet sets when it registers (enableControllerAttachDetach, on by default). A Node
+      // without any annotation never comes from a kubelet, and upstream flanneld v0.28.9 panics on one (it writes
+      // into the nil map: "assignment to entry in nil map", pkg/subnet/kube/kube.go).
+      metadata: {
+        name, labels: { 'kubernetes.io/hostname': name, 'kubernetes.io/os': 'linux' },
+        annotations: { 'volumes.kubernetes.io/controller-managed-attach-detach': 'true' },
+      },
       status: { addresses: [...addresses.map((address) => ({ type: 'InternalIP', address })), { type: 'Hostname', address: name }] },
     };
     await this.run(['create', '-f', '-'], JSON.stringify(node));

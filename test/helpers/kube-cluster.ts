@@ -15,7 +15,7 @@ import {
 import { FLANNEL_USER, writeFlannelKubeconfig } from '../../lab/kube/flannel-identity.js';
 import type { Kubectl } from '../../lab/kube/kubectl.js';
 import { kubeTools } from '../../lab/kube/kube-tools.js';
-import { startFlanneld } from './flanneld-process.js';
+import { startFlanneld, startUpstreamFlanneld } from './flanneld-process.js';
 import type { NetnsRun } from './netns.js';
 import { spawnTracked, waitFor, type TrackedProcess } from './processes.js';
 import { buildTopology, type Topology, type TopologyOptions } from './topology.js';
@@ -62,6 +62,8 @@ export interface KubeCluster {
    * host's subnet.env (so its reappearance means this daemon wrote it); does not wait.
    */
   start(host: string, extraArgs?: readonly string[]): TrackedProcess;
+  /** Upstream flannel's flanneld (tools/build.sh flannel) on `host`, with the same kube arguments as ours. */
+  startUpstream(host: string, extraArgs?: readonly string[]): TrackedProcess;
   daemon(host: string): TrackedProcess | undefined;
   /** Waits for the host's subnet.env; fails at once, with the daemon's output, if its flanneld exits. */
   waitForSubnetEnv(host: string, timeoutMs?: number): Promise<string>;
@@ -103,6 +105,8 @@ export async function startKubeCluster(run: NetnsRun, opts: KubeClusterOptions):
   const envFile = (host: string): string => join(dir, `${host}.env`);
   const readEnv = (host: string): string | undefined => (existsSync(envFile(host)) ? readFileSync(envFile(host), 'utf8') : undefined);
 
+  const kubeArgs = (host: string): string[] => ['--kube-subnet-mgr', `--kubeconfig-file=${flannelKubeconfig}`,
+    `--net-config-path=${netConfPath}`, `--subnet-file=${envFile(host)}`];
   const ready: Record<ControlPlaneComponent, () => Promise<boolean>> = {
     'etcd': () => etcdReady(spec),
     'kube-apiserver': () => apiserverReady(kubectl),
@@ -159,14 +163,13 @@ export async function startKubeCluster(run: NetnsRun, opts: KubeClusterOptions):
     },
     start(host, extraArgs = []) {
       rmSync(envFile(host), { force: true });
-      const proc = startFlanneld(topology.host(host).ns.name, [
-        '--kube-subnet-mgr',
-        `--kubeconfig-file=${flannelKubeconfig}`,
-        `--net-config-path=${netConfPath}`,
-        `--subnet-file=${envFile(host)}`,
-        ...flanneldArgs,
-        ...extraArgs,
-      ], { NODE_NAME: host });
+      const proc = startFlanneld(topology.host(host).ns.name, [...kubeArgs(host), ...flanneldArgs, ...extraArgs], { NODE_NAME: host });
+      daemons.set(host, proc);
+      return proc;
+    },
+    startUpstream(host, extraArgs = []) {
+      rmSync(envFile(host), { force: true });
+      const proc = startUpstreamFlanneld(topology.host(host).ns.name, [...kubeArgs(host), '--iface=eth0', ...extraArgs], { NODE_NAME: host });
       daemons.set(host, proc);
       return proc;
     },
