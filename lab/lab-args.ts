@@ -31,6 +31,8 @@ export interface LabOptions {
    * manifests/kube-flannel.yml and the lab's pods are Kubernetes pods.
    */
   readonly kubelet: boolean;
+  /** Hosts that run upstream flannel's flanneld (v0.28.9, built by tools/build.sh flannel) instead of ours. */
+  readonly upstream: readonly string[];
   /** exec / add-pod / kill / restart: the host, pod or process named. */
   readonly target?: string;
   /** exec, kubectl: the command (arguments) after `--`. */
@@ -65,6 +67,8 @@ options:
   --kube            Kubernetes mode: etcd 3.6, kube-apiserver and kube-controller-manager (node IPAM) in the hub;
                     each host registers its Node and runs flanneld --kube-subnet-mgr with the manifest's RBAC.
                     The first --kube builds the Kubernetes binaries from their Go modules (about 10 minutes, once)
+  --upstream h2,h3  those hosts run upstream flannel's flanneld v0.28.9 (built from its Go module once, about 4
+                    minutes) with the same flags, beside ours on the others; etcd and --kube modes
   --kubelet         a kind-like cluster (implies --kube): each host runs containerd, a real kubelet and kube-proxy,
                     the hub adds kube-scheduler; kubectl apply -f manifests/kube-flannel.yml runs flannel-ts as its
                     DaemonSet (the image built by npm run image, imported), and the pods are Kubernetes pods
@@ -121,6 +125,7 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
     stack: stackOption(values),
     kube: values.has('--kube') || values.has('--kubelet'),
     kubelet: values.has('--kubelet'),
+    upstream: [],
     execArgv,
   };
   if (target !== undefined) opts.target = target;
@@ -152,6 +157,14 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
       throw new LabUsageError(`--network ${network} is the IPv4 Network, which --ipv6-only has none of; use --ipv6-network for the IPv6 one`);
     }
   }
+  const upstream = values.get('--upstream');
+  if (upstream !== undefined) {
+    const names = upstream.split(',');
+    const bad = names.find((n) => !/^h\d+$/.test(n) || Number(n.slice(1)) < 1 || Number(n.slice(1)) > opts.hosts);
+    if (bad !== undefined) throw new LabUsageError(`--upstream ${upstream}: "${bad}" is not a host of this lab (h1..h${opts.hosts})`);
+    if (opts.kubelet) throw new LabUsageError('--upstream runs upstream flanneld as a host process; with --kubelet the DaemonSet runs one image on every node');
+    opts.upstream = [...new Set(names)];
+  }
   const config = values.get('--config');
   if (config !== undefined) {
     const given = ['--network', '--backend', '--ipv6', '--ipv6-only', '--ipv6-network'].filter((f) => values.has(f));
@@ -164,7 +177,7 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
   return opts;
 }
 
-const FLAGS: ReadonlySet<string> = new Set(['--id', '--hosts', '--pods', '--network', '--backend', '--config', '--ipv6-network']);
+const FLAGS: ReadonlySet<string> = new Set(['--id', '--hosts', '--pods', '--network', '--backend', '--config', '--ipv6-network', '--upstream']);
 /** Options that take no value. */
 const SWITCHES: ReadonlySet<string> = new Set(['--ipv6', '--ipv6-only', '--kube', '--kubelet']);
 

@@ -19,6 +19,7 @@ import {
 } from './lab-state.js';
 import { createHost, createHub, hostAddresses, underlayText } from './lab-underlay.js';
 import { kubectlFor } from './kube/control-plane.js';
+import { upstreamFlanneld } from './kube/kube-tools.js';
 import {
   describeControlPlane, isControlPlaneComponent, kubeFlanneldArgv, labControlPlane, nodesTable, registerLabNode, runKubectl,
   startLabControlPlane, waitForComponent,
@@ -109,12 +110,17 @@ export async function up(ctx: LabContext): Promise<void> {
       daemonArgv = (host) => flanneldArgv(host, etcd.endpoint);
     }
     const started = Date.now();
+    const upstreamBinary = opts.upstream.length > 0 ? await progress.step('upstream flanneld v0.28.9 (tools/build.sh flannel; cached)', async () => upstreamFlanneld()) : '';
     for (let i = 1; i <= opts.hosts; i++) {
-      await progress.step(`host h${i} (${addressesText(hostAddresses(i, stack))}) ${opts.kube ? 'registers its Node and runs' : 'and'} its flanneld`, async () => {
-        const host = await createHost(opts.id, i, stack);
+      const upstream = opts.upstream.includes(`h${i}`);
+      const which = upstream ? "upstream's flanneld" : 'its flanneld';
+      await progress.step(`host h${i} (${addressesText(hostAddresses(i, stack))}) ${opts.kube ? 'registers its Node and runs' : 'and'} ${which}`, async () => {
+        const host: HostRecord = { ...(await createHost(opts.id, i, stack)), ...(upstream ? { upstream: true } : {}) };
         state.hosts.push(host);
         await register(host);
-        state.processes[host.name] = startDetached(host.netns, daemonArgv(host), join(host.dir, 'flanneld.log'));
+        // Upstream takes the same flags; it picks the interface of the default route, which lab hosts lack.
+        const argv = upstream ? [...daemonArgv(host).map((a) => (a === FLANNELD ? upstreamBinary : a)), '--iface=eth0'] : daemonArgv(host);
+        state.processes[host.name] = startDetached(host.netns, argv, join(host.dir, 'flanneld.log'));
         saveLabState(state);
       });
     }

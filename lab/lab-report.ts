@@ -85,9 +85,11 @@ export async function hostsTable(state: LabState, healthzPort: number, flannelPo
     const record = state.processes[host.name];
     const subnet = cell(env.get('FLANNEL_SUBNET'), env.get('FLANNEL_IPV6_SUBNET'));
     const pod = flannelPods?.get(host.name);
-    const daemon = flannelPods ? (pod ?? 'no kube-flannel pod') : daemonHealth(record);
+    const daemon = flannelPods ? (pod ?? 'no kube-flannel pod') : `${host.upstream ? 'upstream v0.28.9, ' : ''}${daemonHealth(record)}`;
     const running = flannelPods ? (pod?.includes(' Running') ?? false) : record !== undefined && isRunning(record);
-    return [host.name, addressesText(host), subnet, env.get('FLANNEL_MTU') ?? '-', dev.name, dev.mac, daemon, ...(await daemonView(host, running, healthzPort))];
+    // Upstream's daemon has no status view to ask.
+    const view = host.upstream ? ['-', '-', '-'] : await daemonView(host, running, healthzPort);
+    return [host.name, addressesText(host), subnet, env.get('FLANNEL_MTU') ?? '-', dev.name, dev.mac, daemon, ...view];
   }));
   return markdownTable(['host', 'public IP', 'subnet', 'MTU', 'device', 'VTEP MAC', 'flanneld', 'health', 'peer probes', 'repairs'], rows);
 }

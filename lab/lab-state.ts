@@ -38,6 +38,8 @@ export interface HostRecord {
   readonly dir: string;
   /** Where this host's flanneld writes subnet.env when not in `dir` (a kubelet host's private /run/flannel). */
   readonly subnetEnv?: string;
+  /** The host runs upstream flannel's flanneld (`up --upstream`), not ours. */
+  readonly upstream?: boolean;
 }
 
 export interface PodRecord {

@@ -7,7 +7,8 @@
  * place, as an operator would do it (stop one daemon, start the other with the same flags and subnet.env), from
  * upstream to ours and back: same subnet, same VTEP MAC, no rule twice, and its pods keep talking meanwhile.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { downLeavesNothing, lab, takeDownStaleLabs, upReaching } from '../helpers/lab-driver.js';
 import { clusterPerTest } from '../helpers/cluster-per-test.js';
 import type { Cluster } from '../helpers/cluster.js';
 import { ping, pingMatrix, type Pod } from '../helpers/topology.js';
@@ -117,5 +118,19 @@ describe('in-place migration of one node between upstream flanneld and ours (vxl
       const failures = await pingMatrix(cluster.pods, { count: 2 });
       expect(failures.map((f) => `${f.from.name}@${f.from.host.name} -> ${f.to.ip}`)).toEqual([]);
     }
+  });
+});
+
+describe('the lab with --upstream', () => {
+  const id = `t${process.pid}m`;
+  beforeAll(takeDownStaleLabs);
+  afterAll(async () => void (await lab('down', '--id', id)));
+
+  it('runs upstream flanneld on the hosts named, says so in the hosts table, and every pod reaches every other', async () => {
+    const out = await upReaching(id, '6/6 pod pairs reachable', '--hosts', '3', '--pods', '1', '--upstream', 'h2');
+    expect(out).toContain("• host h2 (192.0.2.2) and upstream's flanneld … done");
+    expect(out).toMatch(/\| h2 \| 192\.0\.2\.2 \|[^\n]*\| upstream v0\.28\.9, running/);
+    expect(out).toMatch(/\| h1 \| 192\.0\.2\.1 \|[^\n]*\| running, pid \d+/);
+    await downLeavesNothing(id);
   });
 });

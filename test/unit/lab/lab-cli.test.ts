@@ -36,6 +36,21 @@ describe('lab command line', () => {
     });
   });
 
+  it('takes --upstream as a list of this lab\'s hosts, once each', () => {
+    expect(parseLabArgs([])).toMatchObject({ upstream: [] });
+    expect(parseLabArgs(['up', '--hosts', '4', '--upstream', 'h2,h4,h2'])).toMatchObject({ upstream: ['h2', 'h4'] });
+    expect(parseLabArgs(['up', '--kube', '--upstream=h1'])).toMatchObject({ kube: true, upstream: ['h1'] });
+  });
+
+  it.each([
+    [['up', '--upstream', 'h4'], /--upstream h4: "h4" is not a host of this lab \(h1\.\.h3\)/],
+    [['up', '--upstream', 'h1,node2'], /--upstream h1,node2: "node2" is not a host of this lab/],
+    [['up', '--upstream', 'h0'], /"h0" is not a host of this lab/],
+    [['up', '--kubelet', '--upstream', 'h2'], /--upstream runs upstream flanneld as a host process; with --kubelet/],
+  ])('refuses --upstream %j, naming the value', (argv, message) => {
+    expect(() => parseLabArgs(argv)).toThrow(message);
+  });
+
   it.each([
     [['bogus'], /unknown sub-command "bogus"/],
     [['up', '--hosts', '0'], /--hosts must be an integer from 1 to 50, got "0"/],
