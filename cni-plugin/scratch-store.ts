@@ -22,8 +22,10 @@ async function writeDurably(path: string, text: string): Promise<void> {
 
 export async function saveScratch(dataDir: string, containerId: string, ifname: string, conf: string): Promise<void> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 });
-  await writeDurably(join(dataDir, `${containerId}${IFNAME_SUFFIX}`), ifname);
+  // The config first: a sidecar without its config is then always a leftover (see sweepOrphanSidecars), and a config
+  // without its sidecar reads as eth0, as upstream's files do.
   await writeDurably(join(dataDir, containerId), conf);
+  await writeDurably(join(dataDir, `${containerId}${IFNAME_SUFFIX}`), ifname);
 }
 
 export async function loadScratch(dataDir: string, containerId: string): Promise<string | undefined> {
@@ -35,11 +37,30 @@ export async function loadScratch(dataDir: string, containerId: string): Promise
   }
 }
 
+const unlinkIfThere = (path: string): Promise<void> => unlink(path).catch((err: NodeJS.ErrnoException) => {
+  if (err.code !== 'ENOENT') throw err;
+});
+
 export async function removeScratch(dataDir: string, containerId: string): Promise<void> {
-  for (const name of [containerId, `${containerId}${IFNAME_SUFFIX}`]) {
-    await unlink(join(dataDir, name)).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err;
-    });
+  for (const name of [containerId, `${containerId}${IFNAME_SUFFIX}`]) await unlinkIfThere(join(dataDir, name));
+  await sweepOrphanSidecars(dataDir);
+}
+
+/**
+ * Removes the sidecars whose config is gone. Upstream's plugin knows only the config file: a pod we added and
+ * upstream's plugin deleted (a node moving back to upstream's DaemonSet) leaves our sidecar behind, which nothing
+ * else would ever remove.
+ */
+async function sweepOrphanSidecars(dataDir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dataDir);
+  } catch {
+    return;
+  }
+  const present = new Set(names);
+  for (const name of names) {
+    if (name.endsWith(IFNAME_SUFFIX) && !present.has(name.slice(0, -IFNAME_SUFFIX.length))) await unlinkIfThere(join(dataDir, name));
   }
 }
 

@@ -3,7 +3,7 @@
 # published Go modules, through the Go module proxy only. Nothing of theirs is committed: each folder here holds a
 # go.mod/go.sum of ours that requires the upstream module and pins what its own go.mod replaces locally.
 #
-#   tools/build.sh k8s|etcd|flannel   build (or find in the cache) and print the folder holding the binaries
+#   tools/build.sh k8s|etcd|flannel|cni-flannel   build (or find in the cache) and print the folder holding the binaries
 #
 # Binaries go to $FLANNEL_TS_TOOLS_CACHE (default /var/cache/flannel-ts/tools)/<set>-<version>/, outside the
 # repository and keyed by version, so a second run costs a stat. A build is written to a temporary folder and
@@ -11,7 +11,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${FLANNEL_TS_TOOLS_CACHE:-/var/cache/flannel-ts/tools}
-set_name=${1:?usage: tools/build.sh k8s|etcd|flannel}
+set_name=${1:?usage: tools/build.sh k8s|etcd|flannel|cni-flannel}
 
 # The version is the one our go.mod requires: one place to change it.
 required_version() { awk -v m="$2" '$1 == m || ($1 == "require" && $2 == m) { print ($1 == m ? $2 : $3); exit }' "$1/go.mod"; }
@@ -30,7 +30,12 @@ case "$set_name" in
     module=github.com/flannel-io/flannel
     commands=(flanneld)
     ;;
-  *) echo "tools/build.sh: unknown set '$set_name' (expected k8s, etcd or flannel)" >&2; exit 2 ;;
+  cni-flannel)
+    # Upstream's flannel CNI plugin, for pods added by one plugin and deleted by the other.
+    module=github.com/containernetworking/plugins
+    commands=(flannel)
+    ;;
+  *) echo "tools/build.sh: unknown set '$set_name' (expected k8s, etcd, flannel or cni-flannel)" >&2; exit 2 ;;
 esac
 
 dir="$here/$set_name"
@@ -71,6 +76,10 @@ case "$set_name" in
     # As upstream's Makefile: cgo on (the udp backend's C), the version stamped where `flanneld --version` reads it.
     ldflags="-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$version"
     package_of() { echo github.com/flannel-io/flannel; }
+    ;;
+  cni-flannel)
+    ldflags="-s -w"
+    package_of() { echo github.com/containernetworking/plugins/plugins/meta/flannel; }
     ;;
 esac
 cgo=0

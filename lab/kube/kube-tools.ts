@@ -18,7 +18,7 @@ export interface KubeTools {
 }
 
 /** Builds (or finds) one set; the build's own progress goes to our stderr, as it can take many minutes the first time. */
-function toolSet(set: 'k8s' | 'etcd' | 'flannel'): string {
+function toolSet(set: 'k8s' | 'etcd' | 'flannel' | 'cni-flannel'): string {
   const result = spawnSync('bash', [join(REPO_ROOT, 'tools/build.sh'), set], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
   if (result.error) throw result.error;
   if (result.status !== 0) throw new Error(`tools/build.sh ${set} failed (exit ${result.status}); its output is above`);
@@ -44,3 +44,6 @@ export function kubeTools(): KubeTools {
 
 /** Upstream flannel's flanneld (v0.28.9, tools/flannel/), built once like the sets above: for side-by-side runs. */
 export const upstreamFlanneld = (): string => join(toolSet('flannel'), 'flanneld');
+
+/** Upstream's flannel CNI plugin (tools/cni-flannel/): the same plugin's last release in containernetworking/plugins. */
+export const upstreamCniPlugin = (): string => join(toolSet('cni-flannel'), 'flannel');
