@@ -138,3 +138,14 @@ export function latencyCells(sample: readonly number[], floor: readonly number[]
   const p99 = percentile(sample, 99);
   return [ms(p50), ms(p99), ms(Math.max(...sample)), ratio(p50, percentile(floor, 50)), ratio(p99, percentile(floor, 99))];
 }
+
+/** Wall times of `runs` sequential calls of `fn`, in milliseconds. */
+export async function timed(runs: number, fn: () => Promise<unknown>): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const started = now();
+    await fn();
+    out.push(now() - started);
+  }
+  return out;
+}

@@ -20,7 +20,7 @@ import { createInterface } from 'node:readline';
 import { request as httpsRequest, Agent, type RequestOptions } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { benchMain, gapMs, median, ms, now, percentile, sleep, table, type BenchContext } from './bench-kit.js';
+import { type BenchContext, benchMain, gapMs, median, ms, now, percentile, sleep, table, timed } from './bench-kit.js';
 import { parseKernelLine, startKernelWatch, type KernelWatch } from './kernel-watch.js';
 import { FLANNEL_ANNOTATION as P, startKubeCluster, type KubeCluster } from '../helpers/kube-cluster.js';
 import { spawnTracked } from '../helpers/processes.js';
@@ -221,15 +221,6 @@ async function until<T>(what: string, check: () => T | undefined, timeoutMs: num
 const mean = (v: readonly number[]): number => (v.length === 0 ? Number.NaN : v.reduce((a, b) => a + b, 0) / v.length);
 const statCells = (v: readonly number[]): string[] => [String(v.length), ms(percentile(v, 50)), ms(percentile(v, 99)), ms(v.length ? Math.max(...v) : Number.NaN), ms(mean(v))];
 
-async function timed(runs: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const started = now();
-    await fn();
-    out.push(now() - started);
-  }
-  return out;
-}
 
 const peerNode = (i: number): { name: string; mac: string; publicIp: string; node: object } => {
   const name = `bench-${String(i).padStart(3, '0')}`;

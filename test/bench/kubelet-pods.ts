@@ -38,7 +38,7 @@ import { labControlPlane } from '../../lab/lab-kube.js';
 import { labDir, labNetnsPrefix, REPO_ROOT, requireLabState, type HostRecord } from '../../lab/lab-state.js';
 import { sh } from '../../lab/netns.js';
 import { spawnTracked, type TrackedProcess } from '../helpers/processes.js';
-import { benchMain, latencyCells, median, ms, now, percentile, ratio, sleep, table, type BenchContext } from './bench-kit.js';
+import { type BenchContext, benchMain, latencyCells, median, ms, now, percentile, ratio, sleep, table, timed } from './bench-kit.js';
 
 const ID = 'bkp';
 const HOSTS = 2;
@@ -428,15 +428,6 @@ function opt<K extends string, V>(key: K, v: V | undefined): Partial<Record<K, V
   return v === undefined ? {} : ({ [key]: v } as Record<K, V>);
 }
 
-async function timed(runs: number, fn: () => Promise<unknown>): Promise<number[]> {
-  const out: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const started = now();
-    await fn();
-    out.push(now() - started);
-  }
-  return out;
-}
 
 const mean = (v: readonly number[]): number => (v.length === 0 ? Number.NaN : v.reduce((a, b) => a + b, 0) / v.length);
 const statCells = (v: readonly number[]): string[] =>
