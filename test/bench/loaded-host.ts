@@ -4,19 +4,19 @@
  * until every peer's route, neighbour and FDB entry is in that host's kernel. Everything is registered for
  * teardown with the benchmark's context.
  */
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, watch as watchDir } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { EtcdServer } from '../helpers/etcd-server.js';
-import { startFlanneld } from '../helpers/flanneld-process.js';
+import { startFlanneld, startUpstreamFlanneld } from '../helpers/flanneld-process.js';
 import type { Netns } from '../helpers/netns.js';
 import { spawnTracked, type TrackedProcess } from '../helpers/processes.js';
 import { buildTopology, startEtcdOnHub, type Host, type Topology } from '../helpers/topology.js';
 import { formatSubnetKey } from '../../flanneld/lease/subnet-key.js';
 import { previousSubnets } from '../../flanneld/subnet/subnet-env.js';
-import { now, type BenchContext } from './bench-kit.js';
+import { now, sleep, type BenchContext } from './bench-kit.js';
 import { countEntries, FLANNEL_V4, FLANNEL_V6, watchEntries, type EntriesReached, type EntryCounts, type KernelWatch } from './kernel-watch.js';
 import { DUAL_ETCD_PREFIX, DUAL_NETWORK_CONFIG, ETCD_PREFIX, NETWORK_CONFIG, peerLeases, type PeerLease } from './peer-leases.js';
 
@@ -151,8 +151,20 @@ export interface DaemonRun {
   readonly prefix: string;
   /** Earlier processes that died on the way, each restarted at once as a supervisor would. */
   readonly crashes: readonly DaemonCrash[];
-  /** The first process's log lines as offsets from its spawn (the cold start proper, even if it crashed). */
+  /** The first process's log lines as offsets from its spawn (the cold start proper, even if it crashed); empty for upstream's daemon. */
   readonly firstPhases: Map<string, number>;
+  /** performance.now() when the subnet file appeared (an inotify event in the bench process, for either daemon). */
+  readonly subnetFileAt: number;
+}
+
+/** Which flanneld a benchmark starts: ours, or upstream flannel's (tools/build.sh flannel) with the same arguments. */
+export type DaemonKind = 'ours' | 'upstream';
+
+export interface ProgrammedDaemonOptions {
+  readonly args?: readonly string[];
+  readonly maxRestarts?: number;
+  readonly dualStack?: boolean;
+  readonly daemon?: DaemonKind;
 }
 
 /**
@@ -169,7 +181,7 @@ export async function startProgrammedDaemon(
   watch: KernelWatch,
   perKind: number,
   timeoutMs: number,
-  opts: { readonly args?: readonly string[]; readonly maxRestarts?: number; readonly dualStack?: boolean } = {},
+  opts: ProgrammedDaemonOptions = {},
 ): Promise<DaemonRun> {
   const maxRestarts = opts.maxRestarts ?? 2;
   if (opts.dualStack && !hub.dual) throw new Error('startProgrammedDaemon: dualStack needs a hub started with dualStack');
@@ -177,6 +189,7 @@ export async function startProgrammedDaemon(
   const envFile = join(hub.dir, `${host.name}.env`);
   rmSync(envFile, { force: true });
   const entries = watchEntries(watch, host.ns, perKind, timeoutMs, opts.dualStack ? [FLANNEL_V4, FLANNEL_V6] : [FLANNEL_V4]);
+  const subnetFile = fileAppears(envFile);
   // BENCH_FLANNELD_NODE_OPTIONS (e.g. --cpu-prof) reaches the daemon's node for diagnosis.
   const nodeOptions = process.env['BENCH_FLANNELD_NODE_OPTIONS'];
   const args = [
@@ -189,7 +202,9 @@ export async function startProgrammedDaemon(
   for (let attempt = 0; ; attempt++) {
     const spawnedEpoch = Date.now();
     const attemptAt = now();
-    const proc = startFlanneld(host.ns.name, args, nodeOptions ? { NODE_OPTIONS: nodeOptions } : {});
+    const proc = opts.daemon === 'upstream'
+      ? startUpstreamFlanneld(host.ns.name, args)
+      : startFlanneld(host.ns.name, args, nodeOptions ? { NODE_OPTIONS: nodeOptions } : {});
     ctx.defer(() => proc.stop('SIGTERM', 3000));
     firstPhases ??= () => logPhases(proc.output(), spawnedEpoch);
     let hwmKiB = Number.NaN;
@@ -210,7 +225,12 @@ export async function startProgrammedDaemon(
     } finally {
       clearInterval(sampler);
     }
-    if ('reached' in outcome) return { host, proc, spawnedAt, spawnedEpoch, reached: outcome.reached, envFile, prefix, crashes, firstPhases: firstPhases() };
+    if ('reached' in outcome) {
+      // Both daemons write it before programming peers; a missing file is reported as n/a, not waited for.
+      const subnetFileAt = await Promise.race([subnetFile.appeared, sleep(5000).then(() => Number.NaN)]);
+      subnetFile.cancel();
+      return { host, proc, spawnedAt, spawnedEpoch, reached: outcome.reached, envFile, prefix, crashes, firstPhases: firstPhases(), subnetFileAt };
+    }
     const crash = {
       afterMs: now() - attemptAt, exit: outcome.exit, entries: await countEntries(host.ns),
       ...(opts.dualStack ? { entriesV6: await countEntries(host.ns, FLANNEL_V6) } : {}), hwmKiB, tail: proc.output().slice(-600),
@@ -220,9 +240,28 @@ export async function startProgrammedDaemon(
       `(kernel: ${crash.entries.route} routes, ${crash.entries.neigh} neighbours, ${crash.entries.fdb} fdb)`);
     if (attempt >= maxRestarts) {
       entries.cancel();
+      subnetFile.cancel();
       throw new Error(`flanneld on ${host.name} exited ${crashes.length} times before programming ${perKind} peers; last output:\n${proc.output().slice(-3000)}`);
     }
   }
+}
+
+/**
+ * performance.now() of the first inotify event that leaves `path` in place, watched from now on (both daemons write
+ * a temporary file and rename it, so the event is the rename). Polling would add its own period to the figure.
+ */
+function fileAppears(path: string): { readonly appeared: Promise<number>; cancel(): void } {
+  const name = path.slice(path.lastIndexOf('/') + 1);
+  let watcher: ReturnType<typeof watchDir> | undefined;
+  const appeared = new Promise<number>((resolve) => {
+    watcher = watchDir(path.slice(0, path.lastIndexOf('/')), (_event, file) => {
+      if (file !== name || !existsSync(path)) return;
+      const at = now();
+      watcher?.close();
+      resolve(at);
+    });
+  });
+  return { appeared, cancel: () => watcher?.close() };
 }
 
 /** Crashes as one table cell, e.g. "SIGABRT after 998 ms (742/5000/5000)", flannel-v6.1's counts after a "+". */
@@ -245,10 +284,13 @@ export function daemonLeaseKey(run: DaemonRun): string {
   return `${run.prefix}/subnets/${formatSubnetKey(subnets)}`;
 }
 
-/** Peak and current resident set of the daemon's node process, in KiB (`ip netns exec` execs node in place). */
+/**
+ * Peak and current resident set of a daemon process, in KiB: ours is node, upstream's is flanneld (`ip netns exec`
+ * execs either in place, so before that the PID is still `ip` and the read is refused).
+ */
 export function memoryOf(pid: number): { hwmKiB: number; rssKiB: number } {
   const comm = readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  if (comm !== 'node' && !comm.startsWith('node')) throw new Error(`PID ${pid} is ${comm}, not node`);
+  if (!comm.startsWith('node') && comm !== 'flanneld') throw new Error(`PID ${pid} is ${comm}, not node or flanneld`);
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
   return { hwmKiB: field('VmHWM'), rssKiB: field('VmRSS') };
