@@ -58,12 +58,16 @@ function counterFromTotals(registers: Registry[], name: string, help: string, la
   for (const value of values) counter.inc({ [label]: value }, 0);
 }
 
+const EVENT_LOOP_SAMPLE_MS = 1000;
+
 /** Seconds; from sub-millisecond netlink batches up to multi-second cold starts. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 export function createMetrics(registry: Registry, opts: { processMetrics?: boolean } = {}): FlanneldMetrics {
   const registers = [registry];
-  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry });
+  // prom-client samples event-loop delay with a 10 ms timer by default: 100 wake-ups a second in an otherwise idle
+  // daemon, most of its idle CPU. Once a second still shows a blocked loop in nodejs_eventloop_lag_*.
+  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
   const metrics: FlanneldMetrics = {
     ready: new Gauge({ name: 'flanneld_ready', help: '1 once rules are in and subnet.env is written, 0 when not ready', registers }),
     leaseExpiry: new Gauge({ name: 'flanneld_lease_expiry_timestamp_seconds', help: "When this node's lease expires (Unix seconds); absent when it never does", registers }),
