@@ -9,12 +9,15 @@
  *              every probe runs to its timeout: the worst case for timers and in-flight state);
  *   answering  the same, but a `local` host route per peer gateway in that host's namespace makes its kernel
  *              answer every probe, so replies are received, matched and recorded as well.
+ * A fifth daemon is "off" with the periodic datapath resync (a dump and diff of every entry, once a minute by default)
+ * made hourly, and a sixth upstream flannel's flanneld (v0.28.9) with the same peers and flags, which has neither
+ * probes, metrics nor a resync: the idle cost of both "off" daemons is compared with it.
  * CPU is utime + stime from /proc over the window, RSS the mean of 1 s samples over the window.
  */
 import { readFileSync } from 'node:fs';
 import { startKernelWatch } from './kernel-watch.js';
-import { benchMain, benchPeers, mb, sleep, table, verdict, type BenchContext } from './bench-kit.js';
-import { describeCrashes, memoryOf, startLoadedHub, startProgrammedDaemon, type DaemonRun, type LoadedHub } from './loaded-host.js';
+import { benchMain, benchPeers, mb, ratio, sleep, table, verdict, type BenchContext } from './bench-kit.js';
+import { describeCrashes, memoryOf, startLoadedHub, startProgrammedDaemon, type DaemonKind, type DaemonRun, type LoadedHub } from './loaded-host.js';
 import type { Host } from '../helpers/topology.js';
 
 const PEERS = benchPeers();
@@ -31,18 +34,24 @@ const TARGET_RSS_MB = 20;
 
 interface Variant {
   readonly name: string;
+  readonly daemon: DaemonKind;
   readonly what: string;
   readonly probes: boolean;
   readonly metrics: boolean;
   readonly answering: boolean;
+  readonly args?: readonly string[];
 }
 
 const VARIANTS: readonly Variant[] = [
-  { name: 'off', what: 'probes off, no health port', probes: false, metrics: false, answering: false },
-  { name: 'metrics', what: `metrics scraped every ${SCRAPE_EVERY_MS / 1000} s, probes off`, probes: false, metrics: true, answering: false },
-  { name: 'silent', what: `metrics + probes every ${PROBE_INTERVAL_S} s, no peer answers`, probes: true, metrics: true, answering: false },
-  { name: 'answering', what: `metrics + probes every ${PROBE_INTERVAL_S} s, every peer answers`, probes: true, metrics: true, answering: true },
+  { name: 'off', daemon: 'ours', what: 'probes off, no health port', probes: false, metrics: false, answering: false },
+  { name: 'metrics', daemon: 'ours', what: `metrics scraped every ${SCRAPE_EVERY_MS / 1000} s, probes off`, probes: false, metrics: true, answering: false },
+  { name: 'silent', daemon: 'ours', what: `metrics + probes every ${PROBE_INTERVAL_S} s, no peer answers`, probes: true, metrics: true, answering: false },
+  { name: 'answering', daemon: 'ours', what: `metrics + probes every ${PROBE_INTERVAL_S} s, every peer answers`, probes: true, metrics: true, answering: true },
+  { name: 'off, hourly resync', daemon: 'ours', what: 'as off, with --datapath-resync=3600', probes: false, metrics: false, answering: false, args: ['--datapath-resync=3600'] },
+  { name: 'upstream', daemon: 'upstream', what: 'upstream flanneld v0.28.9 (no probes, no metrics)', probes: false, metrics: false, answering: false },
 ];
+/** Ours idle ("off") against upstream's: CPU no higher, RSS at most this multiple. */
+const TARGET_RSS_VS_UPSTREAM = 1.5;
 
 interface Measured {
   readonly variant: Variant;
@@ -73,9 +82,9 @@ function metricValue(text: string, name: string): number {
 async function startVariant(ctx: BenchContext, hub: LoadedHub, host: Host, variant: Variant): Promise<DaemonRun> {
   const watch = await startKernelWatch(host.ns);
   ctx.defer(() => watch.stop());
-  const args = [`--peer-probe-interval=${variant.probes ? PROBE_INTERVAL_S : 0}`];
+  const args = variant.daemon === 'ours' ? [`--peer-probe-interval=${variant.probes ? PROBE_INTERVAL_S : 0}`, ...(variant.args ?? [])] : [];
   if (variant.metrics) args.push('--healthz-ip=127.0.0.1', `--healthz-port=${HEALTH_PORT}`);
-  const daemon = await startProgrammedDaemon(ctx, hub, host, watch, PEERS, 90_000, { args });
+  const daemon = await startProgrammedDaemon(ctx, hub, host, watch, PEERS, 90_000, { args, daemon: variant.daemon });
   await watch.stop();
   ctx.note(`${variant.name}: flanneld on ${host.name} programmed ${PEERS} peers (crashes: ${describeCrashes(daemon.crashes)})`);
   // Host routes in the local table: it is merged with main, where they beat the peers' /24 routes by length.
@@ -131,9 +140,11 @@ benchMain({
       probeCount: metricValue(scrapes[i]!.last, 'flanneld_peer_probe_rtt_seconds_count'),
     }));
     const base = measured[0]!;
+    const upstream = measured.find((m) => m.variant.daemon === 'upstream')!;
     const perMinute = (m: Measured): number => (m.cpuSeconds / windowS) * 60;
     const percentOfCore = (m: Measured): number => (m.cpuSeconds / windowS) * 100;
-    const rows = measured.map((m) => {
+    const hourly = measured.find((m) => m.variant.name === 'off, hourly resync')!;
+    const rows = measured.filter((m) => m !== upstream && m !== hourly).map((m) => {
       const extraCpu = percentOfCore(m) - percentOfCore(base);
       const extraRssMB = (m.rssKiB - base.rssKiB) / 1024;
       const judged = m.variant.probes;
@@ -149,10 +160,22 @@ benchMain({
         judged ? verdict(extraCpu < TARGET_CPU_PERCENT && extraRssMB < TARGET_RSS_MB) : '–',
       ];
     });
+    const versus = table(['idle, 5000 peers', 'CPU per minute', 'of one core', 'RSS (mean)', 'target', 'verdict'], [
+      [`upstream flanneld: ${upstream.variant.what}`, `${perMinute(upstream).toFixed(2)} s`, `${percentOfCore(upstream).toFixed(2)} %`, mb(upstream.rssKiB), '', ''],
+      ...[base, hourly].flatMap((m) => [
+        [`flanneld-ts "${m.variant.name}": ${m.variant.what}`, `${perMinute(m).toFixed(2)} s`, `${percentOfCore(m).toFixed(2)} %`, mb(m.rssKiB), '', ''],
+        [`flanneld-ts "${m.variant.name}" / upstream`, ratio(m.cpuSeconds, upstream.cpuSeconds), '', ratio(m.rssKiB, upstream.rssKiB),
+          `CPU ≤ 1.00×, RSS ≤ ${TARGET_RSS_VS_UPSTREAM.toFixed(1)}×`,
+          `CPU ${verdict(m.cpuSeconds <= upstream.cpuSeconds)}, RSS ${verdict(m.rssKiB <= TARGET_RSS_VS_UPSTREAM * upstream.rssKiB)}`],
+      ]),
+    ]);
     return [
       table(['daemon', 'CPU per minute', 'of one core', 'vs off', 'RSS (mean)', 'vs off', 'scrapes', 'probes answered (total)', `target (< ${TARGET_CPU_PERCENT} %, < ${TARGET_RSS_MB} MB)`], rows),
       '',
-      `Four daemons side by side, each holding the same ${PEERS} peers, measured over the same ${windowS.toFixed(0)} s window after ` +
+      '',
+      versus,
+      '',
+      `Six daemons side by side (five of ours, one upstream), each holding the same ${PEERS} peers, measured over the same ${windowS.toFixed(0)} s window after ` +
         `${WARM_UP_MS / 1000} s of warm-up. "probes answered" is flanneld_peer_probe_rtt_seconds_count at the last scrape, since the daemon started. ` +
         'In "silent" every probe of the fake peers times out (their VTEPs do not exist); in "answering" local host routes make the host\'s own kernel answer them.',
     ].join('\n');
