@@ -31,16 +31,16 @@ async function main(): Promise<number> {
         process.stdout.write(JSON.stringify(await cmdAdd(env, conf)));
         return 0;
       case 'DEL':
-        await cmdDel(env, conf);
+        cmdDel(env, conf);
         return 0;
       case 'CHECK':
-        await cmdCheck(env, conf);
+        cmdCheck(env, conf);
         return 0;
       case 'STATUS':
-        await cmdStatus(env, conf);
+        cmdStatus(env, conf);
         return 0;
       case 'GC':
-        await cmdGc(env, conf);
+        cmdGc(env, conf);
         return 0;
     }
   } catch (err) {
