@@ -11,9 +11,9 @@ export interface DelegateTarget {
   readonly supports: readonly string[];
 }
 
-export async function delegateTarget(conf: FlannelNetConf, cniPath: readonly string[], type = delegateType(conf)): Promise<DelegateTarget> {
-  const path = await findPlugin(type, cniPath);
-  const supports = await delegateVersions(path, conf.dataDir);
+export function delegateTarget(conf: FlannelNetConf, cniPath: readonly string[], type = delegateType(conf)): DelegateTarget {
+  const path = findPlugin(type, cniPath);
+  const supports = delegateVersions(path, conf.dataDir);
   if (supports.includes(conf.cniVersion)) return { path, version: conf.cniVersion, supports };
   const below = supports.filter((v) => compareVersions(v, conf.cniVersion) <= 0).sort(compareVersions);
   const version = below.at(-1);
@@ -37,6 +37,6 @@ export function parseSavedDelegate(text: string): JsonObject | undefined {
 }
 
 /** The plugin a saved delegate config names (bridge when it names none). */
-export function savedDelegatePath(saved: JsonObject, cniPath: readonly string[]): Promise<string> {
+export function savedDelegatePath(saved: JsonObject, cniPath: readonly string[]): string {
   return findPlugin(typeof saved['type'] === 'string' ? saved['type'] : 'bridge', cniPath);
 }

@@ -6,7 +6,7 @@
  * for that long. Later pods find the gateway settled and do not wait; IPv4-only results never read anything.
  * The plugin runs in the host namespace, so /proc/net/if_inet6 lists exactly the host's addresses.
  */
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { formatIp, ipAddress, parseIPv6 } from '../flanneld/ip/address.js';
 import { isObject, type JsonObject } from './netconf.js';
 import { CniCode, CniError } from './protocol.js';
@@ -58,7 +58,7 @@ export interface SettleOptions {
 export async function settleGateways(result: JsonObject, opts: SettleOptions = {}): Promise<void> {
   const gateways = ipv6Gateways(result);
   if (gateways.length === 0) return;
-  const read = opts.read ?? (() => readFile('/proc/net/if_inet6', 'utf8'));
+  const read = opts.read ?? (async () => readFileSync('/proc/net/if_inet6', 'utf8'));
   const deadline = Date.now() + (opts.timeoutMs ?? SETTLE_TIMEOUT_MS);
   for (;;) {
     let host: Map<string, HostAddress>;

@@ -2,7 +2,7 @@
  * subnet.env as the plugin reads it (cni-plugin: flannel.go loadFlannelSubnetEnv): network keys may be comma
  * lists, subnets are taken in network form, and a file missing a whole group of keys is an error that lists them.
  */
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { parseCidr, sameNet, type IpNet } from '../flanneld/ip/cidr.js';
 import { parseEnvText } from '../flanneld/subnet/subnet-env.js';
 import { CniCode, CniError } from './protocol.js';
@@ -17,10 +17,10 @@ export interface FlannelSubnetEnv {
 }
 
 /** Reads and checks the file; ENOENT becomes code 11 "try again later" since flanneld may not have written it yet. */
-export async function loadSubnetFile(path: string): Promise<FlannelSubnetEnv> {
+export function loadSubnetFile(path: string): FlannelSubnetEnv {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw new CniError(

@@ -15,33 +15,40 @@ import { loadSubnetFile } from '../subnet-file.js';
 
 export async function cmdAdd(env: CniEnv, conf: FlannelNetConf): Promise<JsonObject> {
   checkDelegate(conf.delegate);
-  const subnets = await loadSubnetFile(conf.subnetFile);
+  const subnets = loadSubnetFile(conf.subnetFile);
   // Validate the whole config before anything touches the host (the version lookup writes its cache).
   const rendered = renderDelegate(conf, subnets, '');
-  if ((await loadScratch(conf.dataDir, env.containerId)) !== undefined) {
+  if (loadScratch(conf.dataDir, env.containerId) !== undefined) {
     // A second ADD must not roll back (DEL) the attachment that already works.
     throw new CniError(CniCode.InvalidConfig, `container ${env.containerId} already has a flannel attachment; DEL it before adding again`);
   }
-  const target = await delegateTarget(conf, env.path);
+  const target = delegateTarget(conf, env.path);
   const text = stableStringify({ ...rendered, cniVersion: target.version });
-  await saveScratch(conf.dataDir, env.containerId, env.ifname, text);
+  saveScratch(conf.dataDir, env.containerId, env.ifname, text);
   try {
-    const output = await delegateAdd(target.path, env, text);
+    const output = delegateAdd(target.path, env, text);
     await settleGateways(output);
     return convertResult(output, conf.cniVersion);
   } catch (err) {
-    // SPEC §4: a failed ADD is followed by the delegate's DEL, so nothing half-made (an address, a veth) stays.
-    await runPlugin(target.path, { ...env.raw, CNI_COMMAND: 'DEL' }, text)
-      .then(() => removeScratch(conf.dataDir, env.containerId))
-      .catch(() => undefined);
+    rollBack(target.path, env, conf.dataDir, text);
     throw err;
   }
 }
 
-/** The delegate's ADD result; its errors keep their code and say they came from the delegate. */
-async function delegateAdd(path: string, env: CniEnv, text: string): Promise<JsonObject> {
+/** SPEC §4: a failed ADD is followed by the delegate's DEL, so nothing half-made (an address, a veth) stays. */
+function rollBack(path: string, env: CniEnv, dataDir: string, text: string): void {
   try {
-    const { output } = await runPlugin(path, { ...env.raw, CNI_COMMAND: 'ADD' }, text);
+    runPlugin(path, { ...env.raw, CNI_COMMAND: 'DEL' }, text);
+    removeScratch(dataDir, env.containerId);
+  } catch {
+    // the ADD's own error is what the runtime needs to see
+  }
+}
+
+/** The delegate's ADD result; its errors keep their code and say they came from the delegate. */
+function delegateAdd(path: string, env: CniEnv, text: string): JsonObject {
+  try {
+    const { output } = runPlugin(path, { ...env.raw, CNI_COMMAND: 'ADD' }, text);
     if (!output) throw new CniError(CniCode.Internal, 'the delegate returned no result');
     return output;
   } catch (err) {

@@ -14,11 +14,11 @@ import { stableStringify } from '../render-delegate.js';
 import { loadScratch } from '../scratch-store.js';
 import { loadSubnetFile } from '../subnet-file.js';
 
-export async function cmdCheck(env: CniEnv, conf: FlannelNetConf): Promise<void> {
+export function cmdCheck(env: CniEnv, conf: FlannelNetConf): void {
   if (compareVersions(conf.cniVersion, '0.4.0') < 0) {
     throw new CniError(CniCode.IncompatibleVersion, `CHECK needs cniVersion 0.4.0 or later (got ${conf.cniVersion})`);
   }
-  const subnets = await loadSubnetFile(conf.subnetFile);
+  const subnets = loadSubnetFile(conf.subnetFile);
   const prev = conf.prevResult;
   if (!prev) throw new CniError(CniCode.InvalidConfig, 'CHECK needs prevResult (the result of ADD)');
   const ips = Array.isArray(prev['ips']) ? (prev['ips'] as unknown[]).filter(isObject) : [];
@@ -32,15 +32,15 @@ export async function cmdCheck(env: CniEnv, conf: FlannelNetConf): Promise<void>
       throw new CniError(CniCode.InvalidConfig, `pod address ${address} is outside this node's subnet ${names}`);
     }
   }
-  const saved = await loadScratch(conf.dataDir, env.containerId);
+  const saved = loadScratch(conf.dataDir, env.containerId);
   if (saved === undefined) throw new CniError(CniCode.UnknownContainer, `no saved flannel config for container ${env.containerId}`);
   const delegateConf = parseSavedDelegate(saved);
   if (!delegateConf) throw new CniError(CniCode.DecodeFailure, `saved flannel config for container ${env.containerId} is not a JSON object`);
   const version = typeof delegateConf['cniVersion'] === 'string' ? delegateConf['cniVersion'] : conf.cniVersion;
-  const pluginPath = await savedDelegatePath(delegateConf, env.path);
+  const pluginPath = savedDelegatePath(delegateConf, env.path);
   const withPrev = { ...delegateConf, prevResult: convertResult(withRouteGateways(prev), version) };
   try {
-    await runPlugin(pluginPath, { ...env.raw, CNI_COMMAND: 'CHECK' }, stableStringify(withPrev));
+    runPlugin(pluginPath, { ...env.raw, CNI_COMMAND: 'CHECK' }, stableStringify(withPrev));
   } catch (err) {
     if (err instanceof CniError) throw new CniError(err.code, `failed to delegate check: ${err.message}`, err.details);
     throw err;

@@ -13,39 +13,39 @@ import { renderDelegate, stableStringify } from '../render-delegate.js';
 import { loadScratch, removeScratch } from '../scratch-store.js';
 import { loadSubnetFile, type FlannelSubnetEnv } from '../subnet-file.js';
 
-export async function cmdDel(env: CniEnv, conf: FlannelNetConf): Promise<void> {
-  const saved = await loadScratch(conf.dataDir, env.containerId);
+export function cmdDel(env: CniEnv, conf: FlannelNetConf): void {
+  const saved = loadScratch(conf.dataDir, env.containerId);
   const savedConf = saved !== undefined ? parseSavedDelegate(saved) : undefined;
   let text: string;
   let pluginPath: string;
   if (savedConf) {
     text = saved as string;
-    pluginPath = await savedDelegatePath(savedConf, env.path);
+    pluginPath = savedDelegatePath(savedConf, env.path);
   } else {
-    const subnets = await rebuildSubnets(conf);
+    const subnets = rebuildSubnets(conf);
     if (!subnets) {
       // Nothing tells us what ADD made: nothing is left to undo as far as anyone can know.
-      await removeScratch(conf.dataDir, env.containerId);
+      removeScratch(conf.dataDir, env.containerId);
       return;
     }
-    const target = await delegateTarget(conf, env.path);
+    const target = delegateTarget(conf, env.path);
     text = stableStringify(renderDelegate(conf, subnets, target.version));
     pluginPath = target.path;
   }
   try {
-    await runPlugin(pluginPath, { ...env.raw, CNI_COMMAND: 'DEL' }, text);
+    runPlugin(pluginPath, { ...env.raw, CNI_COMMAND: 'DEL' }, text);
   } catch (err) {
     if (err instanceof CniError) throw new CniError(err.code, `failed to delegate del: ${err.message}`, err.details);
     throw err;
   }
-  await removeScratch(conf.dataDir, env.containerId);
+  removeScratch(conf.dataDir, env.containerId);
 }
 
 
 /** subnet.env when it is there; else the subnets of the addresses in prevResult; else nothing. */
-async function rebuildSubnets(conf: FlannelNetConf): Promise<FlannelSubnetEnv | undefined> {
+function rebuildSubnets(conf: FlannelNetConf): FlannelSubnetEnv | undefined {
   try {
-    return await loadSubnetFile(conf.subnetFile);
+    return loadSubnetFile(conf.subnetFile);
   } catch {
     const ips = conf.prevResult?.['ips'];
     if (!Array.isArray(ips)) return undefined;

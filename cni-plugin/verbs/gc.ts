@@ -11,7 +11,7 @@ import { renderDelegate, stableStringify } from '../render-delegate.js';
 import { listScratch, loadScratch, removeScratch } from '../scratch-store.js';
 import { loadSubnetFile } from '../subnet-file.js';
 
-export async function cmdGc(env: CniEnv, conf: FlannelNetConf): Promise<void> {
+export function cmdGc(env: CniEnv, conf: FlannelNetConf): void {
   // The 1.1.0 tag called the key cni.dev/attachments; later text says cni.dev/valid-attachments. Read both.
   const listed = conf.raw['cni.dev/valid-attachments'] ?? conf.raw['cni.dev/attachments'] ?? [];
   if (!Array.isArray(listed)) throw new CniError(CniCode.InvalidConfig, 'cni.dev/valid-attachments must be a list');
@@ -19,22 +19,22 @@ export async function cmdGc(env: CniEnv, conf: FlannelNetConf): Promise<void> {
     listed.filter(isObject).map((a) => `${String(a['containerID'] ?? '')}/${String(a['ifname'] ?? '')}`),
   );
   const failures: string[] = [];
-  for (const { containerId, ifname } of await listScratch(conf.dataDir)) {
+  for (const { containerId, ifname } of listScratch(conf.dataDir)) {
     if (valid.has(`${containerId}/${ifname}`)) continue;
     try {
-      const saved = (await loadScratch(conf.dataDir, containerId)) ?? '{}';
-      const path = await savedDelegatePath(parseSavedDelegate(saved) ?? {}, env.path);
-      await runPlugin(path, { ...env.raw, CNI_COMMAND: 'DEL', CNI_CONTAINERID: containerId, CNI_IFNAME: ifname, CNI_NETNS: '' }, saved);
-      await removeScratch(conf.dataDir, containerId);
+      const saved = loadScratch(conf.dataDir, containerId) ?? '{}';
+      const path = savedDelegatePath(parseSavedDelegate(saved) ?? {}, env.path);
+      runPlugin(path, { ...env.raw, CNI_COMMAND: 'DEL', CNI_CONTAINERID: containerId, CNI_IFNAME: ifname, CNI_NETNS: '' }, saved);
+      removeScratch(conf.dataDir, containerId);
     } catch (err) {
       failures.push(`${containerId}/${ifname}: ${(err as Error).message}`);
     }
   }
   try {
-    const target = await delegateTarget(conf, env.path);
+    const target = delegateTarget(conf, env.path);
     if (target.supports.includes('1.1.0')) {
-      const delegateConf = { ...renderDelegate(conf, await loadSubnetFile(conf.subnetFile), target.version), 'cni.dev/valid-attachments': listed };
-      await runPlugin(target.path, { ...env.raw, CNI_COMMAND: 'GC' }, stableStringify(delegateConf));
+      const delegateConf = { ...renderDelegate(conf, loadSubnetFile(conf.subnetFile), target.version), 'cni.dev/valid-attachments': listed };
+      runPlugin(target.path, { ...env.raw, CNI_COMMAND: 'GC' }, stableStringify(delegateConf));
     }
   } catch (err) {
     failures.push(`delegate GC: ${(err as Error).message}`);

@@ -6,18 +6,18 @@ import { CniCode, CniError, type CniEnv } from '../protocol.js';
 import { renderDelegate, stableStringify } from '../render-delegate.js';
 import { loadSubnetFile } from '../subnet-file.js';
 
-export async function cmdStatus(env: CniEnv, conf: FlannelNetConf): Promise<void> {
+export function cmdStatus(env: CniEnv, conf: FlannelNetConf): void {
   let subnets;
   try {
-    subnets = await loadSubnetFile(conf.subnetFile);
+    subnets = loadSubnetFile(conf.subnetFile);
   } catch (err) {
     throw new CniError(CniCode.NotAvailable, `flannel is not ready: ${(err as Error).message}`);
   }
   if (env.path.length === 0) return;
-  const target = await delegateTarget(conf, env.path);
+  const target = delegateTarget(conf, env.path);
   if (!target.supports.includes('1.1.0')) return;
   try {
-    await runPlugin(target.path, { ...env.raw, CNI_COMMAND: 'STATUS' }, stableStringify(renderDelegate(conf, subnets, target.version)));
+    runPlugin(target.path, { ...env.raw, CNI_COMMAND: 'STATUS' }, stableStringify(renderDelegate(conf, subnets, target.version)));
   } catch (err) {
     if (err instanceof CniError) throw new CniError(err.code, `delegate not ready: ${err.message}`, err.details);
     throw err;

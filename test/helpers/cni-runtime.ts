@@ -8,7 +8,8 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
-import { IP, invokePlugin, runtimeJson, type CniOutcome, type JsonObject, type PluginForm } from './cni-invoke.js';
+import { upstreamCniPlugin } from '../../lab/kube/kube-tools.js';
+import { IP, invokePlugin, runtimeJson, SEA_FORM, type CniOutcome, type JsonObject, type PluginForm } from './cni-invoke.js';
 import { sh, type Netns, type NetnsRun } from './netns.js';
 import { isAlive, spawnTracked, waitFor, type TrackedProcess } from './processes.js';
 
@@ -27,6 +28,19 @@ export const STOCK_CONFLIST = {
   ],
 } as const;
 export const FLANNEL_VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
+
+/** The plugin a node runs as `flannel`: one of our two forms, or upstream's Go plugin for side-by-side runs. */
+export interface NodeForm extends Omit<PluginForm, 'name'> {
+  readonly name: PluginForm['name'] | 'upstream';
+}
+
+/**
+ * Upstream's plugin (containernetworking/plugins v0.9.1, built once by tools/build.sh cni-flannel) as a third form,
+ * with the SEA form's PATH: neither needs node, and both find their delegates through CNI_PATH.
+ */
+export function upstreamForm(): NodeForm {
+  return { name: 'upstream', executable: upstreamCniPlugin(), pathEnv: SEA_FORM.pathEnv };
+}
 
 const TEMP_ROOT = '/tmp/flannel-ts-test';
 
@@ -107,7 +121,7 @@ export interface InvokeOptions {
 export interface CniNodeOptions {
   /** Short name of the host namespace (default `node`). */
   readonly name?: string;
-  readonly form: PluginForm;
+  readonly form: NodeForm;
   /** cniVersion a runtime injects when InvokeOptions do not say (default: the stock conflist's, 0.3.1). */
   readonly cniVersion?: string;
   readonly subnetEnv?: SubnetEnvFields;
@@ -123,7 +137,7 @@ export class CniNode {
   private constructor(
     readonly run: NetnsRun,
     readonly host: Netns,
-    readonly form: PluginForm,
+    readonly form: NodeForm,
     /** Temp dir holding everything below. */
     readonly dir: string,
     readonly binDir: string,
