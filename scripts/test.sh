@@ -4,13 +4,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh || exit 1
-# The real Kubernetes control plane and etcd 3.6 the kube tests run, built from their Go modules once per version
-# (about 10 minutes on a fresh 2-core machine, a stat afterwards; see tools/build.sh).
-bash tools/build.sh k8s >/dev/null || exit 1
-bash tools/build.sh etcd >/dev/null || exit 1
-# Upstream flanneld v0.28.9 and its CNI plugin, which the side-by-side tests run next to ours (about 4 minutes once).
-bash tools/build.sh flannel >/dev/null || exit 1
-bash tools/build.sh cni-flannel >/dev/null || exit 1
+bash scripts/build-tools.sh || exit 1
 # The images the kubelet tests run (flannel-ts from this build, pause, the lab pod): about 85 s once per machine,
 # then only when our build output changed (see image/).
 node dist/image/main.js >/dev/null || exit 1
