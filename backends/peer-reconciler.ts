@@ -3,7 +3,9 @@
  * writes entries only on lease events and never looks again (its issue #2554); here every input (lease batches,
  * kernel notifications of deletions, device loss, a periodic timer) funnels into one queue, and each turn applies
  * the difference in one batch. Startup waits for the first full lease snapshot, then diffs against a dump, so
- * peers that vanished while the daemon was down are cleaned up and the rest is left untouched.
+ * peers that vanished while the daemon was down are cleaned up and the rest is left untouched. The parts: the
+ * desired state (reconciler/desired-peers.ts), the apply-and-report step (reconciler/entry-applier.ts), the reasons
+ * for a full resync (reconciler/resync-reason.ts); this file is the loop that feeds them.
  */
 import type { Logger } from 'pino';
 import type { Lease, LeaseEvent } from '../flanneld/lease/lease.js';
@@ -14,8 +16,11 @@ import type { Clock } from '../flanneld/runtime/clock.js';
 import { errorMessage } from '../flanneld/runtime/errors.js';
 import type { Datapath, DatapathChange, DatapathEntry, DatapathScope } from './datapath/datapath.js';
 import { describeEntry, entryIdentity } from './datapath/entry-key.js';
-import { diffEntries, entrySatisfies, inScope, orderChanges } from './entry-diff.js';
+import { diffEntries, inScope } from './entry-diff.js';
 import type { PeerEntries } from './peer-entries.js';
+import { DesiredPeers } from './reconciler/desired-peers.js';
+import { EntryApplier, type ApplierObserver } from './reconciler/entry-applier.js';
+import { describeResync, resyncFindsDrift, type ResyncReason } from './reconciler/resync-reason.js';
 
 export interface PeerPlan {
   /** What this network owns in the kernel now (device indexes change when a device is re-created). */
@@ -43,8 +48,7 @@ export interface ReconcilerDeps {
 }
 
 /** Hooks for metrics; all optional. */
-export interface ReconcilerObserver {
-  applied?(changes: number, durationMs: number): void;
+export interface ReconcilerObserver extends ApplierObserver {
   repaired?(kind: DatapathEntry['kind'], count: number): void;
   resynced?(durationMs: number, drift: number): void;
   peers?(count: number): void;
@@ -57,15 +61,14 @@ export interface ReconcilerObserver {
   peersChanged?(changed: ReadonlyMap<string, Lease | undefined>, peers: ReadonlyMap<string, Lease>): void;
   /** After each turn: undefined when every wanted entry and device is in place, else what is not. */
   programmed?(problem: string | undefined): void;
-  /** Peers whose route collides with one this node did not make, with why (they are refused, not our failure). */
-  collisions?(byPeer: ReadonlyMap<string, string>): void;
   /** A lease batch has been programmed; `seenAt` is when the batch arrived. */
   leaseBatchApplied?(seenAt: number): void;
+  /**
+   * An input stream failed: the kernel's notifications (reopened after a pause, with a resync for what they may
+   * have missed) or the lease stream (the caller's; its owner restarts the daemon's run).
+   */
+  streamFailed?(stream: 'kernel-notifications' | 'leases', err: string): void;
 }
-
-const INITIAL_SNAPSHOT = 'initial lease snapshot';
-const DEVICE_RECREATED = 'device re-created';
-const RETRY_FAILED = 'retrying entries that failed';
 
 /** Upstream's device re-creation backoff, 1 s doubling to 30 s; refused entries are retried on the same curve. */
 const RETRY_BACKOFF = { initialMs: 1000, maxMs: 30_000, jitter: 0 };
@@ -75,7 +78,14 @@ type Input =
   | { readonly type: 'entry-deleted'; readonly entry: DatapathEntry }
   | { readonly type: 'device-lost'; readonly name: string }
   | { readonly type: 'device-entry-lost'; readonly entry: DatapathEntry }
-  | { readonly type: 'resync'; readonly why: string };
+  | { readonly type: 'resync'; readonly why: ResyncReason };
+
+/** What one turn of the loop collected from its inputs. */
+interface Turn {
+  full: ResyncReason | undefined;
+  readonly leaseTimes: number[];
+  readonly lost: DatapathEntry[];
+}
 
 export async function runPeerReconciler(
   plan: PeerPlan,
@@ -87,27 +97,10 @@ export async function runPeerReconciler(
   const { log, datapath } = deps;
   const ownKey = formatSubnetKey(ownLease);
   const inputs = new AsyncQueue<Input>();
-  const peers = new Map<string, Lease>();
-  /** Desired entries by identity, and which peer wants each (for incremental removal). */
-  const desired = new Map<string, DatapathEntry>();
-  const byPeer = new Map<string, string[]>();
-  /**
-   * Which peers want each desired entry: an entry stays while any of them does, so one peer leaving never takes
-   * another's entry with it. The first to want an identity owns its value; a later peer wanting other values for it
-   * is refused that entry (and named), never allowed to overwrite it.
-   */
-  const wantedBy = new Map<string, Set<string>>();
-  /** Routes the kernel holds for someone else (EEXIST on an exclusive add), by entry identity: peer and why. */
-  const collisions = new Map<string, { peer: string; detail: string }>();
-  let collisionsChanged = false;
-  /** Kept with `desired`, so reporting counts per turn costs nothing at thousands of peers. */
-  const counts: Partial<Record<DatapathEntry['kind'], number>> = {};
-  const count = (kind: DatapathEntry['kind'], delta: number): void => {
-    counts[kind] = (counts[kind] ?? 0) + delta;
-  };
-  let changedPeers = new Map<string, Lease | undefined>();
-  const failing = new Map<string, { errno: string; entry: DatapathEntry }>();
-  const skippedOnce = new Set<string>();
+  // Each asks the other only while the loop runs, after both exist: the applier names an entry's peer, the state
+  // tells the applier which entries no peer wants any more.
+  const entries: EntryApplier = new EntryApplier({ datapath, clock: deps.clock, log, ownerOf: (id) => state.ownerOf(id), ...(deps.observer ? { observer: deps.observer } : {}) });
+  const state: DesiredPeers = new DesiredPeers((lease) => plan.entriesFor(lease), log, (id, peer) => entries.release(id, peer));
   let haveSnapshot = false;
   /** Set while the devices still need (re-)creating; every later turn retries first, so a failure is never fatal. */
   let devicesPending: string | undefined;
@@ -128,123 +121,24 @@ export async function runPeerReconciler(
   const later = (ms: number, input: Input): void => {
     deps.clock.sleep(ms, loop.signal).then(() => inputs.push(input), () => undefined);
   };
+  const failed = (stream: 'kernel-notifications' | 'leases', err: unknown): void => {
+    if (loop.signal.aborted) return;
+    log.error({ stream, err: errorMessage(err) }, 'input stream failed');
+    deps.observer?.streamFailed?.(stream, errorMessage(err));
+  };
   // Not awaited on exit: the lease stream belongs to the caller and ends with the caller's signal.
-  void pump(async () => {
+  void (async () => {
     for await (const events of leases) inputs.push({ type: 'leases', events, at: deps.clock.now() });
-  });
+  })().catch((err: unknown) => failed('leases', err));
   const pumps = [
-    pump(async () => {
-      for await (const event of datapath.events(loop.signal)) {
-        if (event.type === 'link-deleted' && plan.ownsLink(event.name)) inputs.push({ type: 'device-lost', name: event.name });
-        else if (event.type === 'entry-deleted' && plan.ownsEntry?.(event.entry)) inputs.push({ type: 'device-entry-lost', entry: event.entry });
-        else if (event.type === 'entry-deleted' && inScope(event.entry, plan.scope())) inputs.push({ type: 'entry-deleted', entry: event.entry });
-        else if (event.type === 'overrun') inputs.push({ type: 'resync', why: 'netlink notifications overran' });
-      }
-    }),
-    pump(async () => {
+    watchKernel(datapath, plan, inputs, deps.clock, loop.signal, (err) => failed('kernel-notifications', err)),
+    (async () => {
       for (;;) {
         await deps.clock.sleep(deps.resyncMs, loop.signal);
         inputs.push({ type: 'resync', why: 'periodic' });
       }
-    }),
+    })().catch(() => undefined),
   ];
-
-  /**
-   * Replaces one peer's desired entries and records, in `pending`, exactly what changed for it: the cost of a
-   * lease event is the size of that peer's entries, not of the whole desired set.
-   */
-  const pending = new Map<string, DatapathChange>();
-  const setPeer = (key: string, lease: Lease | undefined): void => {
-    const old = new Map<string, DatapathEntry>();
-    for (const id of byPeer.get(key) ?? []) {
-      const owners = wantedBy.get(id);
-      owners?.delete(key);
-      if (owners && owners.size > 0) continue;
-      wantedBy.delete(id);
-      const entry = desired.get(id);
-      if (entry) {
-        old.set(id, entry);
-        count(entry.kind, -1);
-      }
-      desired.delete(id);
-      if (collisions.get(id)?.peer === key) collisionsChanged = collisions.delete(id);
-    }
-    byPeer.delete(key);
-    changedPeers.set(key, lease);
-    if (lease) {
-      peers.set(key, lease);
-      const { entries, skipped } = plan.entriesFor(lease);
-      for (const reason of skipped) {
-        if (!skippedOnce.has(reason)) log.warn({ peer: key }, reason);
-        skippedOnce.add(reason);
-      }
-      const mine: string[] = [];
-      for (const e of entries) {
-        const id = entryIdentity(e);
-        const held = desired.get(id);
-        if (held && !old.has(id) && !(entrySatisfies(e, held) && entrySatisfies(held, e))) {
-          const holder = [...(wantedBy.get(id) ?? [])][0];
-          if (!skippedOnce.has(`clash ${key} ${id}`)) log.warn({ peer: key, holder, entry: describeEntry(e) }, 'peer wants an entry another live peer holds with other values; left as the other peer has it');
-          skippedOnce.add(`clash ${key} ${id}`);
-          continue;
-        }
-        mine.push(id);
-        wantedBy.set(id, (wantedBy.get(id) ?? new Set()).add(key));
-        if (!desired.has(id)) count(e.kind, 1);
-        desired.set(id, e);
-        const was = old.get(id);
-        if (!was || !entrySatisfies(e, was) || !entrySatisfies(was, e)) pending.set(id, { op: 'replace', entry: e });
-        else if (pending.get(id)?.op === 'delete') pending.delete(id);
-      }
-      byPeer.set(key, mine);
-    } else {
-      peers.delete(key);
-    }
-    for (const [id, entry] of old) if (!desired.has(id)) pending.set(id, { op: 'delete', entry });
-  };
-
-  const apply = async (changes: DatapathChange[]): Promise<void> => {
-    if (changes.length === 0) return;
-    const started = deps.clock.now();
-    const report = await datapath.apply(changes);
-    deps.observer?.applied?.(changes.length, deps.clock.now() - started);
-    const failedIds = new Set<string>();
-    for (const f of report.failures) {
-      const id = entryIdentity(f.change.entry);
-      // A delete of something already gone (or of a route that is no longer ours) is success for us.
-      if (f.change.op === 'delete' && (f.errno === 'ESRCH' || f.errno === 'ENOENT')) continue;
-      failedIds.add(id);
-      const peer = peerOf(id);
-      if (f.errno === 'EEXIST' && f.change.entry.kind === 'route') {
-        // Someone else's route holds the destination: that peer cannot be served here, but this node is fine.
-        if (collisions.get(id)?.detail !== f.message) {
-          log.warn({ peer, entry: describeEntry(f.change.entry) }, `peer refused: ${f.message}`);
-          collisionsChanged = true;
-        }
-        collisions.set(id, { peer: peer ?? '-', detail: f.message });
-        continue;
-      }
-      if (failing.get(id)?.errno !== f.errno) log.error({ peer, entry: describeEntry(f.change.entry), err: f.errno }, 'cannot program entry');
-      failing.set(id, { errno: f.errno, entry: f.change.entry });
-    }
-    for (const c of changes) {
-      const id = entryIdentity(c.entry);
-      if (failedIds.has(id)) continue;
-      if (failing.delete(id)) log.info({ entry: describeEntry(c.entry) }, 'entry programmed after earlier failures');
-      if (collisions.delete(id)) collisionsChanged = true;
-    }
-    if (collisionsChanged) deps.observer?.collisions?.(collisionsByPeer());
-    collisionsChanged = false;
-  };
-  const peerOf = (id: string): string | undefined => [...(wantedBy.get(id) ?? [])][0];
-  const collisionsByPeer = (): Map<string, string> => new Map([...collisions.values()].map((c) => [c.peer, c.detail]));
-  /** Readiness: what of ours cannot be programmed, naming one entry and its peer; collisions are not ours. */
-  const programmingProblem = (): string | undefined => {
-    const first = failing.entries().next().value;
-    if (!first) return undefined;
-    const [id, { errno, entry }] = first;
-    return `${failing.size} datapath entries cannot be programmed, e.g. ${describeEntry(entry)} for peer ${peerOf(id) ?? '-'}: ${errno}`;
-  };
 
   const ensureDevices = async (why: string): Promise<boolean> => {
     try {
@@ -260,22 +154,87 @@ export async function runPeerReconciler(
       deps.observer?.programmed?.(`cannot set up devices: ${errorMessage(err)}`);
       lastDeviceError = errorMessage(err);
       devicesPending = why;
-      later(retryInMs, { type: 'resync', why: 'retrying device set-up' });
+      later(retryInMs, { type: 'resync', why: 'retry-devices' });
       return false;
     }
   };
 
-  const fullResync = async (why: string): Promise<void> => {
+  const fullResync = async (reason: ResyncReason): Promise<void> => {
     const started = deps.clock.now();
-    const actual = await datapath.dump(plan.scope());
-    const changes = diffEntries([...desired.values()], actual);
-    // Programming the first snapshot or a re-created device, or retrying refused entries, is the job itself, not a
-    // repair of drift.
-    const drifted = why !== INITIAL_SNAPSHOT && why !== DEVICE_RECREATED && why !== RETRY_FAILED;
-    if (changes.length > 0 && drifted) log.info({ why, changes: changes.length }, 'datapath drifted from the leases; converging');
+    const changes = diffEntries(state.all(), await datapath.dump(plan.scope()));
+    const drifted = resyncFindsDrift(reason);
+    if (changes.length > 0 && drifted) log.info({ why: describeResync(reason), changes: changes.length }, 'datapath drifted from the leases; converging');
     if (drifted) for (const c of changes) if (c.op === 'replace') deps.observer?.repaired?.(c.entry.kind, 1);
-    await apply(changes);
+    await entries.apply(changes);
     deps.observer?.resynced?.(deps.clock.now() - started, drifted ? changes.length : 0);
+  };
+
+  /** This turn's changes plus the restoration of entries deleted behind our back (by identity: notices may omit values). */
+  const incremental = (lost: readonly DatapathEntry[]): DatapathChange[] => {
+    const changes = state.changes();
+    const planned = new Set(changes.map((c) => entryIdentity(c.entry)));
+    for (const entry of lost) {
+      const id = entryIdentity(entry);
+      const want = state.wanted(id);
+      if (!want || planned.has(id)) continue;
+      planned.add(id);
+      log.info({ entry: describeEntry(want) }, 'entry removed behind our back; restoring it');
+      deps.observer?.repaired?.(want.kind, 1);
+      changes.push({ op: 'replace', entry: want });
+    }
+    return changes;
+  };
+
+  const collect = (batch: readonly Input[]): Turn => {
+    const turn: Turn = { full: undefined, leaseTimes: [], lost: [] };
+    for (const input of batch) {
+      switch (input.type) {
+        case 'leases':
+          for (const ev of input.events) {
+            const key = formatSubnetKey(ev.lease);
+            if (key !== ownKey) state.set(key, ev.type === 'added' ? ev.lease : undefined);
+          }
+          turn.leaseTimes.push(input.at);
+          if (!haveSnapshot) turn.full = 'initial-snapshot';
+          haveSnapshot = true;
+          break;
+        case 'device-lost':
+          log.warn({ device: input.name }, 'device removed behind our back; re-creating it');
+          devicesPending = `${input.name} removed`;
+          break;
+        case 'device-entry-lost':
+          log.warn({ entry: describeEntry(input.entry) }, 'device entry removed behind our back; restoring it');
+          devicesPending = `${describeEntry(input.entry)} removed`;
+          break;
+        case 'resync':
+          if (input.why === 'retry-failed-entries') entryRetryArmed = false;
+          turn.full ??= input.why;
+          break;
+        case 'entry-deleted':
+          turn.lost.push(input.entry);
+          break;
+      }
+    }
+    return turn;
+  };
+
+  const program = async (turn: Turn): Promise<void> => {
+    try {
+      if (turn.full !== undefined) await fullResync(turn.full);
+      else await entries.apply(incremental(turn.lost));
+      for (const at of turn.leaseTimes) deps.observer?.leaseBatchApplied?.(at);
+      deps.observer?.programmed?.(entries.problem());
+      if (entries.failures === 0) entryBackoff.reset();
+      else if (!entryRetryArmed) {
+        entryRetryArmed = true;
+        later(entryBackoff.next(), { type: 'resync', why: 'retry-failed-entries' });
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      deps.observer?.programmed?.(`datapath update failed: ${errorMessage(err)}`);
+      log.error({ err: errorMessage(err) }, 'datapath update failed; will resync');
+      later(1000, { type: 'resync', why: 'after-failure' });
+    }
   };
 
   try {
@@ -287,78 +246,23 @@ export async function runPeerReconciler(
         if (next.done) break;
         batch.push(next.value);
       }
-      let full: string | undefined;
-      pending.clear();
-      const leaseTimes: number[] = [];
-      const lost: DatapathEntry[] = [];
-      for (const input of batch) {
-        if (input.type === 'leases') {
-          for (const ev of input.events) {
-            const key = formatSubnetKey(ev.lease);
-            if (key !== ownKey) setPeer(key, ev.type === 'added' ? ev.lease : undefined);
-          }
-          leaseTimes.push(input.at);
-          if (!haveSnapshot) full = INITIAL_SNAPSHOT;
-          haveSnapshot = true;
-        } else if (input.type === 'device-lost') {
-          log.warn({ device: input.name }, 'device removed behind our back; re-creating it');
-          devicesPending = `${input.name} removed`;
-        } else if (input.type === 'device-entry-lost') {
-          log.warn({ entry: describeEntry(input.entry) }, 'device entry removed behind our back; restoring it');
-          devicesPending = `${describeEntry(input.entry)} removed`;
-        } else if (input.type === 'resync') {
-          if (input.why === RETRY_FAILED) entryRetryArmed = false;
-          full ??= input.why;
-        } else {
-          lost.push(input.entry);
-        }
-      }
+      state.beginTurn();
+      const turn = collect(batch);
       if (devicesPending !== undefined) {
         if (!(await ensureDevices(devicesPending))) continue;
         // Device indexes changed: every peer's entries must be recomputed against the new device.
-        for (const [key, lease] of [...peers]) setPeer(key, lease);
-        full = DEVICE_RECREATED;
+        state.replanAll();
+        turn.full = 'devices-recreated';
       }
-      deps.observer?.peers?.(peers.size);
-      deps.observer?.entries?.(counts);
+      deps.observer?.peers?.(state.peers.size);
+      deps.observer?.entries?.(state.entryCounts());
+      const changedPeers = state.takeChangedPeers();
       if (changedPeers.size > 0) {
         plan.syncPeers?.(changedPeers);
-        deps.observer?.peersChanged?.(changedPeers, peers);
+        deps.observer?.peersChanged?.(changedPeers, state.peers);
       }
-      changedPeers = new Map();
-      if (!haveSnapshot) continue;
-      try {
-        if (full !== undefined) {
-          await fullResync(full);
-        } else {
-          const changes = orderChanges([...pending.values()]);
-          // Deletion notices identify the entry but may omit its values, so identity decides what to restore.
-          const planned = new Set(changes.map((c) => entryIdentity(c.entry)));
-          for (const entry of lost) {
-            const id = entryIdentity(entry);
-            const want = desired.get(id);
-            if (want && !planned.has(id)) {
-              planned.add(id);
-              log.info({ entry: describeEntry(want) }, 'entry removed behind our back; restoring it');
-              deps.observer?.repaired?.(want.kind, 1);
-              changes.push({ op: 'replace', entry: want });
-            }
-          }
-          await apply(changes);
-        }
-        for (const at of leaseTimes) deps.observer?.leaseBatchApplied?.(at);
-        deps.observer?.programmed?.(programmingProblem());
-        if (failing.size === 0) entryBackoff.reset();
-        else if (!entryRetryArmed) {
-          entryRetryArmed = true;
-          later(entryBackoff.next(), { type: 'resync', why: RETRY_FAILED });
-        }
-      } catch (err) {
-        if (signal.aborted) break;
-        deps.observer?.programmed?.(`datapath update failed: ${errorMessage(err)}`);
-        log.error({ err: errorMessage(err) }, 'datapath update failed; will resync');
-        later(1000, { type: 'resync', why: 'after failure' });
-      }
+      if (haveSnapshot) await program(turn);
+      if (signal.aborted) break;
     }
   } finally {
     signal.removeEventListener('abort', stop);
@@ -367,6 +271,36 @@ export async function runPeerReconciler(
   }
 }
 
-function pump(fn: () => Promise<void>): Promise<void> {
-  return fn().catch(() => undefined);
+/** How long the kernel's notification stream rests after failing before it is opened again. */
+const REOPEN_BACKOFF = { initialMs: 1000, maxMs: 30_000, jitter: 0 };
+
+/**
+ * Turns the kernel's notifications into inputs for as long as `signal` lives. A stream that fails or ends is
+ * reported (not swallowed, which would leave only the periodic resync to notice deletions), reopened after a
+ * backoff, and followed by a resync for whatever happened while nobody listened.
+ */
+async function watchKernel(datapath: Datapath, plan: PeerPlan, inputs: AsyncQueue<Input>, clock: Clock, signal: AbortSignal, failed: (err: unknown) => void): Promise<void> {
+  const backoff = new Backoff(REOPEN_BACKOFF, { int: () => 0 });
+  while (!signal.aborted) {
+    try {
+      for await (const event of datapath.events(signal)) {
+        backoff.reset();
+        if (event.type === 'link-deleted' && plan.ownsLink(event.name)) inputs.push({ type: 'device-lost', name: event.name });
+        else if (event.type === 'entry-deleted' && plan.ownsEntry?.(event.entry)) inputs.push({ type: 'device-entry-lost', entry: event.entry });
+        else if (event.type === 'entry-deleted' && inScope(event.entry, plan.scope())) inputs.push({ type: 'entry-deleted', entry: event.entry });
+        else if (event.type === 'overrun') inputs.push({ type: 'resync', why: 'notifications-overran' });
+      }
+      if (signal.aborted) return;
+      failed(new Error('the notification stream ended'));
+    } catch (err) {
+      if (signal.aborted) return;
+      failed(err);
+    }
+    try {
+      await clock.sleep(backoff.next(), signal);
+    } catch {
+      return;
+    }
+    inputs.push({ type: 'resync', why: 'notifications-reopened' });
+  }
 }

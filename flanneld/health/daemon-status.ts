@@ -182,5 +182,6 @@ export function combineObservers(...observers: readonly (ReconcilerObserver | un
     programmed: fan('programmed'),
     leaseBatchApplied: fan('leaseBatchApplied'),
     collisions: fan('collisions'),
+    streamFailed: fan('streamFailed'),
   };
 }

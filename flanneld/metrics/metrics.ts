@@ -16,6 +16,7 @@ export interface FlanneldMetrics {
   readonly peers: Gauge;
   readonly datapathEntries: Gauge<'kind'>;
   readonly datapathRepairs: Counter<'kind'>;
+  readonly inputStreamFailures: Counter<'stream'>;
   readonly applyDuration: Histogram;
   readonly resyncDuration: Histogram;
   readonly leaseEventLatency: Histogram;
@@ -75,6 +76,7 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
     subnetManagerErrors: new Counter({ name: 'flanneld_subnet_manager_errors_total', help: 'Failed subnet manager calls, by operation', labelNames: ['op'], registers }),
     peers: new Gauge({ name: 'flanneld_peers', help: 'Peers the datapath is programmed for', registers }),
     datapathEntries: new Gauge({ name: 'flanneld_datapath_entries', help: 'Datapath entries wanted for peers, by kind', labelNames: ['kind'], registers }),
+    inputStreamFailures: new Counter({ name: 'flanneld_datapath_input_stream_failures_total', help: "Times the datapath reconciler's kernel notifications (reopened after a pause) or lease stream failed", labelNames: ['stream'], registers }),
     datapathRepairs: new Counter({ name: 'flanneld_datapath_repairs_total', help: 'Datapath entries restored after they were removed or changed behind our back, by kind', labelNames: ['kind'], registers }),
     applyDuration: new Histogram({ name: 'flanneld_datapath_apply_duration_seconds', help: 'Time to apply one batch of datapath changes', buckets: DURATION_BUCKETS, registers }),
     resyncDuration: new Histogram({ name: 'flanneld_datapath_resync_duration_seconds', help: 'Time for one full datapath resync (dump, diff, apply)', buckets: DURATION_BUCKETS, registers }),
@@ -94,6 +96,7 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
   };
   // Counters start at 0 for every label value they can take, so a rate() query works before the first event.
   for (const kind of ['route', 'neigh', 'fdb']) metrics.datapathRepairs.inc({ kind }, 0);
+  for (const stream of ['kernel-notifications', 'leases']) metrics.inputStreamFailures.inc({ stream }, 0);
   for (const manager of ['iptables', 'nftables']) metrics.trafficRuleRepairs.inc({ manager }, 0);
   for (const op of SUBNET_OPS) metrics.subnetManagerErrors.inc({ op }, 0);
   for (const reason of REFUSAL_REASONS) {
@@ -112,6 +115,7 @@ export function reconcilerMetrics(metrics: FlanneldMetrics, clock: Clock): Recon
   return {
     applied: (_changes, durationMs) => metrics.applyDuration.observe(durationMs / 1000),
     repaired: (kind, count) => metrics.datapathRepairs.inc({ kind }, count),
+    streamFailed: (stream) => metrics.inputStreamFailures.inc({ stream }),
     resynced: (durationMs) => metrics.resyncDuration.observe(durationMs / 1000),
     peers: (count) => metrics.peers.set(count),
     entries: (counts) => {

@@ -124,6 +124,12 @@ export class FakeDatapath implements Datapath {
     for (const sub of this.subscribers) sub.queue.push(event);
   }
 
+  /** Every open event subscription fails with `err`, as a notification socket that died would. */
+  failEvents(err: Error): void {
+    for (const sub of this.subscribers) sub.queue.fail(err);
+    this.subscribers.clear();
+  }
+
   /** Someone else (`ip route del`, a neighbour flush) removed the entry; emits entry-deleted. */
   deleteEntryBehindOurBack(identity: string): DatapathEntry {
     const entry = this.entryTable.get(identity);

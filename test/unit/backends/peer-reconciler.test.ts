@@ -92,6 +92,7 @@ async function setup() {
   const observer: ReconcilerObserver = {
     programmed: (p) => extra.programmed?.(p),
     collisions: (m) => extra.collisions?.(m),
+    streamFailed: (stream, err) => extra.streamFailed?.(stream, err),
     applied: (changes, durationMs) => void seen.applied.push([changes, durationMs]),
     repaired: (kind, count) => void seen.repaired.push([kind, count]),
     resynced: (durationMs, drift) => void seen.resynced.push([durationMs, drift]),
@@ -466,6 +467,45 @@ describe('runPeerReconciler: repairs', () => {
 
     await vi.waitFor(() => expect(h.kernel()).toEqual(want));
     expect(h.logged(INFO, 'datapath drifted from the leases; converging').at(-1)).toMatchObject({ why: 'netlink notifications overran' });
+  });
+
+  it('reports a failed notification stream, reopens it after a second and resyncs for what it missed', async () => {
+    const h = await setup();
+    const failures: string[] = [];
+    h.observe({ streamFailed: (stream, err) => void failures.push(`${stream}: ${err}`) });
+    await h.start();
+    await h.push(added(peerLease(2), peerLease(3)));
+    const want = h.kernel();
+    const [neigh2] = peerEntries(2, h.dev()) as [DatapathEntry];
+
+    h.dp.failEvents(new Error('socket closed'));
+    await vi.waitFor(() => expect(failures).toEqual(['kernel-notifications: socket closed']));
+    expect(h.logged(ERROR, 'input stream failed')).toEqual([expect.objectContaining({ stream: 'kernel-notifications', err: 'socket closed' })]);
+    h.dp.removeSilently(entryIdentity(neigh2));
+
+    await vi.waitFor(() => expect(h.clock.pending).toBe(2));
+    h.clock.advance(1000);
+    await vi.waitFor(() => expect(h.kernel()).toEqual(want));
+    expect(h.dp.eventSubscribers).toBe(1);
+    expect(h.logged(INFO, 'datapath drifted from the leases; converging').at(-1)).toMatchObject({ why: 'kernel notifications reopened', changes: 1 });
+
+    // The reopened stream carries deletions again.
+    const [, , route3] = peerEntries(3, h.dev()) as [DatapathEntry, DatapathEntry, DatapathEntry];
+    h.dp.deleteEntryBehindOurBack(entryIdentity(route3));
+    await vi.waitFor(() => expect(h.kernel()).toEqual(want));
+  });
+
+  it('reports a lease stream that fails and keeps the entries it has', async () => {
+    const h = await setup();
+    const failures: string[] = [];
+    h.observe({ streamFailed: (stream, err) => void failures.push(`${stream}: ${err}`) });
+    await h.start();
+    await h.push(added(peerLease(2)));
+    const want = h.kernel();
+
+    h.subnets.failLeases(new Error('etcd watch cancelled'));
+    await vi.waitFor(() => expect(failures).toEqual(['leases: etcd watch cancelled']));
+    expect(h.kernel()).toEqual(want);
   });
 });
 

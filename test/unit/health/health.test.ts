@@ -106,12 +106,15 @@ describe('health server', () => {
     observer.peers?.(2);
     observer.entries?.({ route: 2, neigh: 2, fdb: 2 });
     observer.repaired?.('fdb', 1);
+    observer.streamFailed?.('kernel-notifications', 'socket closed');
     const [code, text] = await get('/metrics');
     expect(code).toBe(200);
     expect(text).toContain('flanneld_peers 2');
     expect(text).toContain('flanneld_datapath_entries{kind="fdb"} 2');
     expect(text).toContain('flanneld_datapath_repairs_total{kind="fdb"} 1');
     expect(text).toContain('flanneld_datapath_repairs_total{kind="route"} 0');
+    expect(text).toContain('flanneld_datapath_input_stream_failures_total{stream="kernel-notifications"} 1');
+    expect(text).toContain('flanneld_datapath_input_stream_failures_total{stream="leases"} 0');
     expect(text).toContain('flanneld_traffic_rules_repairs_total{manager="iptables"} 0');
 
     status.observer().peersChanged?.(new Map(), new Map([['10.244.2.0-24', peer(2)]]));
