@@ -4,22 +4,13 @@
  * A sidecar <containerID>.ifname records the interface name, which GC needs to release host-local's address.
  * Synchronous, as a one-shot plugin process can be: no thread-pool round trip per file operation.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { writeFileAtomic } from '../flanneld/runtime/atomic-file.js';
 
 const IFNAME_SUFFIX = '.ifname';
 
-function writeDurably(path: string, text: string): void {
-  const temp = `${path}.tmp`;
-  const fd = openSync(temp, 'w', 0o600);
-  try {
-    writeFileSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(temp, path);
-}
+const writeDurably = (path: string, text: string): void => writeFileAtomic(path, text, 0o600);
 
 export function saveScratch(dataDir: string, containerId: string, ifname: string, conf: string): void {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });

@@ -19,7 +19,7 @@ import { abortOnSignals } from './runtime/signals.js';
 import { createEtcdClient, planEtcdClient } from './subnet/etcd/etcd-client.js';
 import { EtcdLeaseStore } from './subnet/etcd/etcd-lease-store.js';
 import { EtcdSubnetManager } from './subnet/etcd/etcd-subnet-manager.js';
-import { writeFileAtomic } from './subnet/subnet-env.js';
+import { writeSubnetFile } from './subnet/subnet-env.js';
 import { execCommand } from './runtime/exec.js';
 import { IptablesTrafficManager } from './traffic/iptables-manager.js';
 import { NftablesTrafficManager } from './traffic/nftables-manager.js';
@@ -144,7 +144,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         random: mathRandom,
         rootLog: root,
         readFile: (path) => readFile(path, 'utf8').catch(() => undefined),
-        writeFile: writeFileAtomic,
+        writeFile: writeSubnetFile,
         ops: { loops, readiness, status, metrics, ...(prober ? { prober } : {}) },
       },
       {

@@ -1,11 +1,12 @@
 /**
  * subnet.env, the file flanneld hands to the CNI plugin and to itself on the next start: upstream's keys and order,
  * written atomically (temp file in the same directory, then rename) so a reader never sees half a file.
- * Shared with the CNI plugin, so it imports nothing beyond ip/ and node:fs.
+ * Shared with the CNI plugin, so it imports nothing beyond ip/, runtime/atomic-file.ts and node:fs.
  */
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
-import { dirname, join, basename } from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { formatIp } from '../ip/address.js';
+import { writeFileAtomic as writeAtomic } from '../runtime/atomic-file.js';
 import { firstHost, formatCidr, parseCidr, type IpNet } from '../ip/cidr.js';
 
 export const DEFAULT_SUBNET_FILE = '/run/flannel/subnet.env';
@@ -57,23 +58,8 @@ export function previousSubnets(text: string): { subnet?: IpNet; ipv6Subnet?: Ip
   return { ...(subnet ? { subnet } : {}), ...(ipv6Subnet ? { ipv6Subnet } : {}) };
 }
 
-/** Writes `text` to `path` atomically with mode 0644 (regardless of umask), creating the directory 0755. */
-export async function writeFileAtomic(path: string, text: string): Promise<void> {
-  const dir = dirname(path);
-  await mkdir(dir, { recursive: true, mode: 0o755 });
-  const temp = join(dir, `.${basename(path)}.${process.pid}.${Date.now()}.tmp`);
-  const handle = await open(temp, 'w', 0o644);
-  try {
-    await handle.writeFile(text);
-    await handle.chmod(0o644);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  try {
-    await rename(temp, path);
-  } catch (err) {
-    await unlink(temp).catch(() => undefined);
-    throw err;
-  }
+/** Writes subnet.env atomically with mode 0644 (whatever the umask), creating its directory 0755. */
+export async function writeSubnetFile(path: string, text: string): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  writeAtomic(path, text, 0o644);
 }

@@ -8,7 +8,7 @@ import {
   parseEnvText,
   previousSubnets,
   renderSubnetEnv,
-  writeFileAtomic,
+  writeSubnetFile,
 } from '../../../flanneld/subnet/subnet-env.js';
 
 const net = (text: string): IpNet => {
@@ -149,7 +149,7 @@ describe('previousSubnets', () => {
   });
 });
 
-describe('writeFileAtomic', () => {
+describe('writeSubnetFile', () => {
   let dir: string;
   let savedUmask: number;
 
@@ -165,14 +165,14 @@ describe('writeFileAtomic', () => {
 
   it('writes the text with mode 0644 despite umask 077', async () => {
     const path = join(dir, 'subnet.env');
-    await writeFileAtomic(path, 'FLANNEL_MTU=1450\n');
+    await writeSubnetFile(path, 'FLANNEL_MTU=1450\n');
     expect(await readFile(path, 'utf8')).toBe('FLANNEL_MTU=1450\n');
     expect((await stat(path)).mode & 0o777).toBe(0o644);
   });
 
   it('creates missing parent directories', async () => {
     const path = join(dir, 'run', 'flannel', 'subnet.env');
-    await writeFileAtomic(path, 'FLANNEL_MTU=1450\n');
+    await writeSubnetFile(path, 'FLANNEL_MTU=1450\n');
     expect((await stat(join(dir, 'run', 'flannel'))).isDirectory()).toBe(true);
     expect(await readFile(path, 'utf8')).toBe('FLANNEL_MTU=1450\n');
   });
@@ -180,7 +180,7 @@ describe('writeFileAtomic', () => {
   it('replaces an existing file, leaving no temp file behind', async () => {
     const path = join(dir, 'subnet.env');
     await writeFile(path, 'old contents that are longer than the new ones\n', { mode: 0o600 });
-    await writeFileAtomic(path, 'FLANNEL_MTU=1400\n');
+    await writeSubnetFile(path, 'FLANNEL_MTU=1400\n');
     expect(await readFile(path, 'utf8')).toBe('FLANNEL_MTU=1400\n');
     expect((await stat(path)).mode & 0o777).toBe(0o644);
     expect(await readdir(dir)).toEqual(['subnet.env']);
@@ -189,7 +189,7 @@ describe('writeFileAtomic', () => {
   it('removes its temp file when the final rename fails', async () => {
     const path = join(dir, 'subnet.env');
     await mkdir(join(path, 'occupied'), { recursive: true });
-    await expect(writeFileAtomic(path, 'FLANNEL_MTU=1450\n')).rejects.toMatchObject({ code: expect.any(String) });
+    await expect(writeSubnetFile(path, 'FLANNEL_MTU=1450\n')).rejects.toMatchObject({ code: expect.any(String) });
     expect(await readdir(dir)).toEqual(['subnet.env']);
     expect((await stat(path)).isDirectory()).toBe(true);
   });
