@@ -267,8 +267,12 @@ async function* validPeerLeases(deps: DaemonDeps, config: NetworkConfig, own: Le
 function combinePeerGuardObservers(...observers: (PeerGuardObserver | undefined)[]): PeerGuardObserver {
   const all = observers.filter((o): o is PeerGuardObserver => o !== undefined);
   return {
-    refused: (reason) => all.forEach((o) => o.refused?.(reason)),
-    refusedChanged: (refused) => all.forEach((o) => o.refusedChanged?.(refused)),
+    refused: (reason) => {
+      for (const o of all) o.refused?.(reason);
+    },
+    refusedChanged: (refused) => {
+      for (const o of all) o.refusedChanged?.(refused);
+    },
   };
 }
 

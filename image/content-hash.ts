@@ -22,6 +22,6 @@ function hashInto(hash: Hash, path: string, name: string): void {
 export function contentHash(paths: readonly string[], parts: readonly string[] = []): string {
   const hash = createHash('sha256');
   for (const part of parts) hash.update(`part ${part}\n`);
-  paths.forEach((path, i) => hashInto(hash, path, `${i}:${basename(path)}`));
+  for (const [i, path] of paths.entries()) hashInto(hash, path, `${i}:${basename(path)}`);
   return hash.digest('hex').slice(0, 16);
 }

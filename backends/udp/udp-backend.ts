@@ -37,7 +37,7 @@ export function createUdpBackend(deps: BackendDeps, dataplane: UdpDataplane): Ba
       if (!config.enableIPv4 || !config.network) throw new ConfigError('EnableIPv4', config.enableIPv4, 'the udp backend carries IPv4 only');
       if (config.enableIPv6) throw new ConfigError('EnableIPv6', config.enableIPv6, 'the udp backend carries IPv4 only; use vxlan or host-gw for IPv6');
       const localAddr = extIface.ifaceAddr;
-      if (!localAddr || localAddr.family !== 4) throw new FlannelError('ERR_INTERFACE', `interface ${extIface.name} has no IPv4 address for the udp backend's socket`);
+      if (localAddr?.family !== 4) throw new FlannelError('ERR_INTERFACE', `interface ${extIface.name} has no IPv4 address for the udp backend's socket`);
       const network: IpNet = config.network;
       const mtu = extIface.mtu - UDP_OVERHEAD;
 

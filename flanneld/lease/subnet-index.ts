@@ -14,7 +14,10 @@ export class SubnetIndex<V> {
   private slot(family: number, prefixLen: number, create: boolean): Map<bigint, { net: IpNet; value: V }> | undefined {
     const key = `${family}/${prefixLen}`;
     let m = this.byLength.get(key);
-    if (!m && create) this.byLength.set(key, (m = new Map()));
+    if (!m && create) {
+      m = new Map();
+      this.byLength.set(key, m);
+    }
     return m;
   }
 

@@ -210,5 +210,8 @@ export function watchEntries(
   };
   const result = poll();
   result.catch(() => undefined);
-  return { result, cancel: () => void (cancelled = true) };
+  const cancel = (): void => {
+    cancelled = true;
+  };
+  return { result, cancel };
 }

@@ -230,14 +230,14 @@ describe.skipIf(scriptMissing ?? referenceMissing)(`flannel CNI plugin, script f
     const pods: CniPod[] = [];
     for (let i = 0; i < 50; i++) pods.push(await node.pod(`p${i}`));
     const adds = await Promise.all(pods.map((p) => node.add(p)));
-    adds.forEach((a, i) => ok(a, `ADD ${i}`));
+    for (const [i, a] of adds.entries()) ok(a, `ADD ${i}`);
     const addresses = adds.map((a) => podAddress(a.json));
     expect(new Set(addresses).size).toBe(50);
     for (const a of addresses) expect(a).toMatch(/^10\.244\.7\.(\d+)$/);
     expect(addresses).not.toContain('10.244.7.1');
     expect(node.reservations()).toHaveLength(50);
     const dels = await Promise.all(pods.map((p, i) => node.del(p, { prevResult: adds[i]!.json })));
-    dels.forEach((d, i) => ok(d, `DEL ${i}`));
+    for (const [i, d] of dels.entries()) ok(d, `DEL ${i}`);
     expect(node.reservations()).toEqual([]);
     for (const p of pods) await node.removePod(p);
   });
@@ -596,7 +596,7 @@ describe.skipIf(scriptMissing ?? referenceMissing)(`flannel CNI plugin, script f
         expect(p6.ok, `${pod.containerId}: ${p6.output}`).toBe(true);
       }));
       const dels = await Promise.all(pods.map((p, i) => node.del(p, { prevResult: results[i] })));
-      dels.forEach((d, i) => ok(d, `DEL ${i}`));
+      for (const [i, d] of dels.entries()) ok(d, `DEL ${i}`);
       expect(node.reservations()).toEqual([]);
       for (const p of pods) await node.removePod(p);
     });

@@ -225,8 +225,11 @@ describe('udp backend on the real kernel', () => {
     await cluster.startDaemon('h2');
     expect(await tunAddresses(h2)).toEqual(before);
     let failures: Awaited<ReturnType<typeof pingMatrix<Pod>>> = [];
-    await waitFor('pods talking again', async () => ((failures = await pingMatrix(cluster.pods, { count: 1 })).length === 0 ? true : undefined), 5000, 100)
-      .catch(() => undefined);
+    const talking = async (): Promise<true | undefined> => {
+      failures = await pingMatrix(cluster.pods, { count: 1 });
+      return failures.length === 0 ? true : undefined;
+    };
+    await waitFor('pods talking again', talking, 5000, 100).catch(() => undefined);
     expect(pairs(failures)).toEqual([]);
   });
 
