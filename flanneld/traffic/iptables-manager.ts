@@ -20,6 +20,7 @@ import {
   type SavedIptablesChain,
 } from './render-iptables.js';
 import type { TrafficManager, TrafficPlan } from './traffic-manager.js';
+import { Serial } from '../runtime/serial.js';
 
 export interface IptablesTrafficManagerDeps {
   readonly exec: Exec;
@@ -33,7 +34,7 @@ export class IptablesTrafficManager implements TrafficManager {
   private readonly exec: Exec;
   private readonly log: Logger | undefined;
   private version: Version | undefined;
-  private tail: Promise<unknown> = Promise.resolve();
+  private readonly serial = new Serial();
 
   constructor(deps: IptablesTrafficManagerDeps) {
     this.exec = deps.exec;
@@ -47,7 +48,7 @@ export class IptablesTrafficManager implements TrafficManager {
   }
 
   ensure(plan: TrafficPlan, signal: AbortSignal): Promise<void> {
-    return this.serialised(async () => {
+    return this.serial.run(async () => {
       for (const family of plan.families) {
         const fam = family.clusterCidr.family;
         const wanted = iptablesRules(plan, family);
@@ -74,7 +75,7 @@ export class IptablesTrafficManager implements TrafficManager {
 
   /** Removes FLANNEL-POSTRTG (nat) and FLANNEL-FWD (filter) and their jumps, for both families, where present. */
   removeAll(signal: AbortSignal): Promise<void> {
-    return this.serialised(async () => {
+    return this.serial.run(async () => {
       for (const fam of [4, 6] as const) {
         for (const ref of IPTABLES_CHAINS) {
           let saved: SavedIptablesChain;
@@ -116,11 +117,5 @@ export class IptablesTrafficManager implements TrafficManager {
       this.log?.debug({ err: err.message }, 'cannot read the iptables version');
     }
     return this.version;
-  }
-
-  private serialised<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(work, work);
-    this.tail = run.catch(() => undefined);
-    return run;
   }
 }

@@ -16,6 +16,7 @@ import {
   renderNftRemoval,
 } from './render-nft.js';
 import type { TrafficManager, TrafficPlan } from './traffic-manager.js';
+import { Serial } from '../runtime/serial.js';
 
 export interface NftablesTrafficManagerDeps {
   readonly exec: Exec;
@@ -27,7 +28,7 @@ export class NftablesTrafficManager implements TrafficManager {
   private readonly exec: Exec;
   private readonly log: Logger | undefined;
   private randomFully: boolean | undefined;
-  private tail: Promise<unknown> = Promise.resolve();
+  private readonly serial = new Serial();
 
   constructor(deps: NftablesTrafficManagerDeps) {
     this.exec = deps.exec;
@@ -50,7 +51,7 @@ export class NftablesTrafficManager implements TrafficManager {
   }
 
   ensure(plan: TrafficPlan, signal: AbortSignal): Promise<void> {
-    return this.serialised(async () => {
+    return this.serial.run(async () => {
       if (plan.families.length === 0) return;
       const script = renderNftEnsure(plan);
       this.log?.debug({ script }, 'nft -f');
@@ -73,7 +74,7 @@ export class NftablesTrafficManager implements TrafficManager {
 
   /** Deletes both of our tables (and with them every chain and rule), tolerating their absence. */
   removeAll(signal: AbortSignal): Promise<void> {
-    return this.serialised(async () => {
+    return this.serial.run(async () => {
       try {
         await this.exec(['nft', '-f', '-'], { input: renderNftRemoval(), signal });
       } catch (err) {
@@ -82,12 +83,6 @@ export class NftablesTrafficManager implements TrafficManager {
         this.log?.debug({ err: errorMessage(err) }, 'no nft binary; nothing to remove');
       }
     });
-  }
-
-  private serialised<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.tail.then(work, work);
-    this.tail = run.catch(() => undefined);
-    return run;
   }
 }
 
