@@ -5,7 +5,7 @@
  * no etcd or Kubernetes client), so a pod start pays for little more than Node itself.
  */
 import { readFileSync, writeSync } from 'node:fs';
-import { parseNetConf } from './netconf.js';
+import { isObject, parseNetConf } from './netconf.js';
 import { CniCode, CniError, isSupportedVersion, LATEST_VERSION, parseCniEnv, SUPPORTED_VERSIONS } from './protocol.js';
 import { cmdAdd } from './verbs/add.js';
 import { cmdCheck } from './verbs/check.js';
@@ -18,8 +18,8 @@ async function main(): Promise<number> {
   try {
     const env = parseCniEnv(process.env);
     const stdin = readStdin();
-    // Read before full parsing, so even a config that fails to parse gets its error in the version it asked for.
-    const asked = /"cniVersion"\s*:\s*"([^"]*)"/.exec(stdin)?.[1];
+    // Read before full validation, so even a config that fails it gets its error in the version it asked for.
+    const asked = askedVersion(stdin);
     if (env.command === 'VERSION') {
       writeStdout(JSON.stringify({ cniVersion: asked || LATEST_VERSION, supportedVersions: SUPPORTED_VERSIONS }));
       return 0;
@@ -47,6 +47,17 @@ async function main(): Promise<number> {
     const error = err instanceof CniError ? err : new CniError(CniCode.Internal, err instanceof Error ? err.message : String(err));
     writeStdout(error.toJson(cniVersion));
     return 1;
+  }
+}
+
+/** The top-level cniVersion of the config on stdin, if it is JSON with one (a delegate's inner one does not count). */
+function askedVersion(stdin: string): string | undefined {
+  try {
+    const doc: unknown = JSON.parse(stdin);
+    const version = isObject(doc) ? doc['cniVersion'] : undefined;
+    return typeof version === 'string' ? version : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -30,20 +30,30 @@ export async function cmdAdd(env: CniEnv, conf: FlannelNetConf): Promise<JsonObj
     await settleGateways(output);
     return convertResult(output, conf.cniVersion);
   } catch (err) {
-    rollBack(target.path, env, conf.dataDir, text);
-    throw err;
+    const cleanup = rollBack(target.path, env, conf.dataDir, text);
+    if (cleanup === undefined) throw err;
+    // The ADD's own error is what the runtime acts on; the failed cleanup rides along in its details, so an
+    // operator learns that an address or a veth may be left until the runtime's own DEL.
+    const error = err instanceof CniError ? err : new CniError(CniCode.Internal, errorText(err));
+    throw new CniError(error.code, error.message, [error.details, `cleanup after the failed ADD also failed: ${cleanup}`].filter(Boolean).join('; '));
   }
 }
 
-/** SPEC §4: a failed ADD is followed by the delegate's DEL, so nothing half-made (an address, a veth) stays. */
-function rollBack(path: string, env: CniEnv, dataDir: string, text: string): void {
+/**
+ * SPEC §4: a failed ADD is followed by the delegate's DEL, so nothing half-made (an address, a veth) stays.
+ * Returns why that failed, or undefined when it worked.
+ */
+function rollBack(path: string, env: CniEnv, dataDir: string, text: string): string | undefined {
   try {
     runPlugin(path, { ...env.raw, CNI_COMMAND: 'DEL' }, text);
     removeScratch(dataDir, env.containerId);
-  } catch {
-    // the ADD's own error is what the runtime needs to see
+    return undefined;
+  } catch (err) {
+    return errorText(err);
   }
 }
+
+const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 
 /** The delegate's ADD result; its errors keep their code and say they came from the delegate. */
 function delegateAdd(path: string, env: CniEnv, text: string): JsonObject {
