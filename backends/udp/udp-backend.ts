@@ -37,13 +37,13 @@ export function createUdpBackend(deps: BackendDeps, dataplane: UdpDataplane): Ba
       if (!config.enableIPv4 || !config.network) throw new ConfigError('EnableIPv4', config.enableIPv4, 'the udp backend carries IPv4 only');
       if (config.enableIPv6) throw new ConfigError('EnableIPv6', config.enableIPv6, 'the udp backend carries IPv4 only; use vxlan or host-gw for IPv6');
       const localAddr = extIface.ifaceAddr;
-      if (localAddr?.family !== 4) throw new FlannelError('ERR_INTERFACE', `interface ${extIface.name} has no IPv4 address for the udp backend's socket`);
+      if (localAddr?.family !== 4) throw new FlannelError('ERR_NO_ADDRESS', `interface ${extIface.name} has no IPv4 address for the udp backend's socket`);
       const network: IpNet = config.network;
       const mtu = extIface.mtu - UDP_OVERHEAD;
 
       // Upstream's udp lease carries PublicIP only: no BackendType, no BackendData.
       const lease = await deps.acquireLease(baseLeaseAttrs(extIface, ''), signal);
-      if (!lease.subnet) throw new FlannelError('ERR_INTERFACE', 'udp backend: the lease has no IPv4 subnet');
+      if (!lease.subnet) throw new FlannelError('ERR_CONFIG_INVALID', 'udp backend: the lease has no IPv4 subnet');
       const tunAddr = networkAddress(lease.subnet);
       const networkRoute = (index: number): DatapathEntry => ({ kind: 'route', dst: network, linkIndex: index });
 
@@ -61,7 +61,7 @@ export function createUdpBackend(deps: BackendDeps, dataplane: UdpDataplane): Ba
           stop();
           const tun = dataplane.openTun(UDP_DEVICE);
           const opened = await datapath.link(tun.name);
-          if (!opened) throw new FlannelError('ERR_INTERFACE', `${tun.name} vanished right after it was opened`);
+          if (!opened) throw new FlannelError('ERR_DEVICE', `${tun.name} vanished right after it was opened`);
           const proxy = dataplane.start({ tun, localAddr, port: cfg.port, mtu });
           running = { proxy, index: opened.index };
           for (const r of routes.values()) proxy.setRoute(r.subnet, r.peer, cfg.port);
@@ -71,7 +71,7 @@ export function createUdpBackend(deps: BackendDeps, dataplane: UdpDataplane): Ba
         await datapath.ensureAddress(index, { linkIndex: index, address: tunAddr, cidr: ipNet(4, tunAddr.value, 32) }, network);
         const report = await datapath.apply([{ op: 'replace', entry: networkRoute(index) }]);
         const failed = report.failures[0];
-        if (failed) throw new FlannelError('ERR_INTERFACE', `cannot add ${describeEntry(failed.change.entry)}: ${failed.errno}`);
+        if (failed) throw new FlannelError('ERR_DEVICE', `cannot add ${describeEntry(failed.change.entry)}: ${failed.errno}`);
       };
 
       const plan: PeerPlan = {

@@ -87,7 +87,7 @@ export function nativeUdpDataplane(): UdpDataplane {
     start(opts) {
       const native = load();
       const v4 = (ip: IpAddress, what: string): number => {
-        if (ip.family !== 4) throw new FlannelError('ERR_INTERFACE', `udp backend: ${what} must be IPv4`);
+        if (ip.family !== 4) throw new FlannelError('ERR_NO_ADDRESS', `udp backend: ${what} must be IPv4`);
         return Number(ip.value);
       };
       const handle = native.startProxy({

@@ -33,7 +33,7 @@ export function createVxlanBackend(deps: BackendDeps): Backend {
       const devices: Device[] = [];
       for (const family of families) {
         const local = family === 4 ? extIface.ifaceAddr : extIface.ifaceAddrV6;
-        if (!local) throw new FlannelError('ERR_INTERFACE', `interface ${extIface.name} has no IPv${family} address for the vxlan device`);
+        if (!local) throw new FlannelError('ERR_NO_ADDRESS', `interface ${extIface.name} has no IPv${family} address for the vxlan device`);
         const name = vxlanDeviceName(cfg.vni, family);
         const stored = decodeVxlanBackendData(family === 4 ? previous?.attrs.backendData : previous?.attrs.backendV6Data)?.mac;
         const existing = await datapath.link(name);
@@ -103,7 +103,7 @@ async function ensureDevice(deps: BackendDeps, spec: VxlanLinkSpec) {
   const link = await deps.datapath.ensureVxlan(spec);
   // Upstream issue #1795: a MAC that silently differs strands every peer's FDB entry.
   if (link.mac !== spec.mac) {
-    throw new FlannelError('ERR_INTERFACE', `${spec.name}'s mac address wanted: ${spec.mac}, but got: ${link.mac}`);
+    throw new FlannelError('ERR_DEVICE', `${spec.name}'s mac address wanted: ${spec.mac}, but got: ${link.mac}`);
   }
   return link;
 }

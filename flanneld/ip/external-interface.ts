@@ -118,10 +118,10 @@ export async function chooseExternalInterface(host: HostView, opts: ExternalInte
   const ifaceAddr = pick(4);
   const ifaceAddrV6 = pick(6);
   if (opts.enableIPv4 && !ifaceAddr && !publicIP) {
-    throw new FlannelError('ERR_INTERFACE', `interface ${chosen.name} has no IPv4 address`);
+    throw new FlannelError('ERR_NO_ADDRESS', `interface ${chosen.name} has no IPv4 address`);
   }
   if (opts.enableIPv6 && !ifaceAddrV6 && !publicIPv6) {
-    throw new FlannelError('ERR_INTERFACE', `interface ${chosen.name} has no IPv6 address`);
+    throw new FlannelError('ERR_NO_ADDRESS', `interface ${chosen.name} has no IPv6 address`);
   }
   const pub = opts.enableIPv4 ? publicIP ?? ifaceAddr : undefined;
   const pub6 = opts.enableIPv6 ? publicIPv6 ?? ifaceAddrV6 : undefined;

@@ -4,6 +4,7 @@
  */
 import { formatIp, parseIPv4, parseIPv6, type IpAddress } from '../ip/address.js';
 import type { IpNet } from '../ip/cidr.js';
+import { FlannelError } from '../runtime/errors.js';
 
 export interface LeaseAttrs {
   /** IPv4 address peers use to reach this node; absent on IPv6-only nodes (upstream writes "0.0.0.0"). */
@@ -53,7 +54,7 @@ export function encodeLeaseAttrs(attrs: LeaseAttrs): string {
 export function decodeLeaseAttrs(text: string): LeaseAttrs {
   const parsed: unknown = JSON.parse(text);
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new TypeError('lease value is not a JSON object');
+    throw new FlannelError('ERR_LEASE_INVALID', 'lease value is not a JSON object');
   }
   const fields = new Map<string, unknown>();
   for (const [k, v] of Object.entries(parsed)) fields.set(k.toLowerCase(), v);
@@ -61,17 +62,17 @@ export function decodeLeaseAttrs(text: string): LeaseAttrs {
   const publicIPText = fields.get('publicip');
   const publicIPv6Text = fields.get('publicipv6');
   const backendType = fields.get('backendtype') ?? '';
-  if (typeof backendType !== 'string') throw new TypeError('BackendType is not a string');
+  if (typeof backendType !== 'string') throw new FlannelError('ERR_LEASE_INVALID', 'BackendType is not a string');
 
   let publicIP: IpAddress | undefined;
   if (publicIPText !== undefined && publicIPText !== null && publicIPText !== ZERO_V4) {
     publicIP = typeof publicIPText === 'string' ? parseIPv4(publicIPText) : undefined;
-    if (!publicIP) throw new TypeError(`PublicIP ${JSON.stringify(publicIPText)} is not an IPv4 address`);
+    if (!publicIP) throw new FlannelError('ERR_LEASE_INVALID', `PublicIP ${JSON.stringify(publicIPText)} is not an IPv4 address`);
   }
   let publicIPv6: IpAddress | undefined;
   if (publicIPv6Text !== undefined && publicIPv6Text !== null && publicIPv6Text !== '') {
     publicIPv6 = typeof publicIPv6Text === 'string' ? parseIPv6(publicIPv6Text) : undefined;
-    if (!publicIPv6) throw new TypeError(`PublicIPv6 ${JSON.stringify(publicIPv6Text)} is not an IPv6 address`);
+    if (!publicIPv6) throw new FlannelError('ERR_LEASE_INVALID', `PublicIPv6 ${JSON.stringify(publicIPv6Text)} is not an IPv6 address`);
   }
   const backendData = fields.get('backenddata');
   const backendV6Data = fields.get('backendv6data');

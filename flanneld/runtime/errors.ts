@@ -6,7 +6,16 @@ export type ErrorCode =
   | 'ERR_LEASE_LOST'
   | 'ERR_SUBNET_CONFLICT'
   | 'ERR_STORE_UNAVAILABLE'
+  /** No usable external interface, or the one named cannot be used. */
   | 'ERR_INTERFACE'
+  /** The interface lacks an address of the family the network needs. */
+  | 'ERR_NO_ADDRESS'
+  /** A device of ours (flannel.1, flannel0) cannot be made, is not what we made, or lost what we gave it. */
+  | 'ERR_DEVICE'
+  /** A lease value in the store does not parse. */
+  | 'ERR_LEASE_INVALID'
+  /** A Node object lacks what flannel needs from it (podCIDRs, annotations). */
+  | 'ERR_NODE_INVALID'
   | 'ERR_EXEC'
   | 'ERR_IO';
 

@@ -188,13 +188,13 @@ export class FakeDatapath implements Datapath {
   }
 
   async deleteLink(index: number): Promise<void> {
-    if (!this.linkTable.has(index)) throw new FlannelError('ERR_INTERFACE', `delete link #${index}: ENODEV`);
+    if (!this.linkTable.has(index)) throw new FlannelError('ERR_DEVICE', `delete link #${index}: ENODEV`);
     this.dropLink(index);
   }
 
   async configureLink(index: number, mtu: number): Promise<void> {
     const link = this.linkTable.get(index);
-    if (!link) throw new FlannelError('ERR_INTERFACE', `configure link #${index}: ENODEV`);
+    if (!link) throw new FlannelError('ERR_DEVICE', `configure link #${index}: ENODEV`);
     this.linkTable.set(index, { ...link, mtu, up: true });
   }
 
@@ -204,7 +204,7 @@ export class FakeDatapath implements Datapath {
 
   async ensureAddress(linkIndex: number, wanted: AddressInfo, within: IpNet): Promise<void> {
     if (!this.linkTable.has(linkIndex)) {
-      throw new FlannelError('ERR_INTERFACE', `address on link #${linkIndex}: ENODEV`);
+      throw new FlannelError('ERR_DEVICE', `address on link #${linkIndex}: ENODEV`);
     }
     const kept = (this.addressTable.get(linkIndex) ?? []).filter(
       (a) => a.address.family !== wanted.address.family || !containsIp(within, a.address) || sameAddress(a, wanted),

@@ -77,7 +77,7 @@ export type PeerLease =
 function annotation(node: KubeNode, key: string): string | undefined {
   const text = node.annotations[key];
   const problem = text === undefined ? undefined : oversizeProblem(`annotation ${key}`, Buffer.byteLength(text));
-  if (problem) throw new Error(problem);
+  if (problem) throw new FlannelError('ERR_NODE_INVALID', problem);
   return text;
 }
 
@@ -87,14 +87,14 @@ function parseData(node: KubeNode, key: string): unknown {
   try {
     return JSON.parse(text) ?? undefined;
   } catch {
-    throw new Error(`annotation ${key} is not JSON: ${clip(JSON.stringify(text), LOGGED_KEY_CHARS)}`);
+    throw new FlannelError('ERR_NODE_INVALID', `annotation ${key} is not JSON: ${clip(JSON.stringify(text), LOGGED_KEY_CHARS)}`);
   }
 }
 
 function parseAddress(node: KubeNode, key: string, parse: (t: string) => IpAddress | undefined): IpAddress {
   const text = annotation(node, key);
   const ip = text === undefined ? undefined : parse(text);
-  if (!ip) throw new Error(text === undefined ? `annotation ${key} is missing` : `annotation ${key} is not an address: ${clip(JSON.stringify(text), LOGGED_KEY_CHARS)}`);
+  if (!ip) throw new FlannelError('ERR_NODE_INVALID', text === undefined ? `annotation ${key} is missing` : `annotation ${key} is not an address: ${clip(JSON.stringify(text), LOGGED_KEY_CHARS)}`);
   return ip;
 }
 
@@ -106,8 +106,8 @@ export function peerLease(node: KubeNode, names: AnnotationNames, config: Networ
     const backendType = annotation(node, names.backendType) ?? '';
     const v4 = config.enableIPv4 ? subnets.v4 : undefined;
     const v6 = config.enableIPv6 ? subnets.v6 : undefined;
-    if (config.enableIPv4 && !v4) throw new Error(`no IPv4 podCIDR (spec.podCIDRs: ${node.podCIDRs.join(',') || 'none'})`);
-    if (config.enableIPv6 && !v6) throw new Error(`no IPv6 podCIDR (spec.podCIDRs: ${node.podCIDRs.join(',') || 'none'})`);
+    if (config.enableIPv4 && !v4) throw new FlannelError('ERR_NODE_INVALID', `no IPv4 podCIDR (spec.podCIDRs: ${node.podCIDRs.join(',') || 'none'})`);
+    if (config.enableIPv6 && !v6) throw new FlannelError('ERR_NODE_INVALID', `no IPv6 podCIDR (spec.podCIDRs: ${node.podCIDRs.join(',') || 'none'})`);
     const attrs: { -readonly [K in keyof LeaseAttrs]: LeaseAttrs[K] } = { backendType };
     if (v4) {
       attrs.publicIP = parseAddress(node, names.publicIP, parseIPv4);

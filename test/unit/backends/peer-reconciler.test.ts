@@ -107,7 +107,7 @@ async function setup() {
       ensureCalls++;
       if (ensureFailures > 0) {
         ensureFailures--;
-        throw new FlannelError('ERR_INTERFACE', 'create vxlan device flannel.1: EBUSY');
+        throw new FlannelError('ERR_DEVICE', 'create vxlan device flannel.1: EBUSY');
       }
       dev = (await dp.ensureVxlan(spec)).index;
     },

@@ -7,7 +7,7 @@ import {
   type HostInterface,
   type HostView,
 } from '../../../flanneld/ip/external-interface.js';
-import { FlannelError } from '../../../flanneld/runtime/errors.js';
+import { FlannelError, type ErrorCode } from '../../../flanneld/runtime/errors.js';
 
 const ip = (text: string): IpAddress => {
   const a = parseIp(text);
@@ -76,13 +76,13 @@ async function chosenName(host: HostView, opts: ExternalInterfaceOptions): Promi
   return (await chooseExternalInterface(host, opts)).name;
 }
 
-async function failure(host: HostView, opts: ExternalInterfaceOptions): Promise<FlannelError> {
+async function failure(host: HostView, opts: ExternalInterfaceOptions, code: ErrorCode = 'ERR_INTERFACE'): Promise<FlannelError> {
   const err: unknown = await chooseExternalInterface(host, opts).then(
     () => undefined,
     (e: unknown) => e,
   );
   expect(err).toBeInstanceOf(FlannelError);
-  expect((err as FlannelError).code).toBe('ERR_INTERFACE');
+  expect((err as FlannelError).code).toBe(code);
   return err as FlannelError;
 }
 
@@ -310,7 +310,7 @@ describe('chooseExternalInterface', () => {
 
     it('fails when the interface has no IPv4 address and no --public-ip is given', async () => {
       const host = fakeHost([iface('eth0', 2, ['2001:db8::1'])]);
-      const err = await failure(host, v4Only({ iface: ['eth0'] }));
+      const err = await failure(host, v4Only({ iface: ['eth0'] }), 'ERR_NO_ADDRESS');
       expect(err.message).toBe('interface eth0 has no IPv4 address');
     });
 
@@ -328,7 +328,7 @@ describe('chooseExternalInterface', () => {
 
     it('fails on a dual-stack network when the interface has no IPv6 address', async () => {
       const host = fakeHost([iface('eth0', 2, ['10.0.0.1'])], { v4: 'eth0', v6: 'eth0' });
-      const err = await failure(host, v4Only({ enableIPv6: true }));
+      const err = await failure(host, v4Only({ enableIPv6: true }), 'ERR_NO_ADDRESS');
       expect(err.message).toBe('interface eth0 has no IPv6 address');
     });
 

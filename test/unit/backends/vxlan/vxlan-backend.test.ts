@@ -204,7 +204,7 @@ describe('vxlan registerNetwork: devices', () => {
     const err: unknown = await h.register(V4, dp).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(FlannelError);
     expect(err).toMatchObject({
-      code: 'ERR_INTERFACE',
+      code: 'ERR_DEVICE',
       message: `flannel.1's mac address wanted: ${STORED_MAC}, but got: 02:de:ad:be:ef:00`,
     });
     expect(h.subnets.callsTo('acquireLease')).toEqual([]);
