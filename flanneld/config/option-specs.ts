@@ -119,7 +119,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
 
 /**
  * Options accepted for compatibility whose behaviour has not been built yet. Setting one gives a warning; the
- * issue that implements an option deletes it from this list (and nothing else changes).
+ * change that implements an option deletes it from this list (and nothing else changes).
  */
 export const NOT_YET_ACTIVE: readonly string[] = Object.freeze([
   'vmodule', 'log_backtrace_at',

@@ -1,8 +1,9 @@
 /**
  * flannel's nftables rules as pure text: the tables, chains and rules of upstream's nftables manager with the
- * compat.md Decision applied (masked kube-proxy mark, `saddr != clusterCIDR` in the 4th rule, so both modes mean
- * the same). Rules are spelled as `nft list table` prints them, so a listing compares line for line. The ensure
- * script is one `nft -f` transaction; adding an existing table or chain is a no-op, so it is idempotent.
+ * differences of docs/compatibility.md#traffic-rules applied (masked kube-proxy mark, `saddr != clusterCIDR` in the 4th
+ * rule, so both modes mean the same). Rules are spelled as `nft list table` prints them, so a listing compares line for
+ * line. The ensure script is one `nft -f` transaction; adding an existing table or chain is a no-op, so it is
+ * idempotent.
  */
 import type { Family } from '../ip/address.js';
 import { formatCidr } from '../ip/cidr.js';

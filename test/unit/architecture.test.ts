@@ -1,6 +1,7 @@
 /**
- * Import boundaries (house habit 4): the CNI plugin loads only pure leaves, runtime/ and ip/ depend on nothing
- * outside themselves, and backends never reach into the daemon. Checked on the source text of every module.
+ * Import boundaries (docs/architecture.md#import-boundaries): the CNI plugin loads only pure leaves, runtime/ and ip/
+ * depend on nothing outside themselves, and backends never reach into the daemon. Checked on the source text of every
+ * module.
  */
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';

@@ -1,6 +1,6 @@
 /**
  * Which Node this daemon runs for: NODE_NAME, or the spec.nodeName of its own pod found through POD_NAME and
- * POD_NAMESPACE (compat.md §1), with upstream's messages.
+ * POD_NAMESPACE (docs/compatibility.md#kubernetes-mode), with upstream's messages.
  */
 import { FlannelError, errorMessage } from '../../runtime/errors.js';
 import type { NodeApi } from './node-api.js';
