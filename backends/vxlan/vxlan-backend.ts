@@ -104,6 +104,7 @@ async function ensureDevice(deps: BackendDeps, spec: VxlanLinkSpec) {
   // As upstream checks: a MAC that silently differs strands every peer's FDB entry
   // (docs/compatibility.md#vxlan-backend).
   if (link.mac !== spec.mac) {
+    // verbatim upstream: flannel pkg/backend/vxlan/device.go
     throw new FlannelError('ERR_INTERFACE', `${spec.name}'s mac address wanted: ${spec.mac}, but got: ${link.mac}`);
   }
   return link;

@@ -79,6 +79,7 @@ export async function chooseExternalInterface(host: HostView, opts: ExternalInte
     if (!chosen) {
       throw new FlannelError(
         'ERR_INTERFACE',
+        // verbatim upstream: flannel main.go, the sentence before "(tried"
         `Failed to find interface to use that matches the interfaces and/or regexes provided (tried ${tried.join(', ')}; ` +
           `interfaces: ${all.map((i) => i.name).join(', ') || 'none'})`,
       );

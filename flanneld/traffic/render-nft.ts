@@ -40,6 +40,7 @@ export const NFT_POSTRTG: NftChainSpec = Object.freeze({
   hook: 'postrouting',
   priorityName: 'srcnat',
   priority: 100,
+  // verbatim upstream: flannel pkg/trafficmngr/nftables/nftables.go chain comment
   comment: 'chain to manage traffic masquerading by flannel',
 });
 
@@ -50,6 +51,7 @@ export const NFT_FORWARD: NftChainSpec = Object.freeze({
   priorityName: 'filter',
   priority: 0,
   policy: 'accept',
+  // verbatim upstream: flannel pkg/trafficmngr/nftables/nftables.go chain comment
   comment: 'chain to accept flannel traffic',
 });
 
@@ -100,6 +102,7 @@ export function renderNftEnsure(plan: TrafficPlan): string {
   for (const family of plan.families) {
     const { table, chains } = nftRules(plan, family);
     const t = `${table.family} ${table.name}`;
+    // verbatim upstream: flannel pkg/trafficmngr/nftables/nftables.go, the table comment "rules for <name>"
     lines.push(`add table ${t} { comment "rules for ${table.name}" ; }`);
     for (const spec of NFT_CHAINS) {
       const wanted = chains.find((c) => c.spec === spec);

@@ -11,14 +11,17 @@ export async function resolveNodeName(env: Readonly<Record<string, string | unde
   const pod = env['POD_NAME'];
   const namespace = env['POD_NAMESPACE'];
   if (!pod || !namespace) {
+    // verbatim upstream: flannel pkg/subnet/kube/kube.go, all but "when NODE_NAME is not"
     throw new FlannelError('ERR_CONFIG_INVALID', 'env variables POD_NAME and POD_NAMESPACE must be set when NODE_NAME is not');
   }
   let found: string | undefined;
   try {
     found = await api.getPodNodeName(namespace, pod);
   } catch (err) {
+    // verbatim upstream: flannel pkg/subnet/kube/kube.go
     throw new FlannelError('ERR_STORE_UNAVAILABLE', `error retrieving pod spec for '${namespace}/${pod}': ${errorMessage(err)}`, { cause: err });
   }
+  // verbatim upstream: flannel pkg/subnet/kube/kube.go, all but the pod name
   if (!found) throw new FlannelError('ERR_CONFIG_INVALID', `node name not present in pod spec '${namespace}/${pod}'`);
   return found;
 }
