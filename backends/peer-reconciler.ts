@@ -1,11 +1,11 @@
 /**
- * The one loop that keeps the kernel equal to what the peer leases want, shared by vxlan and host-gw. Upstream
- * writes entries only on lease events and never looks again (its issue #2554); here every input (lease batches,
- * kernel notifications of deletions, device loss, a periodic timer) funnels into one queue, and each turn applies
- * the difference in one batch. Startup waits for the first full lease snapshot, then diffs against a dump, so
- * peers that vanished while the daemon was down are cleaned up and the rest is left untouched. The parts: the
- * desired state (reconciler/desired-peers.ts), the apply-and-report step (reconciler/entry-applier.ts), the reasons
- * for a full resync (reconciler/resync-reason.ts); this file is the loop that feeds them.
+ * The one loop that keeps the kernel equal to what the peer leases want, shared by vxlan and host-gw. Upstream writes
+ * entries only on lease events and never looks again (docs/compatibility.md#vxlan-backend, "Repair"); here every input
+ * (lease batches, kernel notifications of deletions, device loss, a periodic timer) funnels into one queue, and each
+ * turn applies the difference in one batch. Startup waits for the first full lease snapshot, then diffs against a dump,
+ * so peers that vanished while the daemon was down are cleaned up and the rest is left untouched.
+ * The parts: the desired state (reconciler/desired-peers.ts), the apply-and-report step (reconciler/entry-applier.ts),
+ * the reasons for a full resync (reconciler/resync-reason.ts); this file is the loop that feeds them.
  */
 import type { Logger } from 'pino';
 import type { Lease, LeaseEvent } from '../flanneld/lease/lease.js';

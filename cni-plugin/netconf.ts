@@ -31,18 +31,22 @@ export function parseNetConf(text: string, needVersion = true): FlannelNetConf {
   try {
     doc = JSON.parse(text);
   } catch (err) {
+    // verbatim upstream: cni-plugin flannel.go, the "failed to load netconf:" prefix
     throw new CniError(CniCode.DecodeFailure, `failed to load netconf: ${(err as Error).message}`);
   }
+  // verbatim upstream: cni-plugin flannel.go, the "failed to load netconf:" prefix
   if (!isObject(doc)) throw new CniError(CniCode.DecodeFailure, 'failed to load netconf: the config is not a JSON object');
   const str = (key: string, fallback: string): string => {
     const v = doc[key];
     if (v === undefined || v === null || v === '') return fallback;
+    // verbatim upstream: cni-plugin flannel.go, the "failed to load netconf:" prefix
     if (typeof v !== 'string') throw new CniError(CniCode.InvalidConfig, `failed to load netconf: ${key} must be a string (got ${JSON.stringify(v)})`);
     return v;
   };
   const obj = (key: string): JsonObject | undefined => {
     const v = doc[key];
     if (v === undefined || v === null) return undefined;
+    // verbatim upstream: cni-plugin flannel.go, the "failed to load netconf:" prefix
     if (!isObject(v)) throw new CniError(CniCode.InvalidConfig, `failed to load netconf: ${key} must be an object (got ${JSON.stringify(v)})`);
     return v;
   };

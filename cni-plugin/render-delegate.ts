@@ -11,9 +11,12 @@ import type { FlannelSubnetEnv } from './subnet-file.js';
 export function checkDelegate(delegate: JsonObject | undefined): void {
   if (!delegate) return;
   if ('type' in delegate && typeof delegate['type'] !== 'string') {
+    // verbatim upstream: cni-plugin flannel.go
     throw new CniError(CniCode.InvalidConfig, "'delegate' dictionary, if present, must have (string) 'type' field");
   }
+  // verbatim upstream: cni-plugin flannel.go
   if ('name' in delegate) throw new CniError(CniCode.InvalidConfig, "'delegate' dictionary must not have 'name' field, it'll be set by flannel");
+  // verbatim upstream: cni-plugin flannel.go
   if ('ipam' in delegate) throw new CniError(CniCode.InvalidConfig, "'delegate' dictionary must not have 'ipam' field, it'll be set by flannel");
 }
 
@@ -37,6 +40,7 @@ export function renderDelegate(conf: FlannelNetConf, env: FlannelSubnetEnv, dele
   ipam['ranges'] = [env.subnet, env.ipv6Subnet].filter((n) => n !== undefined).map((n) => [{ subnet: formatCidr(n) }]);
   const given = ipam['routes'];
   if (given !== undefined && !(Array.isArray(given) && given.every((r) => isObject(r) && typeof r['dst'] === 'string'))) {
+    // verbatim upstream: cni-plugin flannel_linux.go, the three chained prefixes
     throw new CniError(CniCode.InvalidConfig, `failed to assemble Delegate IPAM: failed to read IPAM routes: failed to parse ipam.routes (got ${JSON.stringify(given)})`);
   }
   ipam['routes'] = [

@@ -25,6 +25,7 @@ export function loadSubnetFile(path: string): FlannelSubnetEnv {
     const code = (err as NodeJS.ErrnoException).code;
     throw new CniError(
       code === 'ENOENT' ? CniCode.TryAgainLater : CniCode.IoFailure,
+      // verbatim upstream: cni-plugin flannel.go, the prefix and "Check the flannel pod log for this node"
       `failed to load flannel 'subnet.env' file: ${code === 'ENOENT' ? `open ${path}: no such file or directory` : (err as Error).message}. ` +
         'Check the flannel pod log for this node (is flanneld running and has it written its subnet file?)',
     );
@@ -35,6 +36,7 @@ export function loadSubnetFile(path: string): FlannelSubnetEnv {
 export function parseSubnetFile(text: string, path: string): FlannelSubnetEnv {
   const env = parseEnvText(text);
   const bad = (key: string, value: string): CniError =>
+    // verbatim upstream: cni-plugin flannel.go, the "failed to load flannel 'subnet.env' file:" prefix
     new CniError(CniCode.InvalidConfig, `failed to load flannel 'subnet.env' file: ${path}: ${key} is invalid (got ${JSON.stringify(value)})`);
   const nets = (key: string): IpNet[] => {
     const value = env.get(key);
@@ -64,6 +66,7 @@ export function parseSubnetFile(text: string, path: string): FlannelSubnetEnv {
   if (mtuText === undefined) missing.push('FLANNEL_MTU');
   if (masqText === undefined) missing.push('FLANNEL_IPMASQ');
   if (missing.length > 0) {
+    // verbatim upstream: cni-plugin flannel.go, the prefix and "<file> is missing"
     throw new CniError(CniCode.InvalidConfig, `failed to load flannel 'subnet.env' file: ${path} is missing ${missing.join('; ')}`);
   }
   if (!/^\d+$/.test(mtuText as string) || Number(mtuText) < 68 || Number(mtuText) > 65535) throw bad('FLANNEL_MTU', mtuText as string);

@@ -1,6 +1,6 @@
 /**
- * flanneld's startup sequence and run phase (upstream main.go's order, compat.md Appendix A) over injected deps:
- * no process access here, so the whole daemon runs in tests against real etcd with a ManualClock.
+ * flanneld's startup sequence and run phase (upstream main.go's order, docs/compatibility.md#start-up-order) over
+ * injected deps: no process access here, so the whole daemon runs in tests against real etcd with a ManualClock.
  */
 import type { Logger } from 'pino';
 import type { BackendFactory } from '../backends/backend.js';
@@ -232,10 +232,6 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   return lost ? { kind: 'lease-lost', message: lost.message } : { kind: 'stopped' };
 }
 
-/**
- * The reconciler's hooks as health, status and metrics: each resync is the reconciler's heartbeat, a programming
- * problem makes the node unready, and the peer set drives the prober and the per-peer metric labels.
- */
 /** Refuses a Network (or IPv6Network) that takes in this host's own addresses or connected networks. */
 async function refuseNetworkConflicts(host: HostView, config: NetworkConfig): Promise<void> {
   const [interfaces, connected] = await Promise.all([host.interfaces(), host.connectedNetworks()]);
@@ -276,6 +272,10 @@ function combinePeerGuardObservers(...observers: (PeerGuardObserver | undefined)
   };
 }
 
+/**
+ * The reconciler's hooks as health, status and metrics: each resync is the reconciler's heartbeat, a programming
+ * problem makes the node unready, and the peer set drives the prober and the per-peer metric labels.
+ */
 function opsObserver(ops: DaemonOps, clock: Clock, resyncMs: number): ReconcilerObserver {
   ops.loops.register('datapath-reconciler', resyncMs);
   // Per-peer series are labelled with the peer's subnet; a peer that leaves takes its series with it.

@@ -168,10 +168,12 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
       log.error({ reason: result.message }, 'lease lost to another node; exiting');
       return 1;
     }
+    // verbatim upstream: flannel main.go, the last log line of a clean shutdown
     log.info('Exiting cleanly...');
     return 0;
   } catch (err) {
     if (stop.signal.aborted) {
+      // verbatim upstream: flannel main.go, the last log line of a clean shutdown
       log.info('Exiting cleanly...');
       return 0;
     }

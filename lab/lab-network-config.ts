@@ -1,8 +1,9 @@
 /**
- * The network config the lab writes to etcd: the issue's default, `--network`/`--backend`/`--ipv6*` edits of it, or a
- * whole net-conf.json from `--config`. It goes through flanneld's own parser and etcd-mode checks first, so a bad
- * file is refused by the lab with the daemon's message (naming the key) instead of leaving N daemons waiting on it.
- * The config also decides the lab's families, so a `--config` with EnableIPv6 gets an underlay that carries IPv6.
+ * The network config the lab writes to etcd: the README's default (10.244.0.0/16, vxlan),
+ * `--network`/`--backend`/`--ipv6*` edits of it, or a whole net-conf.json from `--config`. It goes through flanneld's
+ * own parser and etcd-mode checks first, so a bad file is refused by the lab with the daemon's message (naming the key)
+ * instead of leaving N daemons waiting on it. The config also decides the lab's families, so a `--config` with
+ * EnableIPv6 gets an underlay that carries IPv6.
  */
 import { readFileSync } from 'node:fs';
 import { allocationRanges, parseNetworkConfig } from '../flanneld/config/network-config.js';

@@ -22,6 +22,7 @@ export function createHostGwBackend(deps: BackendDeps): Backend {
           (extIface.publicIPv6 && !sameIp(extIface.publicIPv6, extIface.ifaceAddrV6))) {
         throw new FlannelError(
           'ERR_CONFIG_INVALID',
+          // verbatim upstream: flannel pkg/backend/hostgw/hostgw.go
           "your PublicIP differs from interface IP, meaning that probably you're on a NAT, which is not supported by host-gw backend",
         );
       }

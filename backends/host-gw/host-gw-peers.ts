@@ -1,7 +1,8 @@
 /**
- * What one peer lease asks of the kernel under host-gw (compat.md §6): a route to the peer's subnet via its public
- * address on the external interface, per family. That only works when the peer is on a directly connected network,
- * which `checkHostGwReachable` lets the caller verify first instead of installing a route the kernel rejects.
+ * What one peer lease asks of the kernel under host-gw (docs/compatibility.md#host-gw-backend): a route to the peer's
+ * subnet via its public address on the external interface, per family. That only works when the peer is on a directly
+ * connected network, which `checkHostGwReachable` lets the caller verify first instead of installing a route the kernel
+ * rejects.
  */
 import { formatIp, type IpAddress } from '../../flanneld/ip/address.js';
 import { containsIp, formatCidr, type IpNet } from '../../flanneld/ip/cidr.js';

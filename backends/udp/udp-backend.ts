@@ -1,10 +1,10 @@
 /**
  * udp: userspace encapsulation for where VXLAN cannot go (no vxlan module, UDP 8472 blocked), wire-compatible with
- * upstream's udp backend (compat.md §6). The kernel routes the whole flannel Network into the TUN device flannel0;
- * the proxy (udp-dataplane.ts) sends each packet to the peer whose subnet holds its destination, as the payload of a
- * UDP datagram to that peer's PublicIP and our Port, and writes what peers send into the TUN device. The peer table
- * follows the leases through the shared reconciler, which also keeps the device, its address and its route in place.
- * IPv4 only, as upstream.
+ * upstream's udp backend (docs/compatibility.md#udp-backend). The kernel routes the whole flannel Network into the TUN
+ * device flannel0; the proxy (udp-dataplane.ts) sends each packet to the peer whose subnet holds its destination, as
+ * the payload of a UDP datagram to that peer's PublicIP and our Port, and writes what peers send into the TUN device.
+ * The peer table follows the leases through the shared reconciler, which also keeps the device, its address and its
+ * route in place. IPv4 only, as upstream.
  */
 import { formatIp, type IpAddress } from '../../flanneld/ip/address.js';
 import { ipNet, networkAddress, sameNet, type IpNet } from '../../flanneld/ip/cidr.js';

@@ -1,7 +1,7 @@
 /**
- * The udp Backend block (compat.md §6): only `Port`, the UDP port this node listens on and sends to (upstream
- * sends to its own configured port on every peer, so all nodes must agree on it). The device MTU is the external
- * interface's less the outer IPv4 and UDP headers.
+ * The udp Backend block (docs/compatibility.md#udp-backend): only `Port`, the UDP port this node listens on and sends
+ * to (upstream sends to its own configured port on every peer, so all nodes must agree on it). The device MTU is the
+ * external interface's less the outer IPv4 and UDP headers.
  */
 import type { BackendConfig } from '../../flanneld/config/network-config-types.js';
 import { backendFields, intField, type IntKey } from '../backend-keys.js';

@@ -1,7 +1,8 @@
 /**
- * The VTEP MAC and the BackendData that publishes it ({"VNI":1,"VtepMAC":"0e:..."}, compat.md §5). Peers read our
- * BackendData with upstream's decoder, so the encoder keeps upstream's shape and field types exactly; the decoder
- * is as lenient as Go's (keys in any case, unknown keys ignored) and yields a normalised MAC.
+ * The VTEP MAC and the BackendData that publishes it ({"VNI":1,"VtepMAC":"0e:..."},
+ * docs/compatibility.md#vxlan-backend). Peers read our BackendData with upstream's decoder, so the encoder keeps
+ * upstream's shape and field types exactly; the decoder is as lenient as Go's (keys in any case, unknown keys ignored)
+ * and yields a normalised MAC.
  */
 import type { Random } from '../../flanneld/runtime/random.js';
 import type { Mac } from '../datapath/datapath.js';

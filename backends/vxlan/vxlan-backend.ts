@@ -101,8 +101,10 @@ export function createVxlanBackend(deps: BackendDeps): Backend {
 
 async function ensureDevice(deps: BackendDeps, spec: VxlanLinkSpec) {
   const link = await deps.datapath.ensureVxlan(spec);
-  // Upstream issue #1795: a MAC that silently differs strands every peer's FDB entry.
+  // As upstream checks: a MAC that silently differs strands every peer's FDB entry
+  // (docs/compatibility.md#vxlan-backend).
   if (link.mac !== spec.mac) {
+    // verbatim upstream: flannel pkg/backend/vxlan/device.go
     throw new FlannelError('ERR_DEVICE', `${spec.name}'s mac address wanted: ${spec.mac}, but got: ${link.mac}`);
   }
   return link;

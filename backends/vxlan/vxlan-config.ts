@@ -1,5 +1,5 @@
 /**
- * The vxlan Backend block (compat.md §2 "Backend keys", §5): keys match case-insensitively and unknown keys are
+ * The vxlan Backend block (docs/compatibility.md#backend-blocks): keys match case-insensitively and unknown keys are
  * ignored, as with Go's encoding/json. Unlike upstream, values a Go `int` would silently truncate when handed to
  * netlink (a VNI past 24 bits, a port past 16) are refused here with the key and value named.
  */
@@ -52,7 +52,8 @@ export function vxlanOverhead(family: Family): number {
 
 /**
  * Device MTU for the device whose underlay is `family`. Upstream subtracts 50 for both families and, after a device
- * re-creation, subtracts it a second time; this is the one place the overhead is taken off (compat.md §5 Decision).
+ * re-creation, subtracts it a second time; this is the one place the overhead is taken off
+ * (docs/compatibility.md#vxlan-backend).
  */
 export function vxlanMtu(underlayMtu: number, configMtu: number, family: Family): number {
   return (configMtu || underlayMtu) - OVERHEAD[family];

@@ -1,7 +1,8 @@
 /**
- * What one peer lease asks of the kernel under vxlan (compat.md §5 "Per remote lease"): per family, either a direct
- * route to the peer's public address (DirectRouting on a shared segment) or neighbour + FDB + onlink route through
- * the vxlan device. Pure: the caller owns the devices and decides DirectRouting, and logs the skip reasons once.
+ * What one peer lease asks of the kernel under vxlan (docs/compatibility.md#vxlan-backend, "Per peer"): per family,
+ * either a direct route to the peer's public address (DirectRouting on a shared segment) or neighbour + FDB + onlink
+ * route through the vxlan device. Pure: the caller owns the devices and decides DirectRouting, and logs the skip
+ * reasons once.
  */
 import type { Family, IpAddress } from '../../flanneld/ip/address.js';
 import { networkAddress, type IpNet } from '../../flanneld/ip/cidr.js';

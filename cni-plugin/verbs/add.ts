@@ -62,6 +62,7 @@ function delegateAdd(path: string, env: CniEnv, text: string): JsonObject {
     if (!output) throw new CniError(CniCode.Internal, 'the delegate returned no result');
     return output;
   } catch (err) {
+    // verbatim upstream: cni-plugin flannel.go, the "failed to delegate add:" prefix
     if (err instanceof CniError) throw new CniError(err.code, `failed to delegate add: ${err.message}`, err.details);
     throw err;
   }

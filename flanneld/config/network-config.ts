@@ -46,6 +46,7 @@ export function parseNetworkConfig(text: string): ParsedNetworkConfig {
     backend: readBackend(fields, warnings),
   };
   if (!config.enableIPv4 && !config.enableIPv6) {
+    // verbatim upstream: flannel main.go, the "none defined stack" ending
     throw new ConfigError('EnableIPv4', false, 'EnableIPv4 and EnableIPv6 are both false: none defined stack');
   }
   const network = readNet(fields, 'Network', 4);
@@ -70,6 +71,7 @@ export function parseNetworkConfig(text: string): ParsedNetworkConfig {
 /** Upstream CheckNetworkConfig (etcd mode only): derives SubnetLen/Min/Max per enabled family and checks them. */
 export function allocationRanges(config: NetworkConfig): AllocationRanges {
   if (!config.enableIPv4 && !config.enableIPv6) {
+    // verbatim upstream: flannel main.go, the "none defined stack" ending
     throw new ConfigError('EnableIPv4', false, 'EnableIPv4 and EnableIPv6 are both false: none defined stack');
   }
   const ranges: Mutable<AllocationRanges> = {};
@@ -94,14 +96,17 @@ function familyRange(
   const [netKey, lenKey, minKey, maxKey] = [`${p}Network`, `${p}SubnetLen`, `${p}SubnetMin`, `${p}SubnetMax`];
   // Go's zero IP4Net (0.0.0.0/0) counts as "not set"; IPv6 gets the same treatment.
   if (!network || (network.ip === 0n && network.prefixLen === 0)) {
+    // verbatim upstream: flannel pkg/subnet/config.go CheckNetworkConfig
     const reason = `please define a correct ${netKey} parameter in the flannel config`;
     throw new ConfigError(netKey, network && formatCidr(network), reason);
   }
   let subnetLen: number;
   if (givenLen !== undefined && givenLen > 0) {
     // Each host needs room for a tunnel and a bridge address, and the first subnet is never handed out.
+    // verbatim upstream: flannel pkg/subnet/config.go CheckNetworkConfig (also for IPv6SubnetLen)
     if (givenLen > bits - 2) throw new ConfigError(lenKey, givenLen, `SubnetLen must be less than /${bits - 1}`);
     if (givenLen < network.prefixLen + 2) {
+      // verbatim upstream: flannel pkg/subnet/config.go CheckNetworkConfig
       throw new ConfigError(lenKey, givenLen, 'network must be able to accommodate at least four subnets');
     }
     subnetLen = givenLen;
@@ -109,6 +114,7 @@ function familyRange(
     const defaultLen = family === 4 ? 24 : 64;
     if (network.prefixLen > bits - 4) {
       const what = family === 4 ? 'network' : 'IPv6Network';
+      // verbatim upstream: flannel pkg/subnet/config.go CheckNetworkConfig
       const reason = `${what} is too small. Minimum useful network prefix is /${bits - 4}`;
       throw new ConfigError(netKey, formatCidr(network), reason);
     }
@@ -119,6 +125,7 @@ function familyRange(
   const inNetwork = (key: string, addr: IpAddress | undefined, fallback: bigint): IpAddress => {
     if (!addr) return ipAddress(family, fallback);
     if (containsIp(network, addr)) return addr;
+    // verbatim upstream: flannel pkg/subnet/config.go CheckNetworkConfig
     throw new ConfigError(key, formatIp(addr), `${key} is not in the range of the ${netKey}`);
   };
   // The first subnet is skipped: its network address would collide with the overlay's own.
@@ -126,6 +133,7 @@ function familyRange(
   const subnetMax = inNetwork(maxKey, givenMax, endOfNetwork - size);
   for (const [key, addr] of [[minKey, subnetMin], [maxKey, subnetMax]] as const) {
     if ((addr.value & mask(family, subnetLen)) !== addr.value) {
+      // verbatim upstream: flannel pkg/subnet/config.go CheckNetworkConfig
       throw new ConfigError(key, formatIp(addr), `${key} is not on a SubnetLen boundary: ${formatIp(addr)}`);
     }
   }
@@ -207,6 +215,7 @@ function readBackend(fields: Fields, warnings: string[]): BackendConfig {
   // Go decodes a null Backend into an empty struct, so it fails below as "no Type" rather than here.
   const raw = block === null ? {} : block;
   if (!isObject(raw)) {
+    // verbatim upstream: flannel pkg/subnet/config.go, the "error decoding Backend property of config:" prefix
     throw new ConfigError('Backend', block, 'error decoding Backend property of config: must be a JSON object');
   }
   let type: unknown;
@@ -218,6 +227,7 @@ function readBackend(fields: Fields, warnings: string[]): BackendConfig {
   if (typeof type !== 'string') throw new ConfigError('Backend.Type', type, 'must be a string');
   const lower = type.toLowerCase();
   if (!KNOWN_BACKEND_TYPES.includes(lower)) {
+    // verbatim upstream: flannel pkg/backend/manager.go, the "unknown backend type:" prefix
     throw new ConfigError('Backend.Type', type, `unknown backend type: ${lower} (known types: ${known})`);
   }
   return Object.freeze({ type: lower, raw: deepFreeze(raw) });

@@ -83,6 +83,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
   str('public-ipv6', '', 'IPv6 accessible by other nodes for inter-host communication', orEmpty(parseIPv6),
     { expect: 'must be an IPv6 address' }),
   int('subnet-lease-renew-margin', 60, 'subnet lease renewal margin, in minutes, ranging from 1 to 1439',
+    // verbatim upstream: flannel main.go, the "out of acceptable range" opening
     between(1, 1439), 'out of acceptable range: must be an integer from 1 to 1439 (minutes)'),
   bool('ip-masq', false, 'setup IP masquerade rule for traffic destined outside of overlay network'),
   bool('ip-masq-fully-random-disable', false, 'do not add --random-fully to the MASQUERADE rules'),
@@ -119,7 +120,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
 
 /**
  * Options accepted for compatibility whose behaviour has not been built yet. Setting one gives a warning; the
- * issue that implements an option deletes it from this list (and nothing else changes).
+ * change that implements an option deletes it from this list (and nothing else changes).
  */
 export const NOT_YET_ACTIVE: readonly string[] = Object.freeze([
   'vmodule', 'log_backtrace_at',

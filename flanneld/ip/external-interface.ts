@@ -1,7 +1,8 @@
 /**
- * Upstream's choice of the external interface and public address (compat.md §1): --iface entries (IP or name) in
- * order, then --iface-regex (IPs first, then names), then --iface-can-reach; with none of those, the interface
- * owning --public-ip(v6), else the default-route interface. Pure over a HostView, so it is tested without a kernel.
+ * Upstream's choice of the external interface and public address (docs/compatibility.md#interface-and-public-address):
+ * --iface entries (IP or name) in order, then --iface-regex (IPs first, then names), then --iface-can-reach; with none
+ * of those, the interface owning --public-ip(v6), else the default-route interface. Pure over a HostView, so it is
+ * tested without a kernel.
  */
 import { FlannelError } from '../runtime/errors.js';
 import { formatIp, parseIp, sameIp, type Family, type IpAddress } from './address.js';
@@ -78,6 +79,7 @@ export async function chooseExternalInterface(host: HostView, opts: ExternalInte
     if (!chosen) {
       throw new FlannelError(
         'ERR_INTERFACE',
+        // verbatim upstream: flannel main.go, the sentence before "(tried"
         `Failed to find interface to use that matches the interfaces and/or regexes provided (tried ${tried.join(', ')}; ` +
           `interfaces: ${all.map((i) => i.name).join(', ') || 'none'})`,
       );
@@ -110,7 +112,7 @@ export async function chooseExternalInterface(host: HostView, opts: ExternalInte
   if (chosen.mtu <= 0) throw new FlannelError('ERR_INTERFACE', `interface ${chosen.name} has MTU ${chosen.mtu}`);
   const iface = chosen;
   // A public address the interface itself holds is also the tunnel's local end: taking the interface's first
-  // address instead would send from one address while peers are told another (upstream issue #2045, IPv6-only).
+  // address instead would send from one address while peers are told another, as upstream does in IPv6-only mode.
   const owned = (family: Family): IpAddress | undefined =>
     [publicIP, publicIPv6].find((p) => p?.family === family && iface.addrs.some((a) => sameIp(a, p)));
   const pick = (family: Family): IpAddress | undefined =>

@@ -1,7 +1,7 @@
 /**
- * The one resync loop for both firewall modes (upstream runs it for iptables only; compat.md's Decision extends
- * it to nftables): every --iptables-resync seconds check that our rules are all there, in order, and re-apply
- * the whole plan atomically when they are not. A repair is logged once per occurrence, a check that keeps
+ * The one resync loop for both firewall modes (upstream runs it for iptables only; we extend it to nftables, see
+ * docs/compatibility.md#traffic-rules): every --iptables-resync seconds check that our rules are all there, in order,
+ * and re-apply the whole plan atomically when they are not. A repair is logged once per occurrence, a check that keeps
  * failing once per distinct error.
  */
 import type { Logger } from 'pino';

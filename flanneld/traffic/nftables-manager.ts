@@ -1,7 +1,8 @@
 /**
  * The nftables TrafficManager: our own tables `ip flannel-ipv4` / `ip6 flannel-ipv6`, written with one `nft -f -`
- * transaction per ensure (atomic across families) and compared with `nft list table` on every resync (a compat.md
- * Decision: upstream's nftables mode never resyncs). Transactions are serialised like iptables restores.
+ * transaction per ensure (atomic across families) and compared with `nft list table` on every resync (unlike upstream's
+ * nftables mode, which never resyncs: docs/compatibility.md#traffic-rules). Transactions are serialised like iptables
+ * restores.
  */
 import type { Logger } from 'pino';
 import { errorMessage } from '../runtime/errors.js';

@@ -22,6 +22,7 @@ export const MASQ_CHAIN: IptablesChainRef = Object.freeze({
   table: 'nat',
   chain: 'FLANNEL-POSTRTG',
   parent: 'POSTROUTING',
+  // verbatim upstream: flannel pkg/trafficmngr/iptables/iptables.go rule comment
   comment: 'flanneld masq',
 });
 
@@ -29,6 +30,7 @@ export const FORWARD_CHAIN: IptablesChainRef = Object.freeze({
   table: 'filter',
   chain: 'FLANNEL-FWD',
   parent: 'FORWARD',
+  // verbatim upstream: flannel pkg/trafficmngr/iptables/iptables.go rule comment
   comment: 'flanneld forward',
 });
 

@@ -1,8 +1,9 @@
 /**
  * flannel's nftables rules as pure text: the tables, chains and rules of upstream's nftables manager with the
- * compat.md Decision applied (masked kube-proxy mark, `saddr != clusterCIDR` in the 4th rule, so both modes mean
- * the same). Rules are spelled as `nft list table` prints them, so a listing compares line for line. The ensure
- * script is one `nft -f` transaction; adding an existing table or chain is a no-op, so it is idempotent.
+ * differences of docs/compatibility.md#traffic-rules applied (masked kube-proxy mark, `saddr != clusterCIDR` in the 4th
+ * rule, so both modes mean the same). Rules are spelled as `nft list table` prints them, so a listing compares line for
+ * line. The ensure script is one `nft -f` transaction; adding an existing table or chain is a no-op, so it is
+ * idempotent.
  */
 import type { Family } from '../ip/address.js';
 import { formatCidr } from '../ip/cidr.js';
@@ -39,6 +40,7 @@ export const NFT_POSTRTG: NftChainSpec = Object.freeze({
   hook: 'postrouting',
   priorityName: 'srcnat',
   priority: 100,
+  // verbatim upstream: flannel pkg/trafficmngr/nftables/nftables.go chain comment
   comment: 'chain to manage traffic masquerading by flannel',
 });
 
@@ -49,6 +51,7 @@ export const NFT_FORWARD: NftChainSpec = Object.freeze({
   priorityName: 'filter',
   priority: 0,
   policy: 'accept',
+  // verbatim upstream: flannel pkg/trafficmngr/nftables/nftables.go chain comment
   comment: 'chain to accept flannel traffic',
 });
 
@@ -99,6 +102,7 @@ export function renderNftEnsure(plan: TrafficPlan): string {
   for (const family of plan.families) {
     const { table, chains } = nftRules(plan, family);
     const t = `${table.family} ${table.name}`;
+    // verbatim upstream: flannel pkg/trafficmngr/nftables/nftables.go, the table comment "rules for <name>"
     lines.push(`add table ${t} { comment "rules for ${table.name}" ; }`);
     for (const spec of NFT_CHAINS) {
       const wanted = chains.find((c) => c.spec === spec);

@@ -90,7 +90,7 @@ function argValue(flag: string): string | undefined {
   return i >= 0 ? process.argv[i + 1] : undefined;
 }
 
-/** Peer count for the kernel-facing benchmarks: 5000 (the issue's scale) unless BENCH_PEERS asks for another. */
+/** Peer count for the kernel-facing benchmarks: 5000 (docs/benchmarks.md's scale) unless BENCH_PEERS asks otherwise. */
 export function benchPeers(): number {
   const text = process.env['BENCH_PEERS'];
   const n = text === undefined ? 5000 : Number(text);
@@ -126,7 +126,7 @@ export function table(header: readonly string[], rows: readonly (readonly string
   return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n');
 }
 
-/** "pass"/"FAIL" for a target, so the table says at a glance whether the issue's goal is met. */
+/** "pass"/"FAIL" for a target, so the table says at a glance whether the target is met. */
 export const verdict = (ok: boolean): string => (ok ? 'pass' : '**FAIL**');
 
 /** A deterministic pause between `minMs` and `maxMs` for step `i`, so steps do not fall into step with a timer. */

@@ -1,13 +1,13 @@
 #!/usr/bin/env node
 /**
- * CNI ADD and DEL latency of the `flannel` plugin over 200 pods, for the script form and the self-contained (SEA)
- * form, driven as a runtime drives it (cni-runtime.ts: Debian's bridge + host-local, pods as namespaces), beside
- * upstream's Go plugin (containernetworking/plugins v0.9.1) on its own identical node. Floors in the same run: the
- * same pods made by calling `bridge` directly with the config flannel renders for it, `node -e 0`, and each
- * plugin's own startup (CNI_COMMAND=VERSION). Rounds interleave everything (floors, then direct, script, SEA and
- * upstream ADD+DEL of one pod each), so drift on a shared machine hits all of them alike.
- * Targets: at p50, the plugin's ADD minus the direct delegate's ADD ≤ `node -e 0` + 15 ms (issue 6); the SEA form's
- * ADD minus upstream's ADD ≤ 10 ms.
+ * CNI ADD and DEL latency of the `flannel` plugin over 200 pods, for the script form and the self-contained (SEA) form,
+ * driven as a runtime drives it (cni-runtime.ts: Debian's bridge + host-local, pods as namespaces), beside upstream's
+ * Go plugin (containernetworking/plugins v0.9.1) on its own identical node. Floors in the same run: the same pods made
+ * by calling `bridge` directly with the config flannel renders for it, `node -e 0`, and each plugin's own startup
+ * (CNI_COMMAND=VERSION). Rounds interleave everything (floors, then direct, script, SEA and upstream ADD+DEL of one pod
+ * each), so drift on a shared machine hits all of them alike. Targets: at p50, the plugin's ADD minus the direct
+ * delegate's ADD ≤ `node -e 0` + 15 ms (docs/benchmarks.md#cni-plugin-adddel-latency-over-200-pods); the SEA form's ADD
+ * minus upstream's ADD ≤ 10 ms.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';

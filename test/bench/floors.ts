@@ -1,8 +1,8 @@
 /**
- * The same-run floors the benchmarks divide by (house habit 13): the kernel taking the same entries from iproute2
- * batches, a persistent `ip -batch -` making one change at a time, and a bare `node -e 0`. They run in namespaces
- * of the benchmark's own run and are observed through the same `ip monitor` as flanneld, so the two sides pay the
- * same observation cost.
+ * The same-run floors the benchmarks divide by (docs/benchmarks.md explains why): the kernel taking the same entries
+ * from iproute2 batches, a persistent `ip -batch -` making one change at a time, and a bare `node -e 0`. They run in
+ * namespaces of the benchmark's own run and are observed through the same `ip monitor` as flanneld, so the two sides
+ * pay the same observation cost.
  */
 import { execFile } from 'node:child_process';
 import { sh, type Netns } from '../helpers/netns.js';

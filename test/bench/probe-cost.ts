@@ -28,7 +28,7 @@ const WARM_UP_MS = (PROBE_INTERVAL_S + 5) * 1000;
 const WINDOW_MS = Number(process.env['BENCH_WINDOW_S'] ?? 60) * 1000;
 const HEALTH_PORT = 8472 + 100;
 const CLOCK_TICKS_PER_S = 100;
-/** The targets for probes and metrics together, over the daemon with both off. */
+/** The targets for probes and metrics together (docs/benchmarks.md), over the daemon with both off. */
 const TARGET_CPU_PERCENT = 2;
 const TARGET_RSS_MB = 20;
 

@@ -5,7 +5,7 @@
  * wrote subnet.env); a fresh flanneld on its own host namespace joins each network. Measured per size: spawn →
  * subnet.env written (its "wrote subnet file" log line), spawn → every route, neighbour and FDB entry in the kernel,
  * and peak RSS, next to the same entries through `ip -batch` (the kernel's own cost); then the 25k/5k ratios, printed,
- * not asserted (the issue asks for the growth, not a target).
+ * not asserted (what matters here is the growth, not a target).
  */
 import { benchMain, mb, ms, now, sleep, table } from './bench-kit.js';
 import { batchFloor } from './floors.js';

@@ -8,13 +8,13 @@
  *    proxy threads, UDP port 8285);
  *  - the same two over upstream flannel's flanneld (v0.28.9, a Go program; its udp backend encapsulates in Go).
  * Each overlay gets its own cluster (hub, etcd, two hosts, two daemons of one kind, one pod per host), so all four are
- * up at once and nothing is re-configured between rounds; the floor is measured between our vxlan cluster's hosts.
- * Per path: the rounds, the median and its ratio to the host floor; as pass/FAIL verdicts our udp against the issue's
- * target (at least 25 % of vxlan) and against upstream's udp (at least as fast); our vxlan against upstream's is
- * reported only (the kernel does that work on both). CPU: the machine's busy time (/proc/stat over all CPUs,
- * user+nice+system+irq+softirq, idle and iowait excluded) across each iperf3 client run, divided by the gigabits
- * the run moved (duration × Gbit/s): CPU-seconds per Gbit. Also the flanneld processes' own CPU seconds
- * (/proc/<pid>/stat utime+stime, all threads) during each overlay run: the udp proxy threads live in them.
+ * up at once and nothing is re-configured between rounds; the floor is measured between our vxlan cluster's hosts. Per
+ * path: the rounds, the median and its ratio to the host floor; as pass/FAIL verdicts our udp against the target (at
+ * least 25 % of vxlan, docs/benchmarks.md) and against upstream's udp (at least as fast); our vxlan against upstream's
+ * is reported only (the kernel does that work on both). CPU: the machine's busy time (/proc/stat over all CPUs,
+ * user+nice+system+irq+softirq, idle and iowait excluded) across each iperf3 client run, divided by the gigabits the
+ * run moved (duration × Gbit/s): CPU-seconds per Gbit. Also the flanneld processes' own CPU seconds (/proc/<pid>/stat
+ * utime+stime, all threads) during each overlay run: the udp proxy threads live in them.
  */
 import { readFileSync, readlinkSync, realpathSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -29,7 +29,7 @@ import { benchMain, median, now, ratio, table, verdict, type BenchContext } from
 const ROUNDS = 5;
 const SECONDS = 5;
 const PORT = 5201;
-/** The issue's target: pod-to-pod throughput over udp at least this share of vxlan's. */
+/** The target: pod-to-pod throughput over udp at least this share of vxlan's. */
 const UDP_VS_VXLAN_TARGET = 0.25;
 /** Our udp against upstream's: at least as fast. */
 const UDP_VS_UPSTREAM_TARGET = 1;

@@ -58,7 +58,7 @@ function removeStaleNodeDirs(): void {
   }
 }
 
-/** subnet.env keys as flanneld writes them (compat.md §8); a key left undefined is not written. */
+/** subnet.env keys as flanneld writes them (docs/compatibility.md#subnetenv); a key left undefined is not written. */
 export interface SubnetEnvFields {
   readonly FLANNEL_NETWORK?: string;
   readonly FLANNEL_SUBNET?: string;

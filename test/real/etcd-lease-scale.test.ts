@@ -1,7 +1,7 @@
 /**
- * 25,000 leases in a real etcd (~5.5 MB of values, past gRPC's default 4 MiB receive limit): the subnet manager
- * lists them all at start and again after a forced re-list (compaction under its watch), in pages of 1000 at one
- * revision; one unpaged range with the default limit fails as the issue saw it; a page over the receive limit (junk
+ * 25,000 leases in a real etcd (~5.5 MB of values, past gRPC's default 4 MiB receive limit): the subnet manager lists
+ * them all at start and again after a forced re-list (compaction under its watch), in pages of 1000 at one revision;
+ * one unpaged range with the default limit fails at gRPC's default receive limit; a page over the receive limit (junk
  * values of tens of KiB) makes the pages smaller instead of failing every listing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';

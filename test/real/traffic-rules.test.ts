@@ -1,7 +1,7 @@
 /**
  * The traffic managers against the real iptables (nf_tables variant) and nft, every command inside a namespace of
  * this run: the managers get an Exec that prefixes `ip netns exec <ns>`, so the root namespace's firewall is never
- * touched. Checks upstream's golden lines as iptables-save prints them, compat.md's nft rendering, idempotence,
+ * touched. Checks upstream's golden lines as iptables-save prints them, our documented nft rendering, idempotence,
  * repair, foreign rules left alone, removal, and switching between the two modes.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,7 +24,8 @@ const inNs = (ns: Netns): Exec => (argv, opts) => execCommand(['ip', 'netns', 'e
 const FOREIGN_NAT = '-A POSTROUTING -s 192.0.2.0/24 -j MASQUERADE';
 const FOREIGN_FWD = '-A FORWARD -s 198.51.100.0/24 -j DROP';
 const FOREIGN_FWD6 = '-A FORWARD -s 2001:db8::/32 -j DROP';
-// compat.md §7 golden (flannel e2e/rules.go), as iptables-save prints it, after the foreign rule added first.
+// docs/compatibility.md#traffic-rules golden (flannel e2e/rules.go), as iptables-save prints it, after the foreign rule
+// added first.
 const NAT_V4 = [
   ':FLANNEL-POSTRTG - [0:0]',
   FOREIGN_NAT,
@@ -61,7 +62,8 @@ const FILTER_V6 = [
   '-A FLANNEL-FWD -d fd00:10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT',
 ];
 
-// compat.md §7: flannel-ts's nftables rendering, as `nft list ruleset` prints it (tabs, blank line between chains).
+// docs/compatibility.md#traffic-rules: our nftables rendering, as `nft list ruleset` prints it (tabs, blank line
+// between chains).
 const nftTable = (family: 'ip' | 'ip6', name: string, postrtg: readonly string[], forward: readonly string[]) => `table ${family} ${name} {
 	comment "rules for ${name}"
 	chain postrtg {
@@ -184,7 +186,7 @@ describe('NftablesTrafficManager in a namespace', () => {
     mgr = new NftablesTrafficManager({ exec: inNs(ns) });
   });
 
-  it('renders the compat.md rule set in ip flannel-ipv4 and ip6 flannel-ipv6, without leaving a probe behind', async () => {
+  it('renders the documented rule set in ip flannel-ipv4 and ip6 flannel-ipv6, without leaving a probe behind', async () => {
     expect(await mgr.supportsRandomFully(signal)).toBe(true);
     expect(await ruleset(ns)).toBe('');
     expect(await mgr.matches(PLAN, signal)).toBe(false);

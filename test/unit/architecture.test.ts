@@ -1,7 +1,7 @@
 /**
- * Import boundaries (house habit 4): the CNI plugin loads only pure leaves, runtime/ and ip/ depend on nothing
- * outside themselves, backends never reach into the daemon, and the product's modules import one another without a
- * cycle. Checked on the source text of every module, dynamic `import()` included.
+ * Import boundaries (docs/architecture.md#import-boundaries): the CNI plugin loads only pure leaves, runtime/ and ip/
+ * depend on nothing outside themselves, backends never reach into the daemon, and the product's modules import one
+ * another without a cycle. Checked on the source text of every module, dynamic `import()` included.
  */
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';

@@ -227,6 +227,7 @@ export class EtcdSubnetManager implements SubnetManager {
     if (text === undefined) {
       throw new FlannelError(
         'ERR_CONFIG_NOT_FOUND',
+        // verbatim upstream: flannel pkg/subnet/etcd/registry.go, both sentences (we add the key)
         `flannel config not found in etcd store at ${key}. Did you create your config using etcdv3 API?`,
       );
     }

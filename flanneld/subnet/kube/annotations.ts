@@ -1,6 +1,7 @@
 /**
- * The Node annotations flannel publishes and reads (compat.md §4), named from `--kube-annotation-prefix` with
- * upstream's normalisation, so nodes annotated by upstream flannel and by flannel-ts read the same.
+ * The Node annotations flannel publishes and reads (docs/compatibility.md#kubernetes-mode), named from
+ * `--kube-annotation-prefix` with upstream's normalisation, so nodes annotated by upstream flannel and by flannel-ts
+ * read the same.
  */
 import { ConfigError } from '../../runtime/errors.js';
 

@@ -193,6 +193,7 @@ export class KubeSubnetManager implements SubnetManager {
         await this.deps.api.patchNodeStatus(this.deps.nodeName, {
           status: {
             conditions: [{
+              // verbatim upstream: flannel pkg/subnet/kube/kube.go, the condition's reason and message
               type: 'NetworkUnavailable', status: 'False', reason: 'FlannelIsUp', message: 'Flannel is running on this node',
               lastTransitionTime: now, lastHeartbeatTime: now,
             }],

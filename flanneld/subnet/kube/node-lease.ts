@@ -145,8 +145,9 @@ export function storedBackendData(node: KubeNode, names: AnnotationNames): Pick<
 }
 
 /**
- * What this node publishes (compat.md §4): always kube-subnet-manager and backend-type; per family with a subnet,
- * the backend data (JSON, `null` when the backend has none) and the public IP, or the operator's overwrite of it.
+ * What this node publishes (docs/compatibility.md#kubernetes-mode): always kube-subnet-manager and backend-type; per
+ * family with a subnet, the backend data (JSON, `null` when the backend has none) and the public IP, or the operator's
+ * overwrite of it.
  */
 export function publishedAnnotations(lease: Lease, names: AnnotationNames, current: Readonly<Record<string, string>>): Record<string, string> {
   const { attrs } = lease;

@@ -202,7 +202,7 @@ describe('chooseExternalInterface', () => {
       });
     });
 
-    it('uses the given --public-ipv6 as the local address when the interface has several (upstream #2045)', async () => {
+    it('uses the given --public-ipv6 as the local address when the interface has several (upstream, IPv6-only, sends from another)', async () => {
       const multi = iface('eth2', 5, ['2001:db8:9::1', 'fe80::9', '2001:db8:9::2']);
       const host = fakeHost([LO, multi], { v6: 'eth2' });
       const ext = await chooseExternalInterface(host, v4Only({ enableIPv4: false, enableIPv6: true, publicIPv6: ip('2001:db8:9::2') }));

@@ -83,7 +83,7 @@ describe('lab command line', () => {
 });
 
 describe('lab network config', () => {
-  it('is the issue default without options', () => {
+  it('is 10.244.0.0/16 with vxlan without options', () => {
     expect(labNetworkConfig({})).toEqual({ text: '{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}', backendType: 'vxlan', stack: 'v4' });
   });
 

@@ -21,7 +21,8 @@ const plan = (over: Partial<TrafficPlan> = {}): TrafficPlan => ({
   families: [V4], masquerade: true, fullyRandom: true, forward: true, ...over,
 });
 
-// compat.md §7, flannel e2e/rules.go golden output with <clusterCIDR>=10.244.0.0/16, <podCIDR>=10.244.1.0/24.
+// docs/compatibility.md#traffic-rules: flannel e2e/rules.go golden output with <clusterCIDR>=10.244.0.0/16,
+// <podCIDR>=10.244.1.0/24.
 const GOLDEN_NAT = [
   '-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
   '-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN',

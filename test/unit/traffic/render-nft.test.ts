@@ -21,7 +21,8 @@ const plan = (over: Partial<TrafficPlan> = {}): TrafficPlan => ({
   families: [V4], masquerade: true, fullyRandom: true, forward: true, ...over,
 });
 
-// compat.md §7: flannel-ts's rendering of postrtg (the Decision), for 10.244.0.0/16 and 10.244.1.0/24.
+// docs/compatibility.md#traffic-rules: flannel-ts's rendering of postrtg (not upstream's), for 10.244.0.0/16 and
+// 10.244.1.0/24.
 const POSTRTG_V4 = [
   'meta mark & 0x00004000 == 0x00004000 return',
   'ip saddr 10.244.1.0/24 ip daddr 10.244.0.0/16 return',
@@ -50,7 +51,7 @@ ${FORWARD_V4.map((r) => `\t\t${r}`).join('\n')}
 `;
 
 describe('nftRules', () => {
-  it('renders the compat.md Decision rule set for IPv4', () => {
+  it('renders the documented rule set for IPv4', () => {
     expect(nftRules(plan(), V4)).toEqual({
       table: NFT_TABLE_V4,
       chains: [

@@ -190,7 +190,7 @@ describe('vxlan registerNetwork: devices', () => {
     expect(h.leaseAttrs()[0]).toHaveProperty('backendV6Data');
   });
 
-  it("refuses a device whose MAC differs from the wanted one, naming both MACs (upstream issue #1795)", async () => {
+  it("refuses a device whose MAC differs from the wanted one, naming both MACs, as upstream does", async () => {
     class MacLosingDatapath extends FakeDatapath {
       override async ensureVxlan(spec: VxlanLinkSpec): Promise<LinkInfo> {
         return { ...(await super.ensureVxlan(spec)), mac: '02:de:ad:be:ef:00' };

@@ -260,7 +260,7 @@ describe('kube subnet manager, dual stack', () => {
     expect(api.requests.filter((r) => r.verb === 'patch')).toEqual([]);
   });
 
-  it("emits an update when only a peer's IPv6 annotations change, and when only its IPv4 ones do (compat.md §4 Decision)", async () => {
+  it("emits an update when only a peer's IPv6 annotations change, and when only its IPv4 ones do (unlike upstream)", async () => {
     const { api, manager, signal } = await setup('n1', dualNetConf);
     api.addNode({ name: 'n2', podCIDRs: ['10.244.2.0/24', '2001:db8:a:2::/64'], annotations: dualPeer('192.0.2.2', '2001:db8:2::2', 'aa:aa:aa:aa:06:02') });
     const batches = collect(manager, signal);
