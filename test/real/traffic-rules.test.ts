@@ -11,6 +11,7 @@ import { IptablesTrafficManager } from '../../flanneld/traffic/iptables-manager.
 import { NftablesTrafficManager } from '../../flanneld/traffic/nftables-manager.js';
 import type { FamilyTraffic, TrafficPlan } from '../../flanneld/traffic/traffic-manager.js';
 import { NetnsRun, removeStaleNamespaces, type Netns } from '../helpers/netns.js';
+import { GOLDEN_V4, GOLDEN_V6, goldenIptables, goldenNft, nftTableListing } from '../helpers/golden-rules.js';
 
 const run = new NetnsRun('tr');
 const signal = new AbortController().signal;
@@ -24,75 +25,21 @@ const inNs = (ns: Netns): Exec => (argv, opts) => execCommand(['ip', 'netns', 'e
 const FOREIGN_NAT = '-A POSTROUTING -s 192.0.2.0/24 -j MASQUERADE';
 const FOREIGN_FWD = '-A FORWARD -s 198.51.100.0/24 -j DROP';
 const FOREIGN_FWD6 = '-A FORWARD -s 2001:db8::/32 -j DROP';
-// docs/compatibility.md#traffic-rules golden (flannel e2e/rules.go), as iptables-save prints it, after the foreign rule
-// added first.
-const NAT_V4 = [
-  ':FLANNEL-POSTRTG - [0:0]',
-  FOREIGN_NAT,
-  '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
-  '-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-  '-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-];
-const FILTER_V4 = [
-  ':FLANNEL-FWD - [0:0]',
-  FOREIGN_FWD,
-  '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
-  '-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
-  '-A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
-];
-const NAT_V6 = [
-  ':FLANNEL-POSTRTG - [0:0]',
-  '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG',
-  '-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s fd00:10:244:1::/64 -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s fd00:10:244::/56 -d fd00:10:244:1::/64 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG ! -s fd00:10:244::/56 -d fd00:10:244:1::/64 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-  '-A FLANNEL-POSTRTG ! -s fd00:10:244::/56 -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-];
-const FILTER_V6 = [
-  ':FLANNEL-FWD - [0:0]',
-  FOREIGN_FWD6,
-  '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD',
-  '-A FLANNEL-FWD -s fd00:10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT',
-  '-A FLANNEL-FWD -d fd00:10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT',
-];
+// Upstream's golden rules (test/helpers/golden-rules.ts) as iptables-save prints them, after the foreign rule added
+// first.
+const v4 = goldenIptables(GOLDEN_V4);
+const v6 = goldenIptables(GOLDEN_V6);
+const NAT_V4 = [':FLANNEL-POSTRTG - [0:0]', FOREIGN_NAT, v4.natJump, ...v4.nat];
+const FILTER_V4 = [':FLANNEL-FWD - [0:0]', FOREIGN_FWD, v4.forwardJump, ...v4.forward];
+const NAT_V6 = [':FLANNEL-POSTRTG - [0:0]', v6.natJump, ...v6.nat];
+const FILTER_V6 = [':FLANNEL-FWD - [0:0]', FOREIGN_FWD6, v6.forwardJump, ...v6.forward];
 
-// docs/compatibility.md#traffic-rules: our nftables rendering, as `nft list ruleset` prints it (tabs, blank line
-// between chains).
-const nftTable = (family: 'ip' | 'ip6', name: string, postrtg: readonly string[], forward: readonly string[]) => `table ${family} ${name} {
-	comment "rules for ${name}"
-	chain postrtg {
-		comment "chain to manage traffic masquerading by flannel"
-		type nat hook postrouting priority srcnat; policy accept;
-${postrtg.map((r) => `\t\t${r}\n`).join('')}\t}
-
-	chain forward {
-		comment "chain to accept flannel traffic"
-		type filter hook forward priority filter; policy accept;
-${forward.map((r) => `\t\t${r}\n`).join('')}\t}
-}`;
+// Our nftables rendering, as `nft list ruleset` prints it.
+const nft4 = goldenNft(GOLDEN_V4, 'ip');
+const nft6 = goldenNft(GOLDEN_V6, 'ip6');
 const RULESET = [
-  nftTable('ip', 'flannel-ipv4', [
-    'meta mark & 0x00004000 == 0x00004000 return',
-    'ip saddr 10.244.1.0/24 ip daddr 10.244.0.0/16 return',
-    'ip saddr 10.244.0.0/16 ip daddr 10.244.1.0/24 return',
-    'ip saddr != 10.244.0.0/16 ip daddr 10.244.1.0/24 return',
-    'ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random',
-    'ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random',
-  ], ['ip saddr 10.244.0.0/16 accept', 'ip daddr 10.244.0.0/16 accept']),
-  nftTable('ip6', 'flannel-ipv6', [
-    'meta mark & 0x00004000 == 0x00004000 return',
-    'ip6 saddr fd00:10:244:1::/64 ip6 daddr fd00:10:244::/56 return',
-    'ip6 saddr fd00:10:244::/56 ip6 daddr fd00:10:244:1::/64 return',
-    'ip6 saddr != fd00:10:244::/56 ip6 daddr fd00:10:244:1::/64 return',
-    'ip6 saddr fd00:10:244::/56 ip6 daddr != ff00::/8 masquerade fully-random',
-    'ip6 saddr != fd00:10:244::/56 ip6 daddr fd00:10:244::/56 masquerade fully-random',
-  ], ['ip6 saddr fd00:10:244::/56 accept', 'ip6 daddr fd00:10:244::/56 accept']),
+  nftTableListing('ip', 'flannel-ipv4', nft4.postrtg, nft4.forward),
+  nftTableListing('ip6', 'flannel-ipv6', nft6.postrtg, nft6.forward),
 ].join('\n');
 
 /** Rule and user-chain lines of one table (no header, built-in policies or timestamps). */

@@ -13,6 +13,7 @@ import {
   type IptablesChainRules,
 } from '../../../flanneld/traffic/render-iptables.js';
 import type { FamilyTraffic, TrafficPlan } from '../../../flanneld/traffic/traffic-manager.js';
+import { GOLDEN_V4, GOLDEN_V6, goldenIptables } from '../../helpers/golden-rules.js';
 
 const net = (t: string) => parseCidr(t)!;
 const V4: FamilyTraffic = { clusterCidr: net('10.244.0.0/16'), podCidr: net('10.244.1.0/24') };
@@ -21,22 +22,11 @@ const plan = (over: Partial<TrafficPlan> = {}): TrafficPlan => ({
   families: [V4], masquerade: true, fullyRandom: true, forward: true, ...over,
 });
 
-// docs/compatibility.md#traffic-rules: flannel e2e/rules.go golden output with <clusterCIDR>=10.244.0.0/16,
-// <podCIDR>=10.244.1.0/24.
-const GOLDEN_NAT = [
-  '-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s 10.244.1.0/24 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.1.0/24 -m comment --comment "flanneld masq" -j RETURN',
-  '-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-  '-A FLANNEL-POSTRTG ! -s 10.244.0.0/16 -d 10.244.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-];
-const GOLDEN_NAT_JUMP = '-A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG';
-const GOLDEN_FWD = [
-  '-A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
-  '-A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
-];
-const GOLDEN_FWD_JUMP = '-A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD';
+const GOLDEN = goldenIptables(GOLDEN_V4);
+const GOLDEN_NAT = GOLDEN.nat;
+const GOLDEN_NAT_JUMP = GOLDEN.natJump;
+const GOLDEN_FWD = GOLDEN.forward;
+const GOLDEN_FWD_JUMP = GOLDEN.forwardJump;
 
 const natOf = (p: TrafficPlan, f: FamilyTraffic = V4): IptablesChainRules => iptablesRules(p, f).find((c) => c.ref === MASQ_CHAIN)!;
 const absent = { chainExists: false, rules: [], jumps: [] };
@@ -56,18 +46,8 @@ describe('iptablesRules', () => {
 
   it('uses ff00::/8 for IPv6 and otherwise the same rules', () => {
     const [nat, filter] = iptablesRules(plan(), V6);
-    expect(nat!.rules).toEqual([
-      '-A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN',
-      '-A FLANNEL-POSTRTG -s fd00:10:244:1::/64 -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j RETURN',
-      '-A FLANNEL-POSTRTG -s fd00:10:244::/56 -d fd00:10:244:1::/64 -m comment --comment "flanneld masq" -j RETURN',
-      '-A FLANNEL-POSTRTG ! -s fd00:10:244::/56 -d fd00:10:244:1::/64 -m comment --comment "flanneld masq" -j RETURN',
-      '-A FLANNEL-POSTRTG -s fd00:10:244::/56 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-      '-A FLANNEL-POSTRTG ! -s fd00:10:244::/56 -d fd00:10:244::/56 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully',
-    ]);
-    expect(filter!.rules).toEqual([
-      '-A FLANNEL-FWD -s fd00:10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT',
-      '-A FLANNEL-FWD -d fd00:10:244::/56 -m comment --comment "flanneld forward" -j ACCEPT',
-    ]);
+    expect(nat!.rules).toEqual(goldenIptables(GOLDEN_V6).nat);
+    expect(filter!.rules).toEqual(goldenIptables(GOLDEN_V6).forward);
   });
 
   it('leaves out the chains whose flag is off', () => {

@@ -13,6 +13,7 @@ import {
   renderNftRemoval,
 } from '../../../flanneld/traffic/render-nft.js';
 import type { FamilyTraffic, TrafficPlan } from '../../../flanneld/traffic/traffic-manager.js';
+import { GOLDEN_V4, goldenNft, nftTableListing } from '../../helpers/golden-rules.js';
 
 const net = (t: string) => parseCidr(t)!;
 const V4: FamilyTraffic = { clusterCidr: net('10.244.0.0/16'), podCidr: net('10.244.1.0/24') };
@@ -21,34 +22,10 @@ const plan = (over: Partial<TrafficPlan> = {}): TrafficPlan => ({
   families: [V4], masquerade: true, fullyRandom: true, forward: true, ...over,
 });
 
-// docs/compatibility.md#traffic-rules: flannel-ts's rendering of postrtg (not upstream's), for 10.244.0.0/16 and
-// 10.244.1.0/24.
-const POSTRTG_V4 = [
-  'meta mark & 0x00004000 == 0x00004000 return',
-  'ip saddr 10.244.1.0/24 ip daddr 10.244.0.0/16 return',
-  'ip saddr 10.244.0.0/16 ip daddr 10.244.1.0/24 return',
-  'ip saddr != 10.244.0.0/16 ip daddr 10.244.1.0/24 return',
-  'ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random',
-  'ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random',
-];
-const FORWARD_V4 = ['ip saddr 10.244.0.0/16 accept', 'ip daddr 10.244.0.0/16 accept'];
+const { postrtg: POSTRTG_V4, forward: FORWARD_V4 } = goldenNft(GOLDEN_V4, 'ip');
 
 // What nft 1.0.6 printed for `nft list table ip flannel-ipv4` after our ensure script.
-const LISTED_V4 = `table ip flannel-ipv4 {
-\tcomment "rules for flannel-ipv4"
-\tchain postrtg {
-\t\tcomment "chain to manage traffic masquerading by flannel"
-\t\ttype nat hook postrouting priority srcnat; policy accept;
-${POSTRTG_V4.map((r) => `\t\t${r}`).join('\n')}
-\t}
-
-\tchain forward {
-\t\tcomment "chain to accept flannel traffic"
-\t\ttype filter hook forward priority filter; policy accept;
-${FORWARD_V4.map((r) => `\t\t${r}`).join('\n')}
-\t}
-}
-`;
+const LISTED_V4 = `${nftTableListing('ip', 'flannel-ipv4', POSTRTG_V4, FORWARD_V4)}\n`;
 
 describe('nftRules', () => {
   it('renders the documented rule set for IPv4', () => {
