@@ -94,10 +94,8 @@ export interface Datapath {
   link(name: string): Promise<LinkInfo | undefined>;
   /** Creates the VXLAN device, or replaces it when an existing one differs in any parameter; sets it up. */
   ensureVxlan(spec: VxlanLinkSpec): Promise<LinkInfo>;
-  deleteLink(index: number): Promise<void>;
   /** Sets the link's MTU and brings it up (devices a backend opens itself, such as udp's TUN device). */
   configureLink(index: number, mtu: number): Promise<void>;
-  addresses(linkIndex: number): Promise<readonly AddressInfo[]>;
   /** Makes `wanted` the only address of its family inside `within` on the link (others outside are left alone). */
   ensureAddress(linkIndex: number, wanted: AddressInfo, within: IpNet): Promise<void>;
   /** Many messages per send; failures are reported per change, never thrown mid-batch. */

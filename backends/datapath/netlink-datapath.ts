@@ -86,15 +86,11 @@ export class NetlinkDatapath implements Datapath {
     return { ...created, up: true };
   }
 
-  async deleteLink(index: number): Promise<void> {
-    await this.sock.request(deleteLink(index), `delete link #${index}`);
-  }
-
   async configureLink(index: number, mtu: number): Promise<void> {
     await this.sock.request(setLinkMtuUp(index, mtu), `set link #${index} mtu ${mtu} up`);
   }
 
-  async addresses(linkIndex: number): Promise<readonly AddressInfo[]> {
+  private async addresses(linkIndex: number): Promise<readonly AddressInfo[]> {
     const msgs = await this.sock.dump(dumpAddresses(), 'dump addresses');
     return msgs.map(decodeAddress).filter((a): a is AddressInfo => a !== undefined && a.linkIndex === linkIndex);
   }

@@ -29,9 +29,7 @@ async function handle(call: Call): Promise<unknown> {
     }
     case 'link':
     case 'ensureVxlan':
-    case 'deleteLink':
     case 'configureLink':
-    case 'addresses':
     case 'ensureAddress':
     case 'apply':
     case 'ensureBlackhole':
