@@ -4,17 +4,18 @@
  */
 import type { Logger } from 'pino';
 import type { NetworkConfig } from '../flanneld/config/network-config-types.js';
+import type { IpAddress } from '../flanneld/ip/address.js';
 import type { ExternalInterface, HostView } from '../flanneld/ip/external-interface.js';
 import type { Lease, LeaseAttrs, LeaseEvent } from '../flanneld/lease/lease.js';
 import type { Clock } from '../flanneld/runtime/clock.js';
 import type { Random } from '../flanneld/runtime/random.js';
 import type { Datapath } from './datapath/datapath.js';
 import type { ReconcilerObserver } from './peer-reconciler.js';
-import type { SubnetManager } from '../flanneld/subnet/subnet-manager.js';
 
 export interface BackendDeps {
-  readonly subnets: SubnetManager;
   readonly extIface: ExternalInterface;
+  /** This node's earlier lease for the public IP, if the store still holds it (vxlan keeps its VTEP MAC from it). */
+  readonly findPreviousLease: (publicIP: IpAddress | undefined, signal: AbortSignal) => Promise<Lease | undefined>;
   /** Claims this node's lease with the backend's attrs, retrying transient failures until it succeeds or aborts. */
   readonly acquireLease: (attrs: LeaseAttrs, signal: AbortSignal) => Promise<Lease>;
   /**

@@ -124,8 +124,8 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const observer = deps.ops ? opsObserver(deps.ops, deps.clock, opts.datapathResyncMs) : undefined;
   const backend = factory({
     ...(observer ? { observer } : {}),
-    subnets: deps.subnets,
     extIface,
+    findPreviousLease: (publicIP, findSignal) => deps.subnets.findPreviousLease(publicIP, findSignal),
     acquireLease,
     peerLeases: (own, peerSignal) => validPeerLeases(deps, config, own, peerSignal),
     datapath: deps.datapath,

@@ -9,8 +9,8 @@ import { FlannelError } from '../../flanneld/runtime/errors.js';
 import type { Backend, BackendDeps, Network } from '../backend.js';
 import { baseLeaseAttrs } from '../backend.js';
 import type { DatapathEntry } from '../datapath/datapath.js';
-import { runPeerReconciler, type PeerPlan } from '../peer-reconciler.js';
-import { scopeOf } from '../vxlan/vxlan-backend.js';
+import type { PeerPlan } from '../peer-reconciler.js';
+import { reconcilePeers, scopeOf } from '../peer-network.js';
 import { checkHostGwReachable, planHostGwPeer } from './host-gw-peers.js';
 
 export function createHostGwBackend(deps: BackendDeps): Backend {
@@ -53,11 +53,7 @@ export function createHostGwBackend(deps: BackendDeps): Backend {
       return {
         lease,
         mtu: extIface.mtu,
-        run: (runSignal) =>
-          runPeerReconciler(plan, lease, deps.peerLeases(lease, runSignal), {
-            datapath: deps.datapath, clock: deps.clock, log: deps.log, resyncMs: deps.resyncMs,
-            ...(deps.observer ? { observer: deps.observer } : {}),
-          }, runSignal),
+        run: (runSignal) => reconcilePeers(deps, plan, lease, runSignal),
       };
     },
   };

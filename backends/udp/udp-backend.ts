@@ -15,7 +15,8 @@ import { baseLeaseAttrs } from '../backend.js';
 import type { DatapathEntry } from '../datapath/datapath.js';
 import { describeEntry } from '../datapath/entry-key.js';
 import { leaseLabel } from '../peer-entries.js';
-import { runPeerReconciler, type PeerPlan } from '../peer-reconciler.js';
+import type { PeerPlan } from '../peer-reconciler.js';
+import { reconcilePeers } from '../peer-network.js';
 import { parseUdpConfig, UDP_DEVICE, UDP_OVERHEAD } from './udp-config.js';
 import { nativeUdpDataplane, type UdpDataplane, type UdpProxy } from './udp-dataplane.js';
 
@@ -105,9 +106,7 @@ export function createUdpBackend(deps: BackendDeps, dataplane: UdpDataplane): Ba
         dropped: () => running?.proxy.stats().dropped,
         async run(runSignal) {
           try {
-            await runPeerReconciler(plan, lease, deps.peerLeases(lease, runSignal), {
-              datapath, clock: deps.clock, log, resyncMs: deps.resyncMs, ...(deps.observer ? { observer: deps.observer } : {}),
-            }, runSignal);
+            await reconcilePeers(deps, plan, lease, runSignal);
           } finally {
             // Closing the TUN device removes it, its address and its route, as upstream's shutdown does.
             stop();

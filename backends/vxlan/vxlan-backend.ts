@@ -6,12 +6,12 @@
  */
 import type { Family, IpAddress } from '../../flanneld/ip/address.js';
 import { containsIp, ipNet, networkAddress, type IpNet } from '../../flanneld/ip/cidr.js';
-import type { Lease } from '../../flanneld/lease/lease.js';
 import { FlannelError } from '../../flanneld/runtime/errors.js';
 import type { Backend, BackendDeps, Network } from '../backend.js';
 import { baseLeaseAttrs } from '../backend.js';
 import type { VxlanLinkSpec } from '../datapath/datapath.js';
-import { runPeerReconciler, type PeerPlan } from '../peer-reconciler.js';
+import type { PeerPlan } from '../peer-reconciler.js';
+import { reconcilePeers, scopeOf } from '../peer-network.js';
 import { parseVxlanConfig, vxlanDeviceName, vxlanMtu } from './vxlan-config.js';
 import { planVxlanPeer, type VxlanFamilyContext, type VxlanPeerContext } from './vxlan-peers.js';
 import { decodeVxlanBackendData, encodeVxlanBackendData, randomVtepMac } from './vtep-mac.js';
@@ -28,7 +28,7 @@ export function createVxlanBackend(deps: BackendDeps): Backend {
       const cfg = parseVxlanConfig(config.backend);
       const { extIface, datapath, log } = deps;
       const families: Family[] = [...(config.enableIPv4 ? [4 as const] : []), ...(config.enableIPv6 ? [6 as const] : [])];
-      const previous = await deps.subnets.findPreviousLease(extIface.publicIP, signal).catch(() => undefined);
+      const previous = await deps.findPreviousLease(extIface.publicIP, signal).catch(() => undefined);
 
       const devices: Device[] = [];
       for (const family of families) {
@@ -90,10 +90,7 @@ export function createVxlanBackend(deps: BackendDeps): Backend {
       return {
         lease,
         mtu: Math.min(...devices.map((d) => d.spec.mtu)),
-        run: (runSignal) =>
-          runPeerReconciler(plan, lease, deps.peerLeases(lease, runSignal), {
-            datapath, clock: deps.clock, log, resyncMs: deps.resyncMs, ...(deps.observer ? { observer: deps.observer } : {}),
-          }, runSignal),
+        run: (runSignal) => reconcilePeers(deps, plan, lease, runSignal),
       };
     },
   };
@@ -108,13 +105,4 @@ async function ensureDevice(deps: BackendDeps, spec: VxlanLinkSpec) {
     throw new FlannelError('ERR_DEVICE', `${spec.name}'s mac address wanted: ${spec.mac}, but got: ${link.mac}`);
   }
   return link;
-}
-
-
-export function scopeOf(lease: Lease, networks: ReadonlyMap<Family, IpNet | undefined>, devices: readonly { index: number }[]) {
-  return {
-    routeNetworks: [...networks.values()].filter((n): n is IpNet => n !== undefined),
-    excludeRoutes: [lease.subnet, lease.ipv6Subnet].filter((n): n is IpNet => n !== undefined),
-    neighLinks: devices.map((d) => d.index),
-  };
 }

@@ -92,7 +92,7 @@ function setup(opts: SetupOptions = {}) {
   const register = (json: string): Promise<Network> => {
     const cfg = config(json);
     const backend = createHostGwBackend({
-      subnets,
+      findPreviousLease: (publicIP, signal) => subnets.findPreviousLease(publicIP, signal),
       extIface: extIface(cfg),
       peerLeases: (_own, signal) => subnets.watchLeases(signal),
       acquireLease: (attrs, signal) => subnets.acquireLease({ attrs }, signal),

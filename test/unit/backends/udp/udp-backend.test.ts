@@ -161,7 +161,7 @@ function setup(opts: { mtu?: number } = {}) {
     const cfg = config(json);
     const backend = createUdpBackend(
       {
-        subnets,
+        findPreviousLease: (publicIP, signal) => subnets.findPreviousLease(publicIP, signal),
         extIface: extIface(cfg),
         peerLeases: (_own, signal) => subnets.watchLeases(signal),
         acquireLease: (attrs, signal) => subnets.acquireLease({ attrs }, signal),

@@ -89,7 +89,7 @@ function setup(opts: { mtu?: number; connected?: readonly string[]; publicIP?: s
   }));
   const { log, lines } = memoryLog();
   const deps = (cfg: NetworkConfig, datapath: FakeDatapath): BackendDeps => ({
-    subnets,
+    findPreviousLease: (publicIP, signal) => subnets.findPreviousLease(publicIP, signal),
     extIface: extIface(cfg),
     peerLeases: (_own, signal) => subnets.watchLeases(signal),
     acquireLease: (attrs, signal) => subnets.acquireLease({ attrs }, signal),
