@@ -37,11 +37,8 @@ import { runStatusCommand } from './status/status-command.js';
 import { formatCidr } from './ip/cidr.js';
 import { createRawSocketPinger } from './probe/pinger.js';
 import { PeerProber } from './probe/peer-prober.js';
-import { Backoff } from './runtime/backoff.js';
-import { FlannelError, errorMessage } from './runtime/errors.js';
 import { annotationNames } from './subnet/kube/annotations.js';
-import { KubeSubnetManager } from './subnet/kube/kube-subnet-manager.js';
-import { resolveNodeName } from './subnet/kube/node-name.js';
+import { KubeSubnetManager, waitForNodeName } from './subnet/kube/kube-subnet-manager.js';
 import type { SubnetManager } from './subnet/subnet-manager.js';
 
 /** How long the lease watch may neither hold a connection nor retry before /healthz reports it: twice this. */
@@ -228,19 +225,7 @@ async function kubeStore(
   ]);
   const annotations = annotationNames(options.kubeAnnotationPrefix);
   const api = new KubeNodeApi(kubeConfigFor({ kubeconfigFile: options.kubeconfigFile, apiUrl: options.kubeApiUrl, env }));
-  const backoff = new Backoff({ initialMs: 1000, maxMs: 30_000, jitter: 0.1 }, mathRandom);
-  let nodeName: string;
-  for (;;) {
-    try {
-      nodeName = await resolveNodeName(env, api);
-      break;
-    } catch (err) {
-      if (!(err instanceof FlannelError) || err.code !== 'ERR_STORE_UNAVAILABLE') throw err;
-      const retryInMs = backoff.next();
-      kubeLog.warn({ err: errorMessage(err), retryInMs }, 'cannot find the node name yet; retrying');
-      await systemClock.sleep(retryInMs, signal);
-    }
-  }
+  const nodeName = await waitForNodeName(env, api, { clock: systemClock, random: mathRandom, log: kubeLog }, signal);
   kubeLog.info({ node: nodeName, netConf: options.netConfigPath }, 'using the Kubernetes API for subnets');
   const subnets = new KubeSubnetManager({
     api,

@@ -20,6 +20,7 @@ import { LOGGED_KEY_CHARS, LOGGED_REASON_CHARS, clip } from '../store-limits.js'
 import type { AnnotationNames } from './annotations.js';
 import type { KubeNode, NodeApi } from './node-api.js';
 import { changedAnnotations, ownSubnets, peerLease, publishedAnnotations, storedBackendData } from './node-lease.js';
+import { resolveNodeName } from './node-name.js';
 import { watchNodes } from './node-watch.js';
 
 export interface KubeSubnetManagerDeps {
@@ -39,7 +40,32 @@ export interface KubeSubnetManagerDeps {
 
 /** How often a node still waiting for its podCIDR is looked at again: one GET of one object. */
 const POD_CIDR_POLL_MS = 1000;
-const COMPLETE_RETRY = { initialMs: 1000, maxMs: 30_000, jitter: 0.1 };
+/** Retries of calls to an API server that cannot be reached yet or refused a write: 1 s doubling to 30 s. */
+const API_RETRY = { initialMs: 1000, maxMs: 30_000, jitter: 0.1 };
+
+/**
+ * The Node this daemon runs for (resolveNodeName), asked again on API_RETRY while the API server cannot be
+ * reached: the daemon often starts before the network it sets up is complete. A bad environment or pod spec fails
+ * at once.
+ */
+export async function waitForNodeName(
+  env: Readonly<Record<string, string | undefined>>,
+  api: Pick<NodeApi, 'getPodNodeName'>,
+  deps: { readonly clock: Clock; readonly random: Random; readonly log: Logger },
+  signal: AbortSignal,
+): Promise<string> {
+  const backoff = new Backoff(API_RETRY, deps.random);
+  for (;;) {
+    try {
+      return await resolveNodeName(env, api);
+    } catch (err) {
+      if (!(err instanceof FlannelError) || err.code !== 'ERR_STORE_UNAVAILABLE') throw err;
+      const retryInMs = backoff.next();
+      deps.log.warn({ err: errorMessage(err), retryInMs }, 'cannot find the node name yet; retrying');
+      await deps.clock.sleep(retryInMs, signal);
+    }
+  }
+}
 
 export class KubeSubnetManager implements SubnetManager {
   readonly name = 'kube' as const;
@@ -186,7 +212,7 @@ export class KubeSubnetManager implements SubnetManager {
   /** Sets the NetworkUnavailable condition to False once, after the datapath is up (upstream's CompleteLease). */
   async completeLease(_lease: Lease, signal: AbortSignal): Promise<void> {
     if (!this.deps.setNodeNetworkUnavailable) return;
-    const backoff = new Backoff(COMPLETE_RETRY, this.deps.random);
+    const backoff = new Backoff(API_RETRY, this.deps.random);
     for (;;) {
       const now = new Date(this.deps.clock.now()).toISOString().replace(/\.\d{3}Z$/, 'Z');
       try {
