@@ -25,13 +25,7 @@ import { trafficPlan, type TrafficOptions } from './traffic/plans.js';
 import type { TrafficManager } from './traffic/traffic-manager.js';
 import { previousSubnets, renderSubnetEnv } from './subnet/subnet-env.js';
 import type { StoredPublicIPs, SubnetManager } from './subnet/subnet-manager.js';
-import type { IpAddress } from './ip/address.js';
-import { networkAddress, type IpNet } from './ip/cidr.js';
-import { combineObservers, type DaemonStatus, type ProbeState } from './health/daemon-status.js';
-import type { LoopMonitor } from './health/loop-monitor.js';
-import type { Readiness } from './health/readiness.js';
-import { peerGuardMetrics, reconcilerMetrics, type FlanneldMetrics } from './metrics/metrics.js';
-import type { ReconcilerObserver } from '../backends/peer-reconciler.js';
+import { daemonEvents, type DaemonOps } from './daemon-events.js';
 
 export interface DaemonOptions extends Omit<ExternalInterfaceOptions, 'enableIPv4' | 'enableIPv6'>, TrafficOptions {
   readonly subnetFile: string;
@@ -65,27 +59,13 @@ export interface DaemonDeps {
   readonly ops?: DaemonOps;
 }
 
-/** The peer prober as the daemon drives it: targets follow the peer set, results feed status and metrics. */
-export interface ProberPort {
-  updateTargets(changes: ReadonlyMap<string, { readonly key: string; readonly address: IpAddress; readonly subnet: IpNet; readonly publicIP?: IpAddress } | undefined>): void;
-  state(): ReadonlyMap<string, ProbeState>;
-  run(signal: AbortSignal): Promise<void>;
-}
-
-export interface DaemonOps {
-  readonly loops: LoopMonitor;
-  readonly readiness: Readiness;
-  readonly status: DaemonStatus;
-  readonly metrics?: FlanneldMetrics;
-  readonly prober?: ProberPort;
-}
-
 export type DaemonResult = { readonly kind: 'stopped' } | { readonly kind: 'lease-lost'; readonly message: string };
 
 const STARTUP_RETRY = { initialMs: 1000, maxMs: 30_000, jitter: 0.1 };
 
 export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: AbortSignal): Promise<DaemonResult> {
   const log = deps.rootLog.child({ component: 'daemon' });
+  const events = daemonEvents(deps.ops, deps.clock, opts.renewMarginMs);
   const config = await retryUntilDone(deps, log, signal, 'network config', () => deps.subnets.getNetworkConfig(signal));
   log.info({ backend: config.backend.type, network: describeNetworks(config) }, 'network config loaded');
   await refuseNetworkConflicts(deps.host, config);
@@ -121,13 +101,13 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     retryUntilDone(deps, log, acquireSignal, 'subnet lease', () =>
       deps.subnets.acquireLease({ attrs, ...(previous ? { previous } : {}) }, acquireSignal),
     );
-  const observer = deps.ops ? opsObserver(deps.ops, deps.clock, opts.datapathResyncMs) : undefined;
+  const observer = events.reconciler(opts.datapathResyncMs);
   const backend = factory({
     ...(observer ? { observer } : {}),
     extIface,
     findPreviousLease: (publicIP, findSignal) => deps.subnets.findPreviousLease(publicIP, findSignal),
     acquireLease,
-    peerLeases: (own, peerSignal) => validPeerLeases(deps, config, own, peerSignal),
+    peerLeases: (own, peerSignal) => validPeerLeases(deps, events.peerGuard, config, own, peerSignal),
     datapath: deps.datapath,
     host: deps.host,
     clock: deps.clock,
@@ -137,13 +117,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   });
   const network = await backend.registerNetwork(config, signal);
   log.info({ subnet: formatSubnetKey(network.lease), mtu: network.mtu }, 'lease acquired');
-  const ops = deps.ops;
-  if (ops) {
-    if (network.dropped) ops.metrics?.trackUdpDrops(network.dropped);
-    ops.status.lease = network.lease;
-    ops.status.backend = { type: config.backend.type, mtu: network.mtu };
-    leaseTimes(ops, network.lease, deps.clock.now(), opts.renewMarginMs);
-  }
+  events.networkUp(network, config.backend.type);
 
   // Upstream's order: clean up the other mode, install ours, then write subnet.env (readiness means rules are in).
   const [rules, other] = config.enableNFTables
@@ -154,10 +128,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   await other.removeAll(signal);
   await rules.ensure(plan, signal);
   log.info({ manager: rules.kind, masquerade: plan.masquerade, forward: plan.forward }, 'traffic rules in place');
-  if (ops) {
-    ops.status.rulesManager = rules.kind;
-    ops.loops.register('traffic-rules', opts.iptablesResyncMs);
-  }
+  events.rulesInPlace(rules.kind, opts.iptablesResyncMs);
 
   const envText = renderSubnetEnv({
     ...(config.enableIPv4 && config.network ? { network: config.network } : {}),
@@ -170,7 +141,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   try {
     await deps.writeFile(opts.subnetFile, envText);
     log.info({ file: opts.subnetFile }, 'wrote subnet file');
-    ops?.readiness.set('started', undefined);
+    events.subnetFileWritten();
     deps.onReady?.(network.lease);
   } catch (err) {
     // Upstream keeps running without becoming ready; pods on this node cannot start until this is fixed.
@@ -191,16 +162,13 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
       renewMarginMs: opts.renewMarginMs,
     },
     phase.signal,
-    (renewed) => {
-      if (!ops) return;
-      ops.metrics?.leaseRenewals.inc();
-      ops.status.lease = renewed;
-      leaseTimes(ops, renewed, deps.clock.now(), opts.renewMarginMs);
-    },
+    (renewed) => events.leaseRenewed(renewed),
   ).catch((err: unknown) => {
     if (phase.signal.aborted) return;
-    if (err instanceof LeaseLostError) ops?.readiness.set('lease', `lease lost: ${err.message}`);
-    if (err instanceof LeaseLostError) lost = err;
+    if (err instanceof LeaseLostError) {
+      events.leaseLost(err.message);
+      lost = err;
+    }
     else log.error({ err }, 'lease keeper failed');
     phase.abort(err);
   });
@@ -213,16 +181,10 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     clock: deps.clock,
     log: deps.rootLog.child({ component: 'traffic' }),
     periodMs: opts.iptablesResyncMs,
-    onRepair: () => {
-      ops?.metrics?.trafficRuleRepairs.inc({ manager: rules.kind });
-      if (ops) ops.status.ruleRepairs++;
-    },
-    onChecked: () => {
-      ops?.loops.beat('traffic-rules');
-      if (ops) ops.status.lastRulesCheck = deps.clock.now();
-    },
+    onRepair: () => events.rulesRepaired(rules.kind),
+    onChecked: () => events.rulesChecked(),
   }, phase.signal);
-  const probing = ops?.prober ? ops.prober.run(phase.signal).catch((err: unknown) => log.warn({ err }, 'peer prober stopped')) : undefined;
+  const probing = events.runProber(phase.signal).catch((err: unknown) => log.warn({ err }, 'peer prober stopped'));
   const blackholes = opts.ipBlackholeRoute ? keepBlackholes(deps, log, network.lease, opts.iptablesResyncMs, phase.signal) : Promise.resolve();
   const completing = deps.subnets.completeLease?.(network.lease, phase.signal).catch((err: unknown) => {
     if (!phase.signal.aborted) log.warn({ err }, 'cannot complete the lease');
@@ -245,7 +207,7 @@ async function refuseNetworkConflicts(host: HostView, config: NetworkConfig): Pr
  * The store's peer leases through the peer guard: this host's addresses and connected networks are read once, when
  * the watch starts, as what a peer's lease must not cover.
  */
-async function* validPeerLeases(deps: DaemonDeps, config: NetworkConfig, own: Lease, signal: AbortSignal): AsyncIterable<readonly LeaseEvent[]> {
+async function* validPeerLeases(deps: DaemonDeps, observer: PeerGuardObserver, config: NetworkConfig, own: Lease, signal: AbortSignal): AsyncIterable<readonly LeaseEvent[]> {
   const [interfaces, connectedNetworks] = await Promise.all([deps.host.interfaces(), deps.host.connectedNetworks()]);
   const rules = {
     ranges: allocationRanges(config),
@@ -254,79 +216,12 @@ async function* validPeerLeases(deps: DaemonDeps, config: NetworkConfig, own: Le
     own,
     host: { addresses: interfaces.flatMap((i) => i.addrs), connectedNetworks },
   };
-  const ops = deps.ops;
-  const observer = combinePeerGuardObservers(ops?.metrics && peerGuardMetrics(ops.metrics), ops?.status.guardObserver());
   const guard = new PeerGuard(rules, deps.rootLog.child({ component: 'peer-guard' }), observer);
   yield* guardedLeases(deps.subnets.watchLeases(signal), guard);
 }
 
-function combinePeerGuardObservers(...observers: (PeerGuardObserver | undefined)[]): PeerGuardObserver {
-  const all = observers.filter((o): o is PeerGuardObserver => o !== undefined);
-  return {
-    refused: (reason) => {
-      for (const o of all) o.refused?.(reason);
-    },
-    refusedChanged: (refused) => {
-      for (const o of all) o.refusedChanged?.(refused);
-    },
-  };
-}
 
-/**
- * The reconciler's hooks as health, status and metrics: each resync is the reconciler's heartbeat, a programming
- * problem makes the node unready, and the peer set drives the prober and the per-peer metric labels.
- */
-function opsObserver(ops: DaemonOps, clock: Clock, resyncMs: number): ReconcilerObserver {
-  ops.loops.register('datapath-reconciler', resyncMs);
-  // Per-peer series are labelled with the peer's subnet; a peer that leaves takes its series with it.
-  const labels = new Map<string, string>();
-  const health: ReconcilerObserver = {
-    resynced: () => ops.loops.beat('datapath-reconciler'),
-    programmed: (problem) => ops.readiness.set('datapath', problem),
-    peersChanged: (changed) => {
-      const targets = new Map<string, { key: string; address: IpAddress; subnet: IpNet; publicIP?: IpAddress } | undefined>();
-      for (const [key, lease] of changed) {
-        const old = labels.get(key);
-        if (old !== undefined && (!lease || peerLabel(lease) !== old)) ops.metrics?.peerReachable.remove({ peer: old });
-        if (lease) labels.set(key, peerLabel(lease));
-        else labels.delete(key);
-        targets.set(key, lease && probeTarget(key, lease));
-      }
-      ops.prober?.updateTargets(targets);
-    },
-  };
-  return combineObservers(ops.metrics && reconcilerMetrics(ops.metrics, clock), ops.status.observer(), health);
-}
 
-/**
- * One probe per peer, over IPv4 when the peer has an IPv4 subnet, else over IPv6, so IPv6-only peers are probed
- * too. The target is the subnet's network address, which the tunnel device of vxlan and udp peers holds, so the
- * probe crosses the tunnel. A host-gw peer holds no such address (the network address of a subnet on its bridge
- * is a broadcast or anycast address that no echo answers from), and its pod traffic goes straight to its public
- * IP, so that is what is probed there.
- */
-function probeTarget(key: string, lease: Lease): { key: string; address: IpAddress; subnet: IpNet; publicIP?: IpAddress } | undefined {
-  const subnet = lease.subnet ?? lease.ipv6Subnet;
-  const publicIP = lease.subnet ? lease.attrs.publicIP : lease.attrs.publicIPv6;
-  if (!subnet) return undefined;
-  const address = lease.attrs.backendType === 'host-gw' ? publicIP : networkAddress(subnet);
-  return address && { key, address, subnet, ...(publicIP ? { publicIP } : {}) };
-}
-
-/** How metrics and logs name a peer: its subnet(s) in CIDR form. */
-export function peerLabel(lease: Lease): string {
-  return [lease.subnet, lease.ipv6Subnet].filter((n) => n !== undefined).map((n) => formatCidr(n)).join(',');
-}
-
-/** Lease expiry as a metric, and the keeper watched for stalls only when it has a renewal to make. */
-function leaseTimes(ops: DaemonOps, lease: Lease, now: number, renewMarginMs: number): void {
-  if (lease.expiresAt === undefined) {
-    ops.loops.unregister('lease-keeper');
-    return;
-  }
-  ops.metrics?.leaseExpiry.set(lease.expiresAt / 1000);
-  ops.loops.register('lease-keeper', Math.max(1000, lease.expiresAt - renewMarginMs - now));
-}
 
 /** --ip-blackhole-route: keeps a blackhole route for our own subnet(s), re-checked every period. */
 function keepBlackholes(deps: DaemonDeps, log: Logger, lease: Lease, periodMs: number, signal: AbortSignal): Promise<void> {

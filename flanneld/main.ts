@@ -123,9 +123,6 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         },
       })
     : undefined;
-  if (prober) {
-    status.probes = () => new Map([...prober.state()].map(([key, r]) => [key, { reachable: r.reachable, ...(r.rttMs !== undefined ? { rttMs: r.rttMs } : {}), at: r.at }]));
-  }
   try {
     const result = await runDaemon(
       {
