@@ -121,12 +121,8 @@ class StatusError extends Error {
 // Real clusters have revisions far from zero; starting here catches clients that treat small numbers specially.
 const FIRST_RESOURCE_VERSION = 1000;
 const MAX_BODY_BYTES = 3 * 1024 * 1024;
-const PATCH_TYPES = [
-  'application/json-patch+json',
-  'application/merge-patch+json',
-  'application/strategic-merge-patch+json',
-] as const;
-type PatchType = (typeof PATCH_TYPES)[number];
+/** The one patch type the product sends (node-api.ts); a real apiserver takes more, which nothing here needs. */
+const PATCH_TYPES = ['application/strategic-merge-patch+json'] as const;
 
 export async function startFakeKubeApi(opts: FakeKubeApiOptions = {}): Promise<FakeKubeApi> {
   const api = new FakeKubeApiServer(opts);
@@ -563,7 +559,8 @@ class FakeKubeApiServer implements FakeKubeApi {
     } catch (err) {
       throw badRequest(`error decoding patch: ${err instanceof Error ? err.message : String(err)}`);
     }
-    const patched = applyPatch(type as PatchType, old, patch);
+    if (!isObject(patch)) throw badRequest('a strategic merge patch must be a JSON object');
+    const patched = strategicMerge(old, patch, '') ?? {};
     const next = settlePatchedNode(old, patched, statusSubresource);
     if (deepEqual(next, old)) return old;
     if (query.get('dryRun') === 'All') return next;
@@ -903,18 +900,6 @@ function metadataOf(object: JsonObject): JsonObject {
 
 // ---- patches ---------------------------------------------------------------------------------------------------------
 
-function applyPatch(type: PatchType, old: JsonObject, patch: Json): Json {
-  switch (type) {
-    case 'application/json-patch+json':
-      return jsonPatch(old, patch);
-    case 'application/merge-patch+json':
-      if (!isObject(patch)) throw badRequest('a merge patch must be a JSON object');
-      return mergePatch(old, patch);
-    case 'application/strategic-merge-patch+json':
-      if (!isObject(patch)) throw badRequest('a strategic merge patch must be a JSON object');
-      return strategicMerge(old, patch, '') ?? {};
-  }
-}
 
 /**
  * What the registry does with a patched Node before storing it: server-owned metadata is kept, a resourceVersion or
@@ -964,16 +949,6 @@ function keepServerFields(meta: JsonObject, oldMeta: JsonObject): void {
   }
 }
 
-/** RFC 7386. */
-function mergePatch(target: Json | undefined, patch: Json): Json {
-  if (!isObject(patch)) return clone(patch);
-  const result: JsonObject = isObject(target) ? clone(target) : {};
-  for (const [key, value] of Object.entries(patch)) {
-    if (value === null) delete result[key];
-    else result[key] = mergePatch(result[key], value);
-  }
-  return result;
-}
 
 type ListStrategy = { readonly kind: 'keyed'; readonly key: string } | { readonly kind: 'set' };
 
@@ -1061,102 +1036,3 @@ function strategicMergeList(original: Json | undefined, patch: Json[], path: str
   return result;
 }
 
-/** RFC 6902: add, remove, replace, move, copy, test. A malformed patch is 400; one that does not apply is 422. */
-function jsonPatch(document: JsonObject, ops: Json): Json {
-  if (!Array.isArray(ops)) throw badRequest('a JSON patch must be a list of operations');
-  let doc: Json = clone(document);
-  for (const op of ops) {
-    if (!isObject(op) || typeof op.op !== 'string' || typeof op.path !== 'string') {
-      throw badRequest(`malformed JSON patch operation: ${JSON.stringify(op)}`);
-    }
-    const path = parsePointer(op.path);
-    const from = (): string[] => {
-      if (typeof op.from !== 'string') throw badRequest(`${op.op} operation needs "from"`);
-      return parsePointer(op.from);
-    };
-    const value = (): Json => {
-      if (!('value' in op)) throw badRequest(`${op.op} operation needs "value"`);
-      return clone(op.value!);
-    };
-    switch (op.op) {
-      case 'add':
-        doc = pointerAdd(doc, path, value());
-        break;
-      case 'remove':
-        doc = pointerRemove(doc, path).doc;
-        break;
-      case 'replace': {
-        const v = value();
-        doc = pointerAdd(pointerRemove(doc, path).doc, path, v);
-        break;
-      }
-      case 'move': {
-        const removed = pointerRemove(doc, from());
-        doc = pointerAdd(removed.doc, path, removed.value);
-        break;
-      }
-      case 'copy':
-        doc = pointerAdd(doc, path, clone(pointerGet(doc, from())));
-        break;
-      case 'test':
-        if (!deepEqual(pointerGet(doc, path), value())) throw invalid(`testing value ${op.path} failed: test failed`);
-        break;
-      default:
-        throw badRequest(`unexpected JSON patch operation: ${op.op}`);
-    }
-  }
-  return doc;
-}
-
-function parsePointer(pointer: string): string[] {
-  if (pointer === '') return [];
-  if (!pointer.startsWith('/')) throw badRequest(`invalid JSON pointer: ${pointer}`);
-  return pointer
-    .slice(1)
-    .split('/')
-    .map((token) => token.replaceAll('~1', '/').replaceAll('~0', '~'));
-}
-
-function arrayIndex(list: Json[], token: string, forAdd: boolean): number {
-  if (forAdd && token === '-') return list.length;
-  if (!/^(0|[1-9]\d{0,8})$/.test(token)) throw invalid(`invalid array index: ${token}`);
-  const index = Number(token);
-  if (index > list.length || (!forAdd && index === list.length)) throw invalid(`array index out of bounds: ${token}`);
-  return index;
-}
-
-function pointerGet(doc: Json, path: readonly string[]): Json {
-  let node: Json = doc;
-  for (const token of path) {
-    if (Array.isArray(node)) node = node[arrayIndex(node, token, false)]!;
-    else if (isObject(node) && token in node) node = node[token]!;
-    else throw invalid(`path /${path.join('/')} does not exist`);
-  }
-  return node;
-}
-
-function pointerAdd(doc: Json, path: readonly string[], value: Json): Json {
-  if (path.length === 0) return value;
-  const parent = pointerGet(doc, path.slice(0, -1));
-  const last = path[path.length - 1]!;
-  if (Array.isArray(parent)) parent.splice(arrayIndex(parent, last, true), 0, value);
-  else if (isObject(parent)) parent[last] = value;
-  else throw invalid(`cannot add to /${path.join('/')}: its parent is not a container`);
-  return doc;
-}
-
-function pointerRemove(doc: Json, path: readonly string[]): { doc: Json; value: Json } {
-  if (path.length === 0) throw invalid('cannot remove the whole document');
-  const parent = pointerGet(doc, path.slice(0, -1));
-  const last = path[path.length - 1]!;
-  if (Array.isArray(parent)) {
-    const [value] = parent.splice(arrayIndex(parent, last, false), 1);
-    return { doc, value: value! };
-  }
-  if (isObject(parent) && last in parent) {
-    const value = parent[last]!;
-    delete parent[last];
-    return { doc, value };
-  }
-  throw invalid(`path /${path.join('/')} does not exist`);
-}
