@@ -56,16 +56,28 @@ export function createUdpBackend(deps: BackendDeps, dataplane: UdpDataplane): Ba
         running = undefined;
       };
 
+      // A proxy on a newly opened flannel0. Until the proxy takes the descriptor it is ours to close on failure.
+      const openDevice = async (): Promise<Running> => {
+        const tun = dataplane.openTun(UDP_DEVICE);
+        let index: number;
+        try {
+          const opened = await datapath.link(tun.name);
+          if (!opened) throw new FlannelError('ERR_DEVICE', `${tun.name} vanished right after it was opened`);
+          index = opened.index;
+        } catch (err) {
+          dataplane.closeTun(tun);
+          throw err;
+        }
+        return { proxy: dataplane.start({ tun, localAddr, port: cfg.port, mtu }), index };
+      };
+
       const ensureDevice = async (): Promise<void> => {
         const link = await datapath.link(UDP_DEVICE);
         if (!running || !link || link.index !== running.index) {
           stop();
-          const tun = dataplane.openTun(UDP_DEVICE);
-          const opened = await datapath.link(tun.name);
-          if (!opened) throw new FlannelError('ERR_DEVICE', `${tun.name} vanished right after it was opened`);
-          const proxy = dataplane.start({ tun, localAddr, port: cfg.port, mtu });
-          running = { proxy, index: opened.index };
-          for (const r of routes.values()) proxy.setRoute(r.subnet, r.peer, cfg.port);
+          const opened = await openDevice();
+          running = opened;
+          for (const r of routes.values()) opened.proxy.setRoute(r.subnet, r.peer, cfg.port);
         }
         const { index } = running;
         await datapath.configureLink(index, mtu);
@@ -97,8 +109,14 @@ export function createUdpBackend(deps: BackendDeps, dataplane: UdpDataplane): Ba
       };
 
       // Here and not only when the reconciler starts, so the device is up before subnet.env says the node is ready,
-      // and a taken port fails the start with the address named.
-      await ensureDevice();
+      // and a taken port fails the start with the address named. A network that fails here never runs, so nothing
+      // else would close its device.
+      try {
+        await ensureDevice();
+      } catch (err) {
+        stop();
+        throw err;
+      }
       log.info({ device: UDP_DEVICE, mtu, address: formatIp(tunAddr), listen: `${formatIp(localAddr)}:${cfg.port}` }, 'udp backend ready');
       return {
         lease,

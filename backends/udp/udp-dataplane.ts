@@ -4,15 +4,20 @@
  * `npm run build` with the system C compiler): Node has no ioctl to attach to a TUN device, and moving packets
  * through the event loop would cap the backend at what one JavaScript thread can copy. Unit tests use a fake.
  */
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import type { IpAddress } from '../../flanneld/ip/address.js';
 import type { IpNet } from '../../flanneld/ip/cidr.js';
 import { FlannelError } from '../../flanneld/runtime/errors.js';
 
-/** Why packets were dropped, as `flanneld_udp_dropped_packets_total{reason}` names them. */
-export const UDP_DROP_REASONS = ['no_route', 'queue_full', 'send_error', 'ttl_expired', 'malformed', 'not_ipv4', 'tun_write'] as const;
+/**
+ * Why packets were dropped, as `flanneld_udp_dropped_packets_total{reason}` names them. `tun_read_error` and
+ * `udp_receive_error` count failed reads (from the TUN device, from the UDP socket), each at most one packet lost.
+ */
+export const UDP_DROP_REASONS = [
+  'no_route', 'queue_full', 'send_error', 'ttl_expired', 'malformed', 'not_ipv4', 'tun_write', 'tun_read_error', 'udp_receive_error',
+] as const;
 export type UdpDropReason = (typeof UDP_DROP_REASONS)[number];
 
 export interface UdpStats {
@@ -53,8 +58,14 @@ export interface UdpProxyOptions {
 }
 
 export interface UdpDataplane {
+  /** Throws with the errno's name as `code` (EPERM without CAP_NET_ADMIN, EBUSY when another process holds it). */
   openTun(name: string): TunDevice;
-  /** Takes ownership of `tun`: stopping the proxy closes it. Throws (naming the address) when the port is taken. */
+  /** Closes a device no proxy took: the kernel removes it with its last descriptor. */
+  closeTun(tun: TunDevice): void;
+  /**
+   * Takes ownership of `tun`, also when it throws: stopping the proxy closes it, and a failed start (the port taken,
+   * with the address named; a thread that could not start) has closed it already.
+   */
   start(opts: UdpProxyOptions): UdpProxy;
 }
 
@@ -70,29 +81,44 @@ interface NativeAddon {
 // dist/backends/udp/ in the build, backends/udp/ under vitest: the addon is built into dist/native/ either way.
 const ADDON_CANDIDATES = ['../../native/flannel_udp.node', '../../dist/native/flannel_udp.node'].map((rel) => fileURLToPath(new URL(rel, import.meta.url)));
 
-/** Loads the addon on first use, so a node that never runs udp never needs it. */
-export function nativeUdpDataplane(): UdpDataplane {
+/** The kernel removes a TUN device with its last descriptor. */
+const closeTun = (tun: TunDevice): void => closeSync(tun.fd);
+
+const v4 = (ip: IpAddress, what: string): number => {
+  if (ip.family !== 4) throw new FlannelError('ERR_NO_ADDRESS', `udp backend: ${what} must be IPv4`);
+  return Number(ip.value);
+};
+
+/**
+ * Loads the addon on first use, so a node that never runs udp never needs it, and one without the built file fails
+ * only the udp backend, with the file named. `candidates` is injectable for tests.
+ */
+export function nativeUdpDataplane(candidates: readonly string[] = ADDON_CANDIDATES): UdpDataplane {
   let addon: NativeAddon | undefined;
   const load = (): NativeAddon => {
     if (addon) return addon;
-    const path = ADDON_CANDIDATES.find((p) => existsSync(p));
+    const path = candidates.find((p) => existsSync(p));
     if (!path) {
-      throw new FlannelError('ERR_IO', `the udp backend's native addon is missing (looked for ${ADDON_CANDIDATES.join(', ')}); build it with "npm run build"`);
+      throw new FlannelError('ERR_IO', `the udp backend's native addon flannel_udp.node is missing (looked for ${candidates.join(', ')}); build it with "npm run build"`);
     }
     addon = createRequire(import.meta.url)(path) as NativeAddon;
     return addon;
   };
   return {
     openTun: (name) => load().openTun(name),
+    closeTun,
     start(opts) {
-      const native = load();
-      const v4 = (ip: IpAddress, what: string): number => {
-        if (ip.family !== 4) throw new FlannelError('ERR_NO_ADDRESS', `udp backend: ${what} must be IPv4`);
-        return Number(ip.value);
-      };
-      const handle = native.startProxy({
-        tunFd: opts.tun.fd, localAddr: v4(opts.localAddr, 'local address'), port: opts.port, mtu: opts.mtu,
-      });
+      let native: NativeAddon;
+      let localAddr: number;
+      try {
+        native = load();
+        localAddr = v4(opts.localAddr, 'local address');
+      } catch (err) {
+        // Ownership passed with the call: the addon closes the descriptor on its own failures, this on ours.
+        closeTun(opts.tun);
+        throw err;
+      }
+      const handle = native.startProxy({ tunFd: opts.tun.fd, localAddr, port: opts.port, mtu: opts.mtu });
       return {
         setRoute: (subnet, peer, port) => native.setRoute(handle, Number(subnet.ip), subnet.prefixLen, v4(peer, 'peer address'), port),
         deleteRoute: (subnet) => void native.deleteRoute(handle, Number(subnet.ip), subnet.prefixLen),
@@ -103,7 +129,8 @@ export function nativeUdpDataplane(): UdpDataplane {
   };
 }
 
-function fromNative(raw: Record<string, number>): UdpStats {
+/** The addon's counters as UdpStats; exported so a test can check that none of them goes unread. */
+export function fromNative(raw: Record<string, number>): UdpStats {
   const n = (key: string): number => raw[key] ?? 0;
   return {
     tunRxPackets: n('tunRxPackets'), txPackets: n('txPackets'), txBytes: n('txBytes'), rxPackets: n('rxPackets'), rxBytes: n('rxBytes'),
@@ -111,6 +138,7 @@ function fromNative(raw: Record<string, number>): UdpStats {
     dropped: {
       no_route: n('dropNoRoute'), queue_full: n('dropQueueFull'), send_error: n('dropSendError'), ttl_expired: n('dropTtlExpired'),
       malformed: n('dropMalformed'), not_ipv4: n('dropNotIpv4'), tun_write: n('dropTunWrite'),
+      tun_read_error: n('tunReadErrors'), udp_receive_error: n('socketErrors'),
     },
   };
 }

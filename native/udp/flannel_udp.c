@@ -4,11 +4,13 @@
  * flannel's udp backend: the UDP payload is the inner IPv4 packet, unchanged except for its TTL.
  *
  *   openTun(name)                      -> { fd, name }    IFF_TUN | IFF_NO_PI, non-blocking, close-on-exec
- *   startProxy({ tunFd, localAddr, port, mtu }) -> handle   (takes ownership of tunFd)
+ *   startProxy({ tunFd, localAddr, port, mtu }) -> handle   (takes ownership of tunFd: closes it when it throws)
  *   setRoute(handle, network, prefixLen, peerAddr, peerPort)          addresses as uint32 in host order
  *   deleteRoute(handle, network, prefixLen)
  *   stats(handle)                       -> counters (numbers)
  *   stopProxy(handle)                   joins the threads, closes the socket and the TUN fd (removing the device)
+ *
+ * Errors thrown carry the errno's own name as `code` (EPERM, ENODEV, EBUSY...) and the failed call as `syscall`.
  *
  * Queues are the kernel's: the socket buffers (bounded by SO_SNDBUF/SO_RCVBUF) and the TUN device's. Sends are
  * non-blocking, so a slow or vanished peer costs a counted drop, never a stalled thread.
@@ -201,6 +203,11 @@ struct proxy {
   int threads;
   uint64_t counters[C_COUNT];
   int stopped;
+  /* The threads' buffers, allocated before they start so a thread has nothing left that can fail once running. */
+  uint8_t *tun_buf;   /* to_peers: one read from the TUN device, virtio header first */
+  uint8_t *gso_out;   /* to_peers: segments of one TSO packet laid end to end */
+  uint8_t *recv_bufs; /* from_peers: BATCH datagrams of MAX_PACKET bytes */
+  uint8_t *merge_buf; /* from_peers: the packet being coalesced */
 };
 
 static inline void bump(struct proxy *p, enum counter c, uint64_t n) {
@@ -444,13 +451,8 @@ static void send_tso(struct sender *s, uint8_t *pkt, size_t len, size_t mss) {
 /* TUN -> peers: read what the kernel routed into the device, look up the peer, send. */
 static void *run_to_peers(void *arg) {
   struct proxy *p = arg;
-  uint8_t *buf = malloc(VNET_HDR + MAX_PACKET);
-  struct sender s = { p, malloc(MAX_GSO_BYTES + MAX_PACKET), { 0 }, 1 };
-  if (!buf || !s.out) {
-    free(buf);
-    free(s.out);
-    return NULL;
-  }
+  uint8_t *buf = p->tun_buf;
+  struct sender s = { p, p->gso_out, { 0 }, 1 };
   uint8_t *pkt = buf + VNET_HDR;
   while (wait_readable(p, p->tun)) {
     /* Bounded: the device is drained, then poll again (so stop is seen between bursts). */
@@ -503,8 +505,6 @@ static void *run_to_peers(void *arg) {
       send_segments(&s, pkt, len, len, 1);
     }
   }
-  free(buf);
-  free(s.out);
   return NULL;
 }
 
@@ -613,18 +613,11 @@ static void coalesce(struct coalescer *c, const uint8_t *pkt, size_t len) {
    kernel through the device. */
 static void *run_from_peers(void *arg) {
   struct proxy *p = arg;
-  uint8_t (*bufs)[MAX_PACKET] = malloc((size_t)BATCH * MAX_PACKET);
+  uint8_t (*bufs)[MAX_PACKET] = (uint8_t (*)[MAX_PACKET])p->recv_bufs;
   struct mmsghdr msgs[BATCH];
   struct iovec iovs[BATCH];
   char controls[BATCH][CMSG_SPACE(sizeof(int))];
-  struct coalescer c = { p, malloc(MAX_PACKET), 0, 0, 0, 0, 0 };
-  if (!bufs || !c.buf) {
-    free(bufs);
-    free(c.buf);
-    return NULL;
-  }
-  int on = 1;
-  setsockopt(p->sock, SOL_UDP, UDP_GRO, &on, sizeof(on));
+  struct coalescer c = { p, p->merge_buf, 0, 0, 0, 0, 0 };
   while (wait_readable(p, p->sock)) {
     for (int round = 0; round < 16; round++) {
       for (int i = 0; i < BATCH; i++) {
@@ -677,8 +670,6 @@ static void *run_from_peers(void *arg) {
       if (n < BATCH) break;
     }
   }
-  free(bufs);
-  free(c.buf);
   return NULL;
 }
 
@@ -692,15 +683,28 @@ static void *run_from_peers(void *arg) {
     }                                                                         \
   } while (0)
 
-static napi_value throw_errno(napi_env env, const char *what, int err) {
+/* The errno's own name (EPERM, ENODEV, EBUSY...), so JavaScript can branch on `code` as on Node's system errors. */
+static const char *errno_name(int err) {
+#ifdef __GLIBC__
+#if __GLIBC_PREREQ(2, 32)
+  const char *name = strerrorname_np(err);
+  if (name) return name;
+#endif
+#endif
+  (void)err;
+  return "EUNKNOWN";
+}
+
+/* Throws an Error whose `code` is the errno's name and whose `syscall` is the call that failed. */
+static napi_value throw_errno(napi_env env, const char *syscall, const char *what, int err) {
   char message[256];
   snprintf(message, sizeof(message), "%s: %s", what, strerror(err));
-  napi_value msg, code, error;
+  napi_value msg, code, call, error;
   napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
-  const char *name = err == EADDRINUSE ? "EADDRINUSE" : err == EADDRNOTAVAIL ? "EADDRNOTAVAIL" : err == EPERM ? "EPERM"
-                   : err == EACCES ? "EACCES" : err == ENOENT ? "ENOENT" : err == EBUSY ? "EBUSY" : "EIO";
-  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, errno_name(err), NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &call);
   napi_create_error(env, code, msg, &error);
+  napi_set_named_property(env, error, "syscall", call);
   napi_throw(env, error);
   return NULL;
 }
@@ -723,6 +727,34 @@ static int open_tun_device(void) {
   return open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
 }
 
+/* Attaches `fd` to the TUN device `ifr->ifr_name` with our offloads; on failure returns the errno and names the
+   request in `request`. */
+static int configure_tun(int fd, struct ifreq *ifr, const char **request) {
+  /* VNET_HDR + TSO: the kernel hands us whole TCP send windows (up to 64 KiB) in one read instead of one packet
+     per read, and we cut them into MTU-sized packets ourselves, as a NIC would. */
+  ifr->ifr_flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR;
+  int vnet_size = (int)VNET_HDR;
+  *request = "TUNSETIFF";
+  if (ioctl(fd, TUNSETIFF, ifr) < 0) return errno;
+  *request = "TUNSETVNETHDRSZ";
+  if (ioctl(fd, TUNSETVNETHDRSZ, &vnet_size) < 0) return errno;
+  *request = "TUNSETOFFLOAD";
+  if (ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) < 0) return errno;
+  return 0;
+}
+
+/* { fd, name } for openTun; false (with an exception pending) when N-API fails. */
+static int tun_result(napi_env env, int fd, const char *name, napi_value *result) {
+  napi_value vfd, vname;
+  if (napi_create_object(env, result) != napi_ok || napi_create_int32(env, fd, &vfd) != napi_ok ||
+      napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &vname) != napi_ok ||
+      napi_set_named_property(env, *result, "fd", vfd) != napi_ok || napi_set_named_property(env, *result, "name", vname) != napi_ok) {
+    napi_throw_error(env, NULL, "flannel_udp: N-API call failed building openTun's result");
+    return 0;
+  }
+  return 1;
+}
+
 static napi_value open_tun(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
@@ -736,55 +768,50 @@ static napi_value open_tun(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int fd = open_tun_device();
-  if (fd < 0) return throw_errno(env, "open /dev/net/tun", errno);
+  if (fd < 0) return throw_errno(env, "open", "open /dev/net/tun", errno);
   struct ifreq ifr;
   memset(&ifr, 0, sizeof(ifr));
-  /* VNET_HDR + TSO: the kernel hands us whole TCP send windows (up to 64 KiB) in one read instead of one packet
-     per read, and we cut them into MTU-sized packets ourselves, as a NIC would. */
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | IFF_VNET_HDR;
   memcpy(ifr.ifr_name, name, got); /* got < IFNAMSIZ: napi_get_value_string_utf8 keeps room for the NUL */
-  if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
-    int err = errno;
-    close(fd);
-    char what[64];
-    snprintf(what, sizeof(what), "TUNSETIFF %s", name);
-    return throw_errno(env, what, err);
-  }
-  int vnet_size = (int)VNET_HDR;
-  if (ioctl(fd, TUNSETVNETHDRSZ, &vnet_size) < 0 || ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) < 0) {
-    int err = errno;
-    close(fd);
-    return throw_errno(env, "TUNSETOFFLOAD", err);
-  }
-  napi_value result, vfd, vname;
-  CHECK(env, napi_create_object(env, &result));
-  CHECK(env, napi_create_int32(env, fd, &vfd));
-  CHECK(env, napi_create_string_utf8(env, ifr.ifr_name, NAPI_AUTO_LENGTH, &vname));
-  CHECK(env, napi_set_named_property(env, result, "fd", vfd));
-  CHECK(env, napi_set_named_property(env, result, "name", vname));
-  return result;
+  const char *request = "";
+  int err = configure_tun(fd, &ifr, &request);
+  napi_value result;
+  if (err == 0 && tun_result(env, fd, ifr.ifr_name, &result)) return result;
+  /* Closing the descriptor also removes the device TUNSETIFF may have made. */
+  close(fd);
+  if (err == 0) return NULL;
+  char what[64];
+  snprintf(what, sizeof(what), "%s %s", request, name);
+  return throw_errno(env, "ioctl", what, err);
 }
 
+/* Joins the threads that started and closes every descriptor the proxy holds (the TUN fd's close removes the device). */
 static void stop_threads(struct proxy *p) {
   if (p->stopped) return;
   p->stopped = 1;
   uint64_t one = 1;
-  if (write(p->stop, &one, sizeof(one)) < 0) { /* the threads also stop when their fds close below */ }
+  if (p->stop >= 0 && write(p->stop, &one, sizeof(one)) < 0) { /* the threads also stop when their fds close below */ }
   if (p->threads >= 1) pthread_join(p->to_peers, NULL);
   if (p->threads >= 2) pthread_join(p->from_peers, NULL);
-  close(p->sock);
-  close(p->tun);
-  close(p->stop);
+  if (p->sock >= 0) close(p->sock);
+  if (p->tun >= 0) close(p->tun);
+  if (p->stop >= 0) close(p->stop);
+}
+
+static void free_proxy(struct proxy *p) {
+  stop_threads(p);
+  for (int len = 0; len <= 32; len++) free(p->table.by_len[len].slots);
+  pthread_rwlock_destroy(&p->table.lock);
+  free(p->tun_buf);
+  free(p->gso_out);
+  free(p->recv_bufs);
+  free(p->merge_buf);
+  free(p);
 }
 
 static void finalize_proxy(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
-  struct proxy *p = data;
-  stop_threads(p);
-  for (int len = 0; len <= 32; len++) free(p->table.by_len[len].slots);
-  pthread_rwlock_destroy(&p->table.lock);
-  free(p);
+  free_proxy(data);
 }
 
 static struct proxy *unwrap(napi_env env, napi_value v) {
@@ -796,67 +823,105 @@ static struct proxy *unwrap(napi_env env, napi_value v) {
   return p;
 }
 
+/* A proxy owning `tun` with its descriptors all unset, so free_proxy can undo any partial start; NULL without memory
+   (then `tun` is still the caller's). */
+static struct proxy *new_proxy(int tun, int mtu, uint16_t port) {
+  struct proxy *p = calloc(1, sizeof(struct proxy));
+  if (!p) return NULL;
+  p->tun = tun;
+  p->sock = -1;
+  p->stop = -1;
+  p->mtu = mtu;
+  p->port = port;
+  pthread_rwlock_init(&p->table.lock, NULL);
+  return p;
+}
+
+/* The UDP socket bound to local:port, the stop eventfd and the threads' buffers. Returns 0, or the errno with the
+   failed call in `syscall` and what it was doing in `what`. */
+static int open_proxy(struct proxy *p, uint32_t local, const char **syscall, char *what, size_t what_len) {
+  *syscall = "socket";
+  snprintf(what, what_len, "socket");
+  p->sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (p->sock < 0) return errno;
+  int size = SOCKET_BUFFER_BYTES;
+  setsockopt(p->sock, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+  setsockopt(p->sock, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+  /* Best effort: a kernel without UDP GRO hands over one datagram per message, which the receive loop takes too. */
+  int on = 1;
+  setsockopt(p->sock, SOL_UDP, UDP_GRO, &on, sizeof(on));
+  struct sockaddr_in addr;
+  memset(&addr, 0, sizeof(addr));
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(local);
+  addr.sin_port = htons(p->port);
+  *syscall = "bind";
+  snprintf(what, what_len, "bind UDP %u.%u.%u.%u:%u", local >> 24, (local >> 16) & 255, (local >> 8) & 255, local & 255, p->port);
+  if (bind(p->sock, (struct sockaddr *)&addr, sizeof(addr)) < 0) return errno;
+  *syscall = "eventfd";
+  snprintf(what, what_len, "eventfd");
+  p->stop = eventfd(0, EFD_CLOEXEC);
+  if (p->stop < 0) return errno;
+  *syscall = "malloc";
+  snprintf(what, what_len, "allocate the proxy's packet buffers");
+  p->tun_buf = malloc(VNET_HDR + MAX_PACKET);
+  p->gso_out = malloc(MAX_GSO_BYTES + MAX_PACKET);
+  p->recv_bufs = malloc((size_t)BATCH * MAX_PACKET);
+  p->merge_buf = malloc(MAX_PACKET);
+  if (!p->tun_buf || !p->gso_out || !p->recv_bufs || !p->merge_buf) return ENOMEM;
+  return 0;
+}
+
+/* Starts both threads; returns 0, or pthread_create's error with the thread that did not start in `what`. */
+static int start_threads(struct proxy *p, char *what, size_t what_len) {
+  snprintf(what, what_len, "start the TUN-to-peers thread");
+  int err = pthread_create(&p->to_peers, NULL, run_to_peers, p);
+  if (err != 0) return err;
+  p->threads = 1;
+  snprintf(what, what_len, "start the peers-to-TUN thread");
+  err = pthread_create(&p->from_peers, NULL, run_from_peers, p);
+  if (err != 0) return err;
+  p->threads = 2;
+  return 0;
+}
+
 static napi_value start_proxy(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   uint32_t tun, local, port, mtu;
-  if (argc < 1 || get_u32_prop(env, argv[0], "tunFd", &tun) || get_u32_prop(env, argv[0], "localAddr", &local) ||
-      get_u32_prop(env, argv[0], "port", &port) || get_u32_prop(env, argv[0], "mtu", &mtu) || port == 0 || port > 65535 || mtu < 68) {
+  if (argc < 1 || get_u32_prop(env, argv[0], "tunFd", &tun)) {
+    napi_throw_type_error(env, NULL, "startProxy({ tunFd, localAddr, port, mtu }): tunFd must be a descriptor");
+    return NULL;
+  }
+  /* From here on the descriptor is ours: every failure closes it, so the caller never has to. */
+  if (get_u32_prop(env, argv[0], "localAddr", &local) || get_u32_prop(env, argv[0], "port", &port) ||
+      get_u32_prop(env, argv[0], "mtu", &mtu) || port == 0 || port > 65535 || mtu < 68) {
+    close((int)tun);
     napi_throw_type_error(env, NULL, "startProxy({ tunFd, localAddr, port, mtu }): numbers expected, port 1-65535, mtu >= 68");
     return NULL;
   }
-  int sock = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (sock < 0) return throw_errno(env, "socket", errno);
-  int size = SOCKET_BUFFER_BYTES;
-  setsockopt(sock, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
-  setsockopt(sock, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
-  struct sockaddr_in addr;
-  memset(&addr, 0, sizeof(addr));
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(local);
-  addr.sin_port = htons((uint16_t)port);
-  if (bind(sock, (struct sockaddr *)&addr, sizeof(addr)) < 0) {
-    int err = errno;
-    close(sock);
-    char what[64];
-    snprintf(what, sizeof(what), "bind UDP %u.%u.%u.%u:%u", local >> 24, (local >> 16) & 255, (local >> 8) & 255, local & 255, port);
-    return throw_errno(env, what, err);
-  }
-  int stop = eventfd(0, EFD_CLOEXEC);
-  if (stop < 0) {
-    int err = errno;
-    close(sock);
-    return throw_errno(env, "eventfd", err);
-  }
-  struct proxy *p = calloc(1, sizeof(struct proxy));
+  struct proxy *p = new_proxy((int)tun, (int)mtu, (uint16_t)port);
   if (!p) {
-    close(sock);
-    close(stop);
-    napi_throw_error(env, NULL, "out of memory");
-    return NULL;
+    close((int)tun);
+    return throw_errno(env, "calloc", "allocate the proxy", ENOMEM);
   }
-  p->tun = (int)tun;
-  p->sock = sock;
-  p->stop = stop;
-  p->mtu = (int)mtu;
-  p->port = (uint16_t)port;
-  pthread_rwlock_init(&p->table.lock, NULL);
-  int err = pthread_create(&p->to_peers, NULL, run_to_peers, p);
+  const char *syscall = "pthread_create";
+  char what[96];
+  int err = open_proxy(p, local, &syscall, what, sizeof(what));
   if (err == 0) {
-    p->threads = 1;
-    err = pthread_create(&p->from_peers, NULL, run_from_peers, p);
-    if (err == 0) p->threads = 2;
+    syscall = "pthread_create";
+    err = start_threads(p, what, sizeof(what));
+  }
+  if (err != 0) {
+    free_proxy(p);
+    return throw_errno(env, syscall, what, err);
   }
   napi_value handle;
   if (napi_create_external(env, p, finalize_proxy, NULL, &handle) != napi_ok) {
-    finalize_proxy(env, p, NULL);
+    free_proxy(p);
     napi_throw_error(env, NULL, "napi_create_external failed");
     return NULL;
-  }
-  if (err != 0) {
-    stop_threads(p);
-    return throw_errno(env, "pthread_create", err);
   }
   return handle;
 }

@@ -6,6 +6,7 @@
  * peer on the hub (for pings, and for a TCP transfer whose TSO bursts the proxy cuts itself); flannel0 goes with the
  * daemon and comes back with it; a deleted lease ends forwarding to it.
  */
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type Cluster } from '../helpers/cluster.js';
 import { NetnsRun, removeStaleNamespaces, type Netns } from '../helpers/netns.js';
@@ -132,6 +133,26 @@ describe('udp backend on the real kernel', () => {
     await waitFor('no_route drop counted', async () => ((await noRouteDrops('h1')) > before ? true : undefined), 3000, 100);
   });
 
+  it('exports the proxy\'s read errors as drop reasons, at 0 on a healthy node', async () => {
+    const values = await metrics(hostNs('h1'));
+    for (const reason of ['tun_read_error', 'udp_receive_error']) {
+      expect(values.get(`flanneld_udp_dropped_packets_total{reason="${reason}"}`)).toBe(0);
+    }
+  });
+
+  it("fails the addon's calls with the errno's own name, and leaves no descriptor or device behind a failed open or start", async () => {
+    const h1 = cluster.topology.host('h1');
+    const out = await h1.ns.exec(process.execPath, ['-e', ADDON_FAILURES, ADDON, h1.ip, String(UDP_PORT)]);
+    const r = JSON.parse(out) as Record<string, unknown>;
+    // The daemon holds flannel0: a second attach is refused with EBUSY.
+    expect(r['busy']).toMatchObject({ code: 'EBUSY', syscall: 'ioctl', message: expect.stringContaining('TUNSETIFF flannel0') });
+    // No short list of names stands between the kernel and the caller any more: this one used to arrive as EIO.
+    expect(r['badName']).toMatchObject({ code: 'EINVAL', syscall: 'ioctl', message: expect.stringContaining('TUNSETIFF bad/name') });
+    // The daemon's socket holds the port: the start fails naming the address, and takes the new device down with it.
+    expect(r['taken']).toMatchObject({ code: 'EADDRINUSE', syscall: 'bind', message: expect.stringContaining(`${h1.ip}:${UDP_PORT}`) });
+    expect(r).toMatchObject({ deviceWhileOpen: true, deviceAfter: false, leakedFds: 0 });
+  });
+
   it("puts upstream's wire format on the underlay: the inner IPv4 packet as the UDP payload, TTL decremented once by the proxy", async () => {
     const { subnet, third } = freeSubnet(200);
     const target = `10.244.${third}.5`;
@@ -253,6 +274,29 @@ describe('udp backend on the real kernel', () => {
     expect(pairs(await pingMatrix([pod('h1'), pod('h2')], { count: 2 }))).toEqual([]);
   });
 });
+
+const ADDON = fileURLToPath(new URL('../../dist/native/flannel_udp.node', import.meta.url));
+
+/**
+ * Drives the addon directly in a host where the daemon runs (argv: addon path, host IP, udp port): attaching to the
+ * daemon's flannel0, then starting a proxy on the daemon's port with a device of its own. Prints what it saw as JSON.
+ */
+const ADDON_FAILURES = `
+  const fs = require('fs');
+  const addon = require(process.argv[1]);
+  const caught = (f) => { try { f(); return 'no error'; } catch (e) { return { code: e.code, syscall: e.syscall, message: e.message }; } };
+  const fds = () => fs.readdirSync('/proc/self/fd').length;
+  const device = () => fs.existsSync('/sys/class/net/udpleak0');
+  const before = fds();
+  const r = { busy: caught(() => addon.openTun('flannel0')), badName: caught(() => addon.openTun('bad/name')) };
+  const tun = addon.openTun('udpleak0');
+  r.deviceWhileOpen = device();
+  const localAddr = process.argv[2].split('.').reduce((a, b) => a * 256 + Number(b), 0);
+  r.taken = caught(() => addon.startProxy({ tunFd: tun.fd, localAddr, port: Number(process.argv[3]), mtu: 1400 }));
+  r.deviceAfter = device();
+  r.leakedFds = fds() - before;
+  process.stdout.write(JSON.stringify(r));
+`;
 
 /** Connects from inside `ns`: the error code, 'connected' or 'timeout', and how long that took from connect(). */
 async function tcpConnect(ns: Netns, ip: string, port: number, timeoutMs: number): Promise<{ result: string; ms: number }> {

@@ -38,7 +38,7 @@ const added = (...leases: Lease[]): LeaseEvent[] => leases.map((lease) => ({ typ
 const removed = (...leases: Lease[]): LeaseEvent[] => leases.map((lease) => ({ type: 'removed', lease }));
 
 const ZERO_DROPS: UdpStats['dropped'] = {
-  no_route: 0, queue_full: 0, send_error: 0, ttl_expired: 0, malformed: 0, not_ipv4: 0, tun_write: 0,
+  no_route: 0, queue_full: 0, send_error: 0, ttl_expired: 0, malformed: 0, not_ipv4: 0, tun_write: 0, tun_read_error: 0, udp_receive_error: 0,
 };
 
 class FakeProxy implements UdpProxy {
@@ -92,26 +92,48 @@ class FakeProxy implements UdpProxy {
 class FakeUdpDataplane implements UdpDataplane {
   readonly calls: string[] = [];
   readonly proxies: FakeProxy[] = [];
+  /** TUN descriptors opened and not closed yet, with their device's index: empty whenever no proxy runs. */
+  readonly openFds = new Map<number, number>();
+  /** The next start throws this (as the addon does, after closing the descriptor it was given). */
+  startFailure: Error | undefined;
   private nextFd = 20;
 
   constructor(private readonly dp: FakeDatapath) {}
 
   openTun(name: string): TunDevice {
     this.calls.push(`openTun ${name}`);
-    this.dp.addLink({ name, kind: 'tun' });
+    this.openFds.set(this.nextFd, this.dp.addLink({ name, kind: 'tun' }).index);
     return { name, fd: this.nextFd++ };
+  }
+
+  closeTun(tun: TunDevice): void {
+    this.calls.push(`closeTun fd ${tun.fd}`);
+    this.close(tun);
   }
 
   start(opts: UdpProxyOptions): UdpProxy {
     this.calls.push(`start ${opts.tun.name} fd ${opts.tun.fd}`);
-    const index = this.dp.links.find((l) => l.name === opts.tun.name)?.index;
+    const failure = this.startFailure;
+    if (failure) {
+      this.startFailure = undefined;
+      this.close(opts.tun);
+      throw failure;
+    }
     const proxy = new FakeProxy(opts, () => {
       this.calls.push(`stop fd ${opts.tun.fd}`);
-      // Already gone when someone deleted it behind our back; never remove a newer device of the same name.
-      if (index !== undefined && this.dp.links.some((l) => l.index === index)) void this.dp.deleteLink(index);
+      this.close(opts.tun);
     });
     this.proxies.push(proxy);
     return proxy;
+  }
+
+  /** The kernel's side of the last close: the device goes, unless it went behind our back already. */
+  private close(tun: TunDevice): void {
+    const index = this.openFds.get(tun.fd);
+    if (index === undefined) throw new Error(`fd ${tun.fd} closed twice`);
+    this.openFds.delete(tun.fd);
+    // Already gone when someone deleted it behind our back; never remove a newer device of the same name.
+    if (this.dp.links.some((l) => l.index === index)) void this.dp.deleteLink(index);
   }
 
   get current(): FakeProxy {
@@ -348,6 +370,7 @@ describe('udp run: repair', () => {
     const tun = h.tun() as LinkInfo;
     expect(old?.stopped).toBe(true);
     expect(h.dataplane.calls.slice(2)).toEqual(['stop fd 20', 'openTun flannel0', 'start flannel0 fd 21']);
+    expect([...h.dataplane.openFds.keys()]).toEqual([21]);
     expect(tun.index).not.toBe(oldIndex);
     expect(tun).toMatchObject({ mtu: 1472, up: true });
     expect((await h.dp.addresses(tun.index)).map((a) => formatCidr(a.cidr))).toEqual(['10.244.3.0/32']);
@@ -389,6 +412,55 @@ describe('udp run: repair', () => {
   });
 });
 
+describe('udp registerNetwork: the TUN descriptor when the start fails', () => {
+  /** An error as the addon throws it: the errno's name as `code`. */
+  const systemError = (message: string, code: string): Error => Object.assign(new Error(message), { code });
+
+  it("fails with the proxy's own error (a taken port) and leaves no descriptor or device behind", async () => {
+    const h = setup();
+    h.dataplane.startFailure = systemError('bind UDP 192.168.1.11:8285: Address already in use', 'EADDRINUSE');
+
+    const err: unknown = await h.register(V4).catch((e: unknown) => e);
+
+    expect(err).toMatchObject({ code: 'EADDRINUSE', message: expect.stringContaining('192.168.1.11:8285') });
+    expect(h.dataplane.openFds.size).toBe(0);
+    expect(h.tun()).toBeUndefined();
+  });
+
+  it('fails with a proxy thread that could not start, naming it', async () => {
+    const h = setup();
+    h.dataplane.startFailure = systemError('start the peers-to-TUN thread: Resource temporarily unavailable', 'EAGAIN');
+
+    await expect(h.register(V4)).rejects.toMatchObject({ code: 'EAGAIN', message: expect.stringContaining('peers-to-TUN thread') });
+    expect(h.dataplane.openFds.size).toBe(0);
+  });
+
+  it.each([
+    ['is not found right after it was opened', (dp: FakeDatapath) => vi.spyOn(dp, 'link').mockResolvedValue(undefined), 'vanished'],
+    ['cannot be looked up', (dp: FakeDatapath) => vi.spyOn(dp, 'link').mockResolvedValueOnce(undefined).mockRejectedValueOnce(new Error('netlink: ENOBUFS')), 'ENOBUFS'],
+  ])('closes a device that %s, before any proxy took it', async (_what, breakLookup, message) => {
+    const h = setup();
+    breakLookup(h.dp);
+
+    await expect(h.register(V4)).rejects.toThrow(message);
+    expect(h.dataplane.calls).toEqual(['openTun flannel0', 'closeTun fd 20']);
+    expect(h.dataplane.openFds.size).toBe(0);
+  });
+
+  it.each([
+    ['its MTU cannot be set', (dp: FakeDatapath) => vi.spyOn(dp, 'configureLink').mockRejectedValueOnce(new Error('configure link: EPERM')), 'EPERM'],
+    ['its Network route cannot be added', (dp: FakeDatapath) => dp.failEntry('route 10.244.0.0/16', 'ENETDOWN'), 'ENETDOWN'],
+  ])('stops the proxy, closing flannel0, when %s', async (_what, breakDevice, message) => {
+    const h = setup();
+    breakDevice(h.dp);
+
+    await expect(h.register(V4)).rejects.toThrow(message);
+    expect(h.dataplane.current.stopped).toBe(true);
+    expect(h.dataplane.openFds.size).toBe(0);
+    expect(h.tun()).toBeUndefined();
+  });
+});
+
 describe('udp run: shutdown', () => {
   it('stops the proxy (closing flannel0) when run ends', async () => {
     const h = setup();
@@ -401,6 +473,7 @@ describe('udp run: shutdown', () => {
 
     expect(h.dataplane.current.stopped).toBe(true);
     expect(h.dataplane.calls.at(-1)).toBe('stop fd 20');
+    expect(h.dataplane.openFds.size).toBe(0);
     await vi.waitFor(() => expect(h.tun()).toBeUndefined());
     expect(network.dropped?.()).toBeUndefined();
   });
