@@ -31,6 +31,11 @@ export interface BackendDeps {
   /** Full datapath dump-and-diff period (--datapath-resync), in ms. */
   readonly resyncMs: number;
   readonly observer?: ReconcilerObserver;
+  /**
+   * A backend whose packets pass through userspace (udp) names where its drop counters are read: packets dropped so
+   * far, by reason, or undefined while its data path is not running.
+   */
+  readonly trackDrops?: (source: () => Readonly<Record<string, number>> | undefined) => void;
 }
 
 export type BackendFactory = (deps: BackendDeps) => Backend;
@@ -46,8 +51,6 @@ export interface Network {
   readonly mtu: number;
   /** Follows peer leases and keeps the datapath converged; settles only when `signal` aborts. */
   run(signal: AbortSignal): Promise<void>;
-  /** Packets a userspace data path (udp) dropped so far, by reason; undefined while it is not running. */
-  readonly dropped?: () => Readonly<Record<string, number>> | undefined;
 }
 
 /** The lease attrs every backend shares: the public addresses of this node. */

@@ -41,6 +41,8 @@ export interface DaemonEvents {
   leaseLost(message: string): void;
   rulesChecked(): void;
   rulesRepaired(manager: 'iptables' | 'nftables'): void;
+  /** A userspace data path's drop counters, by reason, to read at each scrape. */
+  userspaceDrops(source: () => Readonly<Record<string, number>> | undefined): void;
   /** The reconciler's hooks; creating them starts watching the reconciler for stalls. */
   reconciler(resyncMs: number): ReconcilerObserver | undefined;
   readonly peerGuard: PeerGuardObserver;
@@ -65,7 +67,6 @@ export function daemonEvents(ops: DaemonOps | undefined, clock: Clock, renewMarg
   };
   return {
     networkUp(network, backendType) {
-      if (network.dropped) metrics?.trackUdpDrops(network.dropped);
       status.backend = { type: backendType, mtu: network.mtu };
       leaseTimes(network.lease);
     },
@@ -87,6 +88,7 @@ export function daemonEvents(ops: DaemonOps | undefined, clock: Clock, renewMarg
       metrics?.trafficRuleRepairs.inc({ manager });
       status.ruleRepairs++;
     },
+    userspaceDrops: (source) => metrics?.trackUdpDrops(source),
     reconciler: (resyncMs) => opsObserver(ops, clock, resyncMs),
     peerGuard: combinePeerGuardObservers(metrics && peerGuardMetrics(metrics), status.guardObserver()),
     runProber: (signal) => prober?.run(signal) ?? Promise.resolve(),
@@ -101,6 +103,7 @@ const NO_EVENTS: DaemonEvents = {
   leaseLost: () => undefined,
   rulesChecked: () => undefined,
   rulesRepaired: () => undefined,
+  userspaceDrops: () => undefined,
   reconciler: () => undefined,
   peerGuard: {},
   runProber: () => Promise.resolve(),

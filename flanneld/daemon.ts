@@ -107,6 +107,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     extIface,
     findPreviousLease: (publicIP, findSignal) => deps.subnets.findPreviousLease(publicIP, findSignal),
     acquireLease,
+    trackDrops: (source) => events.userspaceDrops(source),
     peerLeases: (own, peerSignal) => validPeerLeases(deps, events.peerGuard, config, own, peerSignal),
     datapath: deps.datapath,
     host: deps.host,

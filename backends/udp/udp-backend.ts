@@ -118,10 +118,10 @@ export function createUdpBackend(deps: BackendDeps, dataplane: UdpDataplane): Ba
         throw err;
       }
       log.info({ device: UDP_DEVICE, mtu, address: formatIp(tunAddr), listen: `${formatIp(localAddr)}:${cfg.port}` }, 'udp backend ready');
+      deps.trackDrops?.(() => running?.proxy.stats().dropped);
       return {
         lease,
         mtu,
-        dropped: () => running?.proxy.stats().dropped,
         async run(runSignal) {
           try {
             await reconcilePeers(deps, plan, lease, runSignal);
