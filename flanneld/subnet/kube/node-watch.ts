@@ -24,6 +24,9 @@ export interface NodeWatchDeps {
   readonly onWatchState?: (up: boolean) => void;
 }
 
+/** A watch that ends sooner than this without a single event counts as failed. */
+const SHORT_WATCH_MS = 1000;
+
 export async function* watchNodes(deps: NodeWatchDeps, signal: AbortSignal): AsyncIterable<NodeBatch> {
   const { api, clock, log } = deps;
   const backoff = new Backoff(watchBackoff, deps.random);
@@ -57,8 +60,11 @@ export async function* watchNodes(deps: NodeWatchDeps, signal: AbortSignal): Asy
     yield { kind: 'snapshot', nodes: listed.nodes };
     let version = listed.resourceVersion;
     for (;;) {
+      const opened = clock.now();
+      let seen = 0;
       try {
         for await (const event of api.watchNodes(version, signal)) {
+          seen++;
           recovered();
           if (event.type === 'bookmark') {
             version = event.resourceVersion;
@@ -67,8 +73,11 @@ export async function* watchNodes(deps: NodeWatchDeps, signal: AbortSignal): Asy
           version = event.node.resourceVersion;
           yield { kind: 'change', type: event.type === 'deleted' ? 'delete' : 'upsert', node: event.node };
         }
-        // The server ended the stream (its watch timeout): resume where we are.
         if (signal.aborted) return;
+        // The server ended the stream. After its watch timeout, resume where we are; a stream closed at once with
+        // nothing in it (a proxy that cuts every watch) is a failure, or the loop would hammer the API. client-go's
+        // reflector draws the same line.
+        if (seen === 0 && clock.now() - opened < SHORT_WATCH_MS) await failed('watching nodes', new Error('the server closed the watch at once'));
       } catch (err) {
         if (signal.aborted) return;
         if (err instanceof WatchGoneError) {

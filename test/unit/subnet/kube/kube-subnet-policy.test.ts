@@ -307,6 +307,8 @@ describe('KubeSubnetManager.watchLeases', () => {
     await until('n2', () => batches[1]);
     api.endWatches();
     await until('the resumed watch', () => api.openWatches === 1);
+    // The server's watch timeout: a stream it closes after a while with nothing in it is resumed at once too.
+    clock.advance(60_000);
     api.endWatches();
     await until('the resumed watch', () => api.openWatches === 1);
     const watches = api.calls.filter((c) => c.method === 'watchNodes').map((c) => c.arg);
@@ -315,10 +317,9 @@ describe('KubeSubnetManager.watchLeases', () => {
     expect(clock.pending).toBe(0);
   });
 
-  // Product bug: a watch that ends at once with no event is re-opened at once, so a server or proxy that closes every
-  // watch makes the daemon hammer the API in a loop that never yields to a timer. client-go's reflector treats a
-  // watch that ends this early as a failure and backs off; ours should too.
-  it.fails('backs off when the server ends every watch as soon as it opens, instead of re-opening it in a tight loop', async () => {
+  // A watch that ends at once with no event used to be re-opened at once: a server or proxy that closes every watch
+  // made the daemon hammer the API in a loop that never yielded to a timer.
+  it('backs off when the server ends every watch as soon as it opens, instead of re-opening it in a tight loop', async () => {
     const { api, clock, manager, signal } = setup();
     api.endNextWatchesAtOnce(50);
     collect(manager, signal);
