@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(etcd-server etcd-client iproute2 iptables nftables containernetworking-plugins iputils-ping iperf3 openssl g++ make python3
-  containerd runc umoci debootstrap catatonit busybox-static)
+  containerd runc umoci debootstrap catatonit busybox-static wireguard-go)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
