@@ -8,8 +8,7 @@
 import { renameSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { upstreamCniPlugin } from '../../lab/kube/kube-tools.js';
-import { CniNode, SEA_FORM, type CniOutcome, type PluginForm } from '../helpers/cni-runtime.js';
+import { CniNode, SEA_FORM, upstreamForm, type CniOutcome, type NodeForm } from '../helpers/cni-runtime.js';
 import { NetnsRun, removeStaleNamespaces } from '../helpers/netns.js';
 import { killStaleTrackedProcesses } from '../helpers/processes.js';
 
@@ -26,10 +25,10 @@ afterAll(async () => {
   await run.cleanup();
 });
 
-const UPSTREAM: PluginForm = { name: 'sea', executable: upstreamCniPlugin(), pathEnv: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' };
+const UPSTREAM = upstreamForm();
 
 /** Points the node's `flannel` at another plugin, as an init container copying a new one over it does. */
-function install(node: CniNode, form: PluginForm): void {
+function install(node: CniNode, form: NodeForm): void {
   const link = join(node.binDir, 'flannel');
   symlinkSync(form.executable, `${link}.new`);
   renameSync(`${link}.new`, link);
