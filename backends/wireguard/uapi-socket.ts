@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { Clock } from '../../flanneld/runtime/clock.js';
 import { FlannelError } from '../../flanneld/runtime/errors.js';
-import { parseGetLines, renderSet, replyLines, type WgCurrentPeers, type WgDeviceConfig, type WgDeviceState } from './uapi.js';
+import { parseGetLines, renderPeerChanges, renderSet, replyLines, type WgCurrentPeers, type WgDeviceConfig, type WgDeviceState } from './uapi.js';
 
 /** Where wireguard-go puts its sockets on Linux. */
 export const UAPI_SOCKET_DIR = '/var/run/wireguard';
@@ -38,6 +38,11 @@ export class UapiClient {
   /** See renderSet for what `current` changes. */
   async set(config: WgDeviceConfig, current?: WgCurrentPeers): Promise<void> {
     await this.request(renderSet(config, current));
+  }
+
+  /** See renderPeerChanges: removes the peers in `remove`, writes `config.peers`, leaves the rest. */
+  async update(config: WgDeviceConfig, remove: readonly string[]): Promise<void> {
+    await this.request(renderPeerChanges(config, remove));
   }
 
   /** Sends one complete request; resolves to the reply's key=value lines, errno=0 already checked. */

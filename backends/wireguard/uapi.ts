@@ -115,14 +115,24 @@ export function parseEndpoint(text: string): WgEndpoint | undefined {
 /**
  * The `set=1` request that makes the device match `config`. Without `current` every peer is replaced in one go
  * (replace_peers=true); with it only the difference is sent: peers the device has and config lacks are removed,
- * the rest are written whole, so traffic to unchanged peers never sees them vanish. Each written peer gets its
- * preshared key and keepalive even when unset (zero) and replace_allowed_ips, so a stale value cannot survive.
+ * the rest are written whole, so traffic to unchanged peers never sees them vanish.
  */
 export function renderSet(config: WgDeviceConfig, current?: WgCurrentPeers): string {
-  const lines = [...interfaceLines(config)];
-  if (current) lines.push(...staleRemovals(config, current));
-  else lines.push('replace_peers=true');
-  for (const peer of uniquePeers(config.peers)) lines.push(...peerLines(peer));
+  if (current) return renderPeerChanges(config, staleKeys(config, current));
+  return request([...interfaceLines(config), 'replace_peers=true', ...uniquePeers(config.peers).flatMap(peerLines)]);
+}
+
+/**
+ * The `set=1` request that removes the peers named in `remove` and writes `config.peers` whole; the device's other
+ * peers are left alone. Each written peer gets its preshared key and keepalive even when unset (zero) and
+ * replace_allowed_ips, so a stale value cannot survive.
+ */
+export function renderPeerChanges(config: WgDeviceConfig, remove: readonly string[]): string {
+  const removals = remove.flatMap((key) => [`public_key=${keyToHex(key)}`, 'remove=true']);
+  return request([...interfaceLines(config), ...removals, ...uniquePeers(config.peers).flatMap(peerLines)]);
+}
+
+function request(lines: readonly string[]): string {
   return `set=1\n${lines.join('\n')}\n\n`;
 }
 
@@ -133,9 +143,9 @@ function interfaceLines(config: WgDeviceConfig): string[] {
   return lines;
 }
 
-function staleRemovals(config: WgDeviceConfig, current: WgCurrentPeers): string[] {
+function staleKeys(config: WgDeviceConfig, current: WgCurrentPeers): string[] {
   const wanted = new Set(config.peers.map((peer) => peer.publicKey));
-  return current.peers.filter((peer) => !wanted.has(peer.publicKey)).flatMap((peer) => [`public_key=${keyToHex(peer.publicKey)}`, 'remove=true']);
+  return current.peers.filter((peer) => !wanted.has(peer.publicKey)).map((peer) => peer.publicKey);
 }
 
 /** Two entries for one key would be merged by the device, the later allowed IPs winning: a caller's bug. */

@@ -15,6 +15,7 @@ import { FlannelError, errorMessage } from '../../flanneld/runtime/errors.js';
 import { mathRandom } from '../../flanneld/runtime/random.js';
 import { Serial } from '../../flanneld/runtime/serial.js';
 import type { WgCurrentPeers, WgDeviceConfig, WgDeviceState } from './uapi.js';
+import type { WgPeerChanges } from './wg-device.js';
 import { UAPI_SOCKET_DIR, UapiClient, uapiSocketPath } from './uapi-socket.js';
 
 export const WIREGUARD_GO = 'wireguard-go';
@@ -55,6 +56,7 @@ export type WgSpawner = (command: string, args: readonly string[], env: NodeJS.P
 export interface WgUapi {
   get(): Promise<WgDeviceState>;
   set(config: WgDeviceConfig, current?: WgCurrentPeers): Promise<void>;
+  update(config: WgDeviceConfig, remove: readonly string[]): Promise<void>;
 }
 
 export interface WireguardGoOptions {
@@ -73,8 +75,11 @@ export interface WireguardGoOptions {
 
 export interface WireguardGoHandle {
   readonly device: string;
-  /** Sent as an incremental set against the device's current peers, and kept to re-apply after a restart. */
-  configure(desired: WgDeviceConfig): Promise<void>;
+  /**
+   * Kept to re-apply after a restart. With `changes` only those are sent (the caller knows what the device holds);
+   * without, the difference against the device's current peers.
+   */
+  configure(desired: WgDeviceConfig, changes?: WgPeerChanges): Promise<void>;
   state(): Promise<WgDeviceState>;
   /** SIGTERM, SIGKILL after STOP_GRACE_MS; resolves once the process has exited. Also ends any restart. */
   stop(): Promise<void>;
@@ -204,9 +209,12 @@ class Supervisor implements WireguardGoHandle {
     this.watch();
   }
 
-  configure(desired: WgDeviceConfig): Promise<void> {
+  configure(desired: WgDeviceConfig, changes?: WgPeerChanges): Promise<void> {
     this.desired = desired;
-    return this.serial.run(async () => this.uapi.set(desired, await this.uapi.get()));
+    return this.serial.run(async () => {
+      if (changes) await this.uapi.update({ ...desired, peers: changes.write }, changes.remove);
+      else await this.uapi.set(desired, await this.uapi.get());
+    });
   }
 
   state(): Promise<WgDeviceState> {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseIp } from '../../../../flanneld/ip/address.js';
 import { parseCidr, type IpNet } from '../../../../flanneld/ip/cidr.js';
 import {
-  UapiErrnoError, hexToKey, keyToHex, parseEndpoint, parseGet, renderSet, replyLines, type WgDeviceConfig, type WgEndpoint,
+  UapiErrnoError, hexToKey, keyToHex, parseEndpoint, parseGet, renderPeerChanges, renderSet, replyLines, type WgDeviceConfig, type WgEndpoint,
 } from '../../../../backends/wireguard/uapi.js';
 
 // Keys whose 32 bytes are all one value, so the hex in the protocol text below can be written by hand.
@@ -98,6 +98,13 @@ describe('renderSet', () => {
     expect(renderSet(CONFIG, current)).toBe(
       ['set=1', `private_key=${hex(0x11)}`, 'listen_port=51820', `public_key=${hex(0xcc)}`, 'remove=true', ...PEER_LINES, '', ''].join('\n'),
     );
+  });
+
+  it('renderPeerChanges removes the named peers and writes the given ones, leaving the rest alone', () => {
+    expect(renderPeerChanges(CONFIG, [PEER_C])).toBe(
+      ['set=1', `private_key=${hex(0x11)}`, 'listen_port=51820', `public_key=${hex(0xcc)}`, 'remove=true', ...PEER_LINES, '', ''].join('\n'),
+    );
+    expect(renderPeerChanges({ privateKey: PRIVATE, peers: [] }, [])).toBe(`set=1\nprivate_key=${hex(0x11)}\n\n`);
   });
 
   it('writes fwmark when given and an empty peer list', () => {

@@ -72,7 +72,7 @@ function fakeHost() {
   const spawnTimes: number[] = [];
   const spawns: { command: string; args: readonly string[]; env: NodeJS.ProcessEnv }[] = [];
   const processes: FakeProcess[] = [];
-  const sets: { config: WgDeviceConfig; current: WgCurrentPeers | undefined }[] = [];
+  const sets: { config: WgDeviceConfig; current?: WgCurrentPeers | undefined; remove?: readonly string[] }[] = [];
   const events: string[] = [];
   const live = (): FakeProcess => {
     const proc = processes.at(-1);
@@ -109,6 +109,10 @@ function fakeHost() {
         set: async (config: WgDeviceConfig, current?: WgCurrentPeers) => {
           live();
           sets.push({ config, current });
+        },
+        update: async (config: WgDeviceConfig, remove: readonly string[]) => {
+          live();
+          sets.push({ config, remove });
         },
       }),
       onDown: (reason: string) => events.push(`down: ${reason}`),
@@ -179,6 +183,16 @@ describe('startWireguardGo', () => {
     await handle.configure(CONFIG);
     // An incremental set against the peers the device has, so unchanged peers never drop out.
     expect(host.sets).toEqual([{ config: CONFIG, current: STATE }]);
+  });
+
+  it('sends only the given changes, and keeps the whole desired configuration for a restart', async () => {
+    const host = fakeHost();
+    const handle = await started(host);
+    const desired = { ...CONFIG, peers: [{ publicKey: PEER, allowedIps: [] }] };
+    await handle.configure(desired, { remove: ['gone'], write: desired.peers });
+    expect(host.sets).toEqual([{ config: desired, remove: ['gone'] }]);
+    await crashAndTimeRestart(host);
+    expect(host.sets.at(-1)).toEqual({ config: desired, current: undefined });
   });
 
   it('fails after 5 s without an answer, naming the device and its last output, and stops the process', async () => {
