@@ -36,6 +36,8 @@ export interface BackendDeps {
    * far, by reason, or undefined while its data path is not running.
    */
   readonly trackDrops?: (source: () => Readonly<Record<string, number>> | undefined) => void;
+  /** A device that lives in a helper process (wireguard-go) went down with it (`problem` says how), or is back. */
+  readonly deviceProcess?: (device: string, problem: string | undefined) => void;
 }
 
 export type BackendFactory = (deps: BackendDeps) => Backend;

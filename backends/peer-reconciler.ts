@@ -36,6 +36,13 @@ export interface PeerPlan {
   ownsEntry?(entry: DatapathEntry): boolean;
   /** The peers that changed in a turn (undefined = gone), for a backend that forwards in userspace (udp). */
   syncPeers?(changed: ReadonlyMap<string, Lease | undefined>): void;
+  /**
+   * State the peers want outside the kernel's routing tables (wireguard's peer lists), brought in line after each
+   * turn's entries: `full` on the turns that dump and diff the kernel (start, periodic, after failures), so the
+   * backend then reads its devices back instead of trusting what it last wrote. A throw is handled like a failed
+   * datapath update: reported, and retried by a full resync.
+   */
+  converge?(full: boolean): Promise<void>;
 }
 
 export interface ReconcilerDeps {
@@ -222,6 +229,7 @@ export async function runPeerReconciler(
     try {
       if (turn.full !== undefined) await fullResync(turn.full);
       else await entries.apply(incremental(turn.lost));
+      await plan.converge?.(turn.full !== undefined);
       for (const at of turn.leaseTimes) deps.observer?.leaseBatchApplied?.(at);
       deps.observer?.programmed?.(entries.problem());
       if (entries.failures === 0) entryBackoff.reset();

@@ -41,6 +41,8 @@ export interface DaemonEvents {
   leaseLost(message: string): void;
   rulesChecked(): void;
   rulesRepaired(manager: 'iptables' | 'nftables'): void;
+  /** A backend's device went down with its process (`problem` says how), or is back (undefined). */
+  deviceProcess(device: string, problem: string | undefined): void;
   /** A userspace data path's drop counters, by reason, to read at each scrape. */
   userspaceDrops(source: () => Readonly<Record<string, number>> | undefined): void;
   /** The reconciler's hooks; creating them starts watching the reconciler for stalls. */
@@ -88,6 +90,7 @@ export function daemonEvents(ops: DaemonOps | undefined, clock: Clock, renewMarg
       metrics?.trafficRuleRepairs.inc({ manager });
       status.ruleRepairs++;
     },
+    deviceProcess: (device, problem) => loops.processDown(`device ${device}`, problem),
     userspaceDrops: (source) => metrics?.trackUdpDrops(source),
     reconciler: (resyncMs) => opsObserver(ops, clock, resyncMs),
     peerGuard: combinePeerGuardObservers(metrics && peerGuardMetrics(metrics), status.guardObserver()),
@@ -103,6 +106,7 @@ const NO_EVENTS: DaemonEvents = {
   leaseLost: () => undefined,
   rulesChecked: () => undefined,
   rulesRepaired: () => undefined,
+  deviceProcess: () => undefined,
   userspaceDrops: () => undefined,
   reconciler: () => undefined,
   peerGuard: {},

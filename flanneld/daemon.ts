@@ -108,6 +108,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     findPreviousLease: (publicIP, findSignal) => deps.subnets.findPreviousLease(publicIP, findSignal),
     acquireLease,
     trackDrops: (source) => events.userspaceDrops(source),
+    deviceProcess: (device, problem) => events.deviceProcess(device, problem),
     peerLeases: (own, peerSignal) => validPeerLeases(deps, events.peerGuard, config, own, peerSignal),
     datapath: deps.datapath,
     host: deps.host,

@@ -94,6 +94,11 @@ export interface Datapath {
   link(name: string): Promise<LinkInfo | undefined>;
   /** Creates the VXLAN device, or replaces it when an existing one differs in any parameter; sets it up. */
   ensureVxlan(spec: VxlanLinkSpec): Promise<LinkInfo>;
+  /**
+   * Removes a link of ours that must be made anew: a device left by an earlier run that the backend cannot take
+   * over (wireguard-go's TUN device, whose process exits with it).
+   */
+  deleteLink(index: number): Promise<void>;
   /** Sets the link's MTU and brings it up (devices a backend opens itself, such as udp's TUN device). */
   configureLink(index: number, mtu: number): Promise<void>;
   /** Makes `wanted` the only address of its family inside `within` on the link (others outside are left alone). */

@@ -86,6 +86,10 @@ export class NetlinkDatapath implements Datapath {
     return { ...created, up: true };
   }
 
+  async deleteLink(index: number): Promise<void> {
+    await this.sock.request(deleteLink(index), `delete link #${index}`);
+  }
+
   async configureLink(index: number, mtu: number): Promise<void> {
     await this.sock.request(setLinkMtuUp(index, mtu), `set link #${index} mtu ${mtu} up`);
   }

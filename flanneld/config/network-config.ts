@@ -8,8 +8,8 @@ import { blockSize, containsIp, formatCidr, mask, parseCidr, type IpNet } from '
 import { ConfigError, errorMessage } from '../runtime/errors.js';
 import type { AllocationRange, AllocationRanges, BackendConfig, NetworkConfig } from './network-config-types.js';
 
-/** Backends flannel-ts can run; the rest of upstream's list (wireguard, ipip, ...) is rejected by name. */
-export const KNOWN_BACKEND_TYPES: readonly string[] = Object.freeze(['vxlan', 'host-gw', 'udp', 'alloc']);
+/** Backends flannel-ts can run; the rest of upstream's list (ipip, ipsec, ...) is rejected by name. */
+export const KNOWN_BACKEND_TYPES: readonly string[] = Object.freeze(['vxlan', 'host-gw', 'udp', 'wireguard', 'alloc']);
 
 /** Used when Backend is absent, as upstream's documentation says (upstream code falls back to udp). */
 export const DEFAULT_BACKEND_TYPE = 'vxlan';

@@ -1,6 +1,6 @@
 /**
  * The one table of flanneld options: upstream names, defaults and help text (flannel main.go), plus the
- * flannel-ts additions (--datapath-resync, --peer-probe-interval, --metrics-allow-from). options.ts turns it into a convict schema, the argv scanner's shapes, the FLANNELD_* env
+ * flannel-ts additions (--datapath-resync, --peer-probe-interval, --metrics-allow-from, --wireguard-implementation). options.ts turns it into a convict schema, the argv scanner's shapes, the FLANNELD_* env
  * names and the --help text, so adding or activating an option is a one-line change here.
  */
 import { bitsOf, parseIPv4, parseIPv6, parseIp } from '../ip/address.js';
@@ -111,6 +111,9 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
   bool('set-node-network-unavailable', true, 'set NodeNetworkUnavailable after ready (kube mode)'),
   int('datapath-resync', 60, 'seconds between checks that devices, routes and neighbours still match the leases',
     (n) => n >= 1, 'must be a positive integer'),
+  str('wireguard-implementation', 'auto',
+    'where the wireguard backend runs its devices: auto (the kernel when it has WireGuard, else wireguard-go), kernel or userspace',
+    (s) => ['auto', 'kernel', 'userspace'].includes(s), { expect: 'must be auto, kernel or userspace' }),
   int('peer-probe-interval', 30, 'seconds between reachability probes of peers (0 disables)', (n) => n >= 0,
     'must be a non-negative integer'),
   int('v', 0, 'number for the log level verbosity', undefined, 'must be an integer'),

@@ -65,6 +65,7 @@ export interface FlanneldOptions {
   readonly datapathResync: number;
   /** Seconds; 0 disables peer probing. */
   readonly peerProbeInterval: number;
+  readonly wireguardImplementation: 'auto' | 'kernel' | 'userspace';
 }
 
 export type LoadResult =
@@ -187,6 +188,7 @@ function toOptions(props: Readonly<Record<string, unknown>>): FlanneldOptions {
     logBacktraceAt: str('log_backtrace_at'),
     datapathResync: int('datapath-resync'),
     peerProbeInterval: int('peer-probe-interval'),
+    wireguardImplementation: str('wireguard-implementation') as FlanneldOptions['wireguardImplementation'],
   });
 }
 

@@ -17,6 +17,8 @@ interface LoopState {
 
 export class LoopMonitor {
   private readonly loops = new Map<LoopName, LoopState>();
+  /** Helper processes the daemon supervises (wireguard-go) that are down now, with how they went. */
+  private readonly downProcesses = new Map<string, string>();
 
   constructor(private readonly clock: Clock) {}
 
@@ -46,7 +48,16 @@ export class LoopMonitor {
     loop.lastBeat = this.clock.now();
   }
 
-  /** One sentence per stalled loop; empty when all are alive. */
+  /**
+   * A supervised process went down (`reason`) or is back (undefined). Down fails /healthz at once, not after two
+   * periods: the device it carries is gone until the restart succeeds.
+   */
+  processDown(name: string, reason: string | undefined): void {
+    if (reason === undefined) this.downProcesses.delete(name);
+    else this.downProcesses.set(name, reason);
+  }
+
+  /** One sentence per stalled loop or process that is down; empty when all are alive. */
   stalled(): string[] {
     const now = this.clock.now();
     const out: string[] = [];
@@ -54,6 +65,7 @@ export class LoopMonitor {
       const silent = loop.up ? 0 : now - loop.lastBeat;
       if (silent > 2 * loop.periodMs) out.push(`${name} stalled: no progress for ${Math.round(silent / 1000)} s (period ${Math.round(loop.periodMs / 1000)} s)`);
     }
+    for (const [name, reason] of this.downProcesses) out.push(`${name} down: ${reason}`);
     return out;
   }
 }

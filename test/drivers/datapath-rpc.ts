@@ -29,6 +29,7 @@ async function handle(call: Call): Promise<unknown> {
     }
     case 'link':
     case 'ensureVxlan':
+    case 'deleteLink':
     case 'configureLink':
     case 'ensureAddress':
     case 'apply':

@@ -46,6 +46,7 @@ export async function startRemoteDatapath(netns: string): Promise<RemoteDatapath
     process: proc,
     link: (name) => call('link', name),
     ensureVxlan: (spec) => call('ensureVxlan', spec),
+    deleteLink: (index) => call('deleteLink', index),
     configureLink: (index, mtu) => call('configureLink', index, mtu),
     ensureAddress: (index, wanted, within) => call('ensureAddress', index, wanted, within),
     apply: (changes) => call('apply', changes),

@@ -87,7 +87,7 @@ describe('parseNetworkConfig', () => {
   });
 
   it('knows the backends flannel-ts runs', () => {
-    expect(KNOWN_BACKEND_TYPES).toEqual(['vxlan', 'host-gw', 'udp', 'alloc']);
+    expect(KNOWN_BACKEND_TYPES).toEqual(['vxlan', 'host-gw', 'udp', 'wireguard', 'alloc']);
   });
 
   it.each([
@@ -117,15 +117,15 @@ describe('parseNetworkConfig', () => {
     ['{"IPv6SubnetMax":"fc00::zz"}', 'IPv6SubnetMax', 'fc00::zz'],
     ['{"Network":"10.0.0.0/16","Backend":"vxlan"}', 'Backend', 'vxlan', 'error decoding Backend property'],
     ['{"Network":"10.0.0.0/16","Backend":[]}', 'Backend', []],
-    ['{"Network":"10.0.0.0/16","Backend":{}}', 'Backend.Type', undefined, 'vxlan, host-gw, udp, alloc'],
+    ['{"Network":"10.0.0.0/16","Backend":{}}', 'Backend.Type', undefined, 'vxlan, host-gw, udp, wireguard, alloc'],
     ['{"Network":"10.0.0.0/16","Backend":null}', 'Backend.Type', undefined],
     ['{"Network":"10.0.0.0/16","Backend":{"Type":""}}', 'Backend.Type', ''],
     ['{"Network":"10.0.0.0/16","Backend":{"Type":5}}', 'Backend.Type', 5],
     [
-      '{"Network":"10.0.0.0/16","Backend":{"Type":"WireGuard"}}',
+      '{"Network":"10.0.0.0/16","Backend":{"Type":"IPsec"}}',
       'Backend.Type',
-      'WireGuard',
-      'unknown backend type: wireguard (known types: vxlan, host-gw, udp, alloc)',
+      'IPsec',
+      'unknown backend type: ipsec (known types: vxlan, host-gw, udp, wireguard, alloc)',
     ],
     ['{"EnableIPv4":false}', 'EnableIPv4', false, 'none defined stack'],
     ['{"EnableIPv4":false,"EnableIPv6":false}', 'EnableIPv4', false],

@@ -64,6 +64,7 @@ const DEFAULTS: FlanneldOptions = {
   logBacktraceAt: '',
   datapathResync: 60,
   peerProbeInterval: 30,
+  wireguardImplementation: 'auto',
 };
 
 // One valid non-default value per option: [flag, text, field, parsed]. Used for both --flag=text and FLANNELD_*.
@@ -101,6 +102,7 @@ const SAMPLES: readonly [string, string, keyof FlanneldOptions, unknown][] = [
   ['log_backtrace_at', 'x.go:10', 'logBacktraceAt', 'x.go:10'],
   ['datapath-resync', '120', 'datapathResync', 120],
   ['peer-probe-interval', '0', 'peerProbeInterval', 0],
+  ['wireguard-implementation', 'userspace', 'wireguardImplementation', 'userspace'],
 ];
 
 const envOf = (flag: string) => `FLANNELD_${flag.toUpperCase().replace(/[-.]/g, '_')}`;
@@ -191,6 +193,7 @@ describe('loadOptions: command line', () => {
     [['--datapath-resync=-5'], ['--datapath-resync', '-5']],
     [['--datapath-resync=0'], ['--datapath-resync', '0']],
     [['--peer-probe-interval=-1'], ['--peer-probe-interval', '-1']],
+    [['--wireguard-implementation=both'], ['--wireguard-implementation', 'both']],
     [['--v=x'], ['--v', '"x"']],
     [['--public-ip=fe80::1'], ['--public-ip', '"fe80::1"', 'IPv4']],
     [['--public-ip=300.1.1.1'], ['--public-ip', '"300.1.1.1"']],

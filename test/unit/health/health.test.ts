@@ -54,6 +54,14 @@ describe('loop monitor', () => {
     loops.unregister('lease-watcher');
     expect(loops.stalled()).toEqual([]);
   });
+
+  it('reports a supervised process down at once, with its reason, until it is back', () => {
+    const loops = new LoopMonitor(new ManualClock());
+    loops.processDown('device flannel-wg', 'wireguard-go for flannel-wg (pid 7) was killed by SIGKILL');
+    expect(loops.stalled()).toEqual(['device flannel-wg down: wireguard-go for flannel-wg (pid 7) was killed by SIGKILL']);
+    loops.processDown('device flannel-wg', undefined);
+    expect(loops.stalled()).toEqual([]);
+  });
 });
 
 describe('readiness', () => {
