@@ -1,13 +1,39 @@
 /** The built-in backends by upstream name; a value, not a module-level registry that imports fill in. */
-import type { BackendFactory } from './backend.js';
+import type { BackendDeps, BackendFactory } from './backend.js';
 import { createAllocBackend } from './alloc/alloc-backend.js';
 import { createHostGwBackend } from './host-gw/host-gw-backend.js';
 import { udpBackendFactory } from './udp/udp-backend.js';
 import { createVxlanBackend } from './vxlan/vxlan-backend.js';
+import { wireguardBackendFactory } from './wireguard/wireguard-backend.js';
+import type { WgDeviceFactories, WgImplementationChoice } from './wireguard/wg-device-choice.js';
+import { WgKernelUnsupportedError, type WgDevice } from './wireguard/wg-device.js';
+import { userspaceDevice } from './wireguard/wg-userspace-device.js';
 
-export const builtInBackends: ReadonlyMap<string, BackendFactory> = new Map<string, BackendFactory>([
-  ['alloc', createAllocBackend],
-  ['vxlan', createVxlanBackend],
-  ['host-gw', createHostGwBackend],
-  ['udp', udpBackendFactory()],
-]);
+export interface BuiltInBackendOptions {
+  /** --wireguard-implementation. */
+  readonly wireguardImplementation?: WgImplementationChoice;
+}
+
+export function builtInBackends(options: BuiltInBackendOptions = {}): ReadonlyMap<string, BackendFactory> {
+  return new Map<string, BackendFactory>([
+    ['alloc', createAllocBackend],
+    ['vxlan', createVxlanBackend],
+    ['host-gw', createHostGwBackend],
+    ['udp', udpBackendFactory()],
+    ['wireguard', wireguardBackendFactory({ implementation: options.wireguardImplementation ?? 'auto', devices: wireguardDevices })],
+  ]);
+}
+
+function wireguardDevices(deps: BackendDeps): WgDeviceFactories {
+  return {
+    kernel: (name) => kernelPending(name),
+    userspace: (name) => userspaceDevice(name, { datapath: deps.datapath, clock: deps.clock, log: deps.log, health: deps.deviceProcess }),
+  };
+}
+
+function kernelPending(name: string): WgDevice {
+  const no = (): never => {
+    throw new WgKernelUnsupportedError(`kernel WireGuard for ${name}: not built yet`);
+  };
+  return { name, implementation: 'kernel', ensure: async () => no(), state: async () => no(), update: async () => no(), close: async () => undefined };
+}

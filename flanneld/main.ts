@@ -127,7 +127,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
     const result = await runDaemon(
       {
         subnets,
-        backends: builtInBackends,
+        backends: builtInBackends({ wireguardImplementation: options.wireguardImplementation }),
         host: systemHostView(),
         datapath,
         traffic: {

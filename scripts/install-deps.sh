@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what flannel-ts needs on a Debian machine, idempotently: Debian packages (etcd, iproute2, iptables,
-# nftables, the reference CNI plugins, ping, iperf3; containerd, runc and what builds images without Docker for the
-# kubelet lab), npm dependencies, and the build.
+# nftables, the reference CNI plugins, ping, iperf3, wireguard-go, tcpdump; containerd, runc and what builds images
+# without Docker for the kubelet lab), npm dependencies, and the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(etcd-server etcd-client iproute2 iptables nftables containernetworking-plugins iputils-ping iperf3 openssl g++ make python3
-  containerd runc umoci debootstrap catatonit busybox-static wireguard-go)
+  containerd runc umoci debootstrap catatonit busybox-static wireguard-go tcpdump)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -9,7 +9,10 @@ import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { Clock } from '../../flanneld/runtime/clock.js';
 import { FlannelError } from '../../flanneld/runtime/errors.js';
-import { parseGetLines, renderPeerChanges, renderSet, replyLines, type WgCurrentPeers, type WgDeviceConfig, type WgDeviceState } from './uapi.js';
+import {
+  parseGetLines, renderHandshakeKick, renderPeerChanges, renderSet, replyLines, type WgCurrentPeers, type WgDeviceConfig, type WgDeviceState,
+  type WgPeerConfig,
+} from './uapi.js';
 
 /** Where wireguard-go puts its sockets on Linux. */
 export const UAPI_SOCKET_DIR = '/var/run/wireguard';
@@ -43,6 +46,11 @@ export class UapiClient {
   /** See renderPeerChanges: removes the peers in `remove`, writes `config.peers`, leaves the rest. */
   async update(config: WgDeviceConfig, remove: readonly string[]): Promise<void> {
     await this.request(renderPeerChanges(config, remove));
+  }
+
+  /** See renderHandshakeKick: every given peer without keepalives is sent one now. */
+  async kick(peers: readonly WgPeerConfig[]): Promise<void> {
+    for (const text of renderHandshakeKick(peers) ?? []) await this.request(text);
   }
 
   /** Sends one complete request; resolves to the reply's key=value lines, errno=0 already checked. */

@@ -132,6 +132,20 @@ export function renderPeerChanges(config: WgDeviceConfig, remove: readonly strin
   return request([...interfaceLines(config), ...removals, ...uniquePeers(config.peers).flatMap(peerLines)]);
 }
 
+/**
+ * The two `set=1` requests that make the device send each of `peers` a keepalive now, which starts a handshake when
+ * it holds no session with the peer: wireguard-go sends one whenever a peer's keepalive interval goes from 0 to
+ * non-zero, so the interval goes to 1 and straight back to 0. update_only keeps a peer removed meanwhile removed.
+ * Only peers without keepalives need it: writing a non-zero interval to a new peer already sends one.
+ */
+export function renderHandshakeKick(peers: readonly WgPeerConfig[]): readonly [string, string] | undefined {
+  const quiet = peers.filter((peer) => !peer.persistentKeepalive);
+  if (quiet.length === 0) return undefined;
+  const lines = (interval: number): string[] =>
+    quiet.flatMap((peer) => [`public_key=${keyToHex(peer.publicKey)}`, 'update_only=true', `persistent_keepalive_interval=${interval}`]);
+  return [request(lines(1)), request(lines(0))];
+}
+
 function request(lines: readonly string[]): string {
   return `set=1\n${lines.join('\n')}\n\n`;
 }

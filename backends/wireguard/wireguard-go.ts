@@ -14,7 +14,7 @@ import type { Clock } from '../../flanneld/runtime/clock.js';
 import { FlannelError, errorMessage } from '../../flanneld/runtime/errors.js';
 import { mathRandom } from '../../flanneld/runtime/random.js';
 import { Serial } from '../../flanneld/runtime/serial.js';
-import type { WgCurrentPeers, WgDeviceConfig, WgDeviceState } from './uapi.js';
+import type { WgCurrentPeers, WgDeviceConfig, WgDeviceState, WgPeerConfig } from './uapi.js';
 import type { WgPeerChanges } from './wg-device.js';
 import { UAPI_SOCKET_DIR, UapiClient, uapiSocketPath } from './uapi-socket.js';
 
@@ -57,6 +57,7 @@ export interface WgUapi {
   get(): Promise<WgDeviceState>;
   set(config: WgDeviceConfig, current?: WgCurrentPeers): Promise<void>;
   update(config: WgDeviceConfig, remove: readonly string[]): Promise<void>;
+  kick(peers: readonly WgPeerConfig[]): Promise<void>;
 }
 
 export interface WireguardGoOptions {
@@ -193,6 +194,12 @@ class Supervisor implements WireguardGoHandle {
   private run: Run | undefined;
   private upSince = 0;
   private desired: WgDeviceConfig | undefined;
+  /**
+   * Until this process has been given its first peers. Peers still hold sessions with the previous process (before
+   * a crash or a daemon restart) that this one cannot read, and would wait up to 15 s (WireGuard's rekey timeout)
+   * before starting over; so the first peers a process gets are each sent a keepalive, which starts a handshake.
+   */
+  private freshProcess = true;
   private restarting: Promise<void> = Promise.resolve();
   private stopped: Promise<void> | undefined;
 
@@ -214,6 +221,7 @@ class Supervisor implements WireguardGoHandle {
     return this.serial.run(async () => {
       if (changes) await this.uapi.update({ ...desired, peers: changes.write }, changes.remove);
       else await this.uapi.set(desired, await this.uapi.get());
+      await this.greetIfFresh(desired);
     });
   }
 
@@ -322,7 +330,17 @@ class Supervisor implements WireguardGoHandle {
 
   /** A fresh device has no peers, so the whole configuration goes in one replacing set. */
   private async reapply(): Promise<void> {
-    if (this.desired) await this.uapi.set(this.desired);
+    this.freshProcess = true;
+    if (this.desired) {
+      await this.uapi.set(this.desired);
+      await this.greetIfFresh(this.desired);
+    }
+  }
+
+  private async greetIfFresh(desired: WgDeviceConfig): Promise<void> {
+    if (!this.freshProcess || desired.peers.length === 0) return;
+    this.freshProcess = false;
+    await this.uapi.kick(desired.peers);
   }
 
   private giveUp(exit: WgExit, err: unknown): void {

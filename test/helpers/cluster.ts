@@ -84,7 +84,7 @@ export async function startCluster(run: NetnsRun, opts: ClusterOptions): Promise
     const upstream = (how.daemon ?? (opts.upstream?.includes(host) ? 'upstream' : 'ours')) === 'upstream';
     const proc = upstream
       ? startUpstreamFlanneld(h.ns.name, [...common, ...(opts.upstreamArgs ?? [])])
-      : startFlanneld(h.ns.name, [...common, ...(opts.flanneldArgs ?? [])]);
+      : startFlanneld(h.ns.name, [...common, ...(opts.flanneldArgs ?? [])], { WIREGUARD_KEY_FILE: join(dir, `${host}.wgkey`) });
     daemons.set(host, proc);
     try {
       await waitFor(`${host} subnet.env`, () => {

@@ -163,7 +163,7 @@ export async function startKubeCluster(run: NetnsRun, opts: KubeClusterOptions):
     },
     start(host, extraArgs = []) {
       rmSync(envFile(host), { force: true });
-      const proc = startFlanneld(topology.host(host).ns.name, [...kubeArgs(host), ...flanneldArgs, ...extraArgs], { NODE_NAME: host });
+      const proc = startFlanneld(topology.host(host).ns.name, [...kubeArgs(host), ...flanneldArgs, ...extraArgs], { NODE_NAME: host, WIREGUARD_KEY_FILE: join(dir, `${host}.wgkey`) });
       daemons.set(host, proc);
       return proc;
     },

@@ -245,6 +245,8 @@ export interface PingOptions {
   readonly size?: number;
   /** Set DF and never fragment locally (ping -M do), for MTU tests. */
   readonly dontFragment?: boolean;
+  /** Payload fill, up to 16 bytes in hex (ping -p), for captures that look for the payload. */
+  readonly pattern?: string;
 }
 
 export interface PingResult {
@@ -261,6 +263,7 @@ export async function ping(from: Netns, ip: string, opts: PingOptions = {}): Pro
   const args = ['-n', '-q', '-c', String(count), '-W', String(opts.waitSec ?? 1), '-i', String(opts.intervalSec ?? 0.2)];
   if (opts.size !== undefined) args.push('-s', String(opts.size));
   if (opts.dontFragment) args.push('-M', 'do');
+  if (opts.pattern !== undefined) args.push('-p', opts.pattern);
   let ok = true;
   let output: string;
   try {

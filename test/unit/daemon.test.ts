@@ -43,7 +43,7 @@ function fakeHost(): HostView {
 
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-function setup(files: Record<string, string> = {}, backends: DaemonDeps['backends'] = builtInBackends) {
+function setup(files: Record<string, string> = {}, backends: DaemonDeps['backends'] = builtInBackends()) {
   const clock = new ManualClock();
   const subnets = new FakeSubnetManager();
   const { log, lines } = memoryLog();
@@ -405,7 +405,7 @@ describe('runDaemon', () => {
 
   it('rejects a backend type it does not have, naming the known ones', async () => {
     // Every type the config parser knows is built in; a daemon assembled without one must still say so clearly.
-    const d = setup({}, new Map([...builtInBackends].filter(([type]) => type !== 'udp')));
+    const d = setup({}, new Map([...builtInBackends()].filter(([type]) => type !== 'udp')));
     d.subnets.config.then(config('{"Network":"10.244.0.0/16","Backend":{"Type":"udp"}}'));
     await d.start();
     const outcome = d.result();

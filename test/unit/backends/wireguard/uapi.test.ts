@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { parseIp } from '../../../../flanneld/ip/address.js';
 import { parseCidr, type IpNet } from '../../../../flanneld/ip/cidr.js';
 import {
-  UapiErrnoError, hexToKey, keyToHex, parseEndpoint, parseGet, renderPeerChanges, renderSet, replyLines, type WgDeviceConfig, type WgEndpoint,
+  UapiErrnoError, hexToKey, keyToHex, parseEndpoint, parseGet, renderHandshakeKick, renderPeerChanges, renderSet, replyLines, type WgDeviceConfig, type WgEndpoint,
 } from '../../../../backends/wireguard/uapi.js';
 
 // Keys whose 32 bytes are all one value, so the hex in the protocol text below can be written by hand.
@@ -105,6 +105,16 @@ describe('renderSet', () => {
       ['set=1', `private_key=${hex(0x11)}`, 'listen_port=51820', `public_key=${hex(0xcc)}`, 'remove=true', ...PEER_LINES, '', ''].join('\n'),
     );
     expect(renderPeerChanges({ privateKey: PRIVATE, peers: [] }, [])).toBe(`set=1\nprivate_key=${hex(0x11)}\n\n`);
+  });
+
+  it('renderHandshakeKick turns keepalives on and off again for the peers without them, and only updates', () => {
+    const quiet = { publicKey: PEER_A, allowedIps: [] };
+    const chatty = { publicKey: PEER_C, persistentKeepalive: 25, allowedIps: [] };
+    expect(renderHandshakeKick([quiet, chatty])).toEqual([
+      `set=1\npublic_key=${hex(0xaa)}\nupdate_only=true\npersistent_keepalive_interval=1\n\n`,
+      `set=1\npublic_key=${hex(0xaa)}\nupdate_only=true\npersistent_keepalive_interval=0\n\n`,
+    ]);
+    expect(renderHandshakeKick([chatty])).toBeUndefined();
   });
 
   it('writes fwmark when given and an empty peer list', () => {

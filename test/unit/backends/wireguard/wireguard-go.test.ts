@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { WgCurrentPeers, WgDeviceConfig, WgDeviceState } from '../../../../backends/wireguard/uapi.js';
+import type { WgCurrentPeers, WgDeviceConfig, WgDeviceState, WgPeerConfig } from '../../../../backends/wireguard/uapi.js';
 import {
   OutputTail, READY_TIMEOUT_MS, STABLE_UP_MS, STOP_GRACE_MS, spawnChild, startWireguardGo,
   type WgExit, type WgProcess, type WireguardGoHandle,
@@ -73,6 +73,7 @@ function fakeHost() {
   const spawns: { command: string; args: readonly string[]; env: NodeJS.ProcessEnv }[] = [];
   const processes: FakeProcess[] = [];
   const sets: { config: WgDeviceConfig; current?: WgCurrentPeers | undefined; remove?: readonly string[] }[] = [];
+  const kicks: string[][] = [];
   const events: string[] = [];
   const live = (): FakeProcess => {
     const proc = processes.at(-1);
@@ -80,7 +81,7 @@ function fakeHost() {
     return proc;
   };
   const host = {
-    clock, lines, plans, spawns, spawnTimes, processes, sets, events,
+    clock, lines, plans, spawns, spawnTimes, processes, sets, kicks, events,
     get current(): FakeProcess {
       return processes.at(-1)!;
     },
@@ -113,6 +114,10 @@ function fakeHost() {
         update: async (config: WgDeviceConfig, remove: readonly string[]) => {
           live();
           sets.push({ config, remove });
+        },
+        kick: async (peers: readonly WgPeerConfig[]) => {
+          live();
+          kicks.push(peers.map((p) => p.publicKey));
         },
       }),
       onDown: (reason: string) => events.push(`down: ${reason}`),
@@ -193,6 +198,20 @@ describe('startWireguardGo', () => {
     expect(host.sets).toEqual([{ config: desired, remove: ['gone'] }]);
     await crashAndTimeRestart(host);
     expect(host.sets.at(-1)).toEqual({ config: desired, current: undefined });
+  });
+
+  it("greets a fresh process's first peers (a keepalive starts a handshake), not the ones added later; again after a restart", async () => {
+    const host = fakeHost();
+    const handle = await started(host);
+    await handle.configure({ ...CONFIG, peers: [] }, { remove: [], write: [] });
+    expect(host.kicks).toEqual([]);
+    const first = { ...CONFIG, peers: [{ publicKey: PEER, allowedIps: [] }] };
+    await handle.configure(first, { remove: [], write: first.peers });
+    const later = { publicKey: Buffer.alloc(32, 0x77).toString('base64'), allowedIps: [] };
+    await handle.configure({ ...CONFIG, peers: [...first.peers, later] }, { remove: [], write: [later] });
+    expect(host.kicks).toEqual([[PEER]]);
+    await crashAndTimeRestart(host);
+    expect(host.kicks.at(-1)).toEqual([PEER, later.publicKey]);
   });
 
   it('fails after 5 s without an answer, naming the device and its last output, and stops the process', async () => {
