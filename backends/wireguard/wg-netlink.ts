@@ -152,16 +152,18 @@ function writtenPeerPieces(peer: WgPeerConfig, room: number): Attr[][] {
   const pieces: Attr[][] = [];
   let head = writtenPeerAttrs(peer);
   let ips: Attr[][] = [];
+  let size = elementSize(head) + 4; // the piece with its ALLOWEDIPS nest header
   const flush = (): void => {
     pieces.push(ips.length > 0 ? [...head, nested(WGPEER_A_ALLOWEDIPS, elements(ips))] : head);
     head = [{ type: WGPEER_A_PUBLIC_KEY, value: keyBytes(peer.publicKey) }];
     ips = [];
+    size = elementSize(head) + 4;
   };
   for (const net of peer.allowedIps) {
     const ip = allowedIpAttrs(net);
-    // head + ALLOWEDIPS nest header + the elements so far + this one
-    if (ips.length > 0 && elementSize(head) + 4 + ips.reduce((n, e) => n + elementSize(e), 0) + elementSize(ip) > room) flush();
+    if (ips.length > 0 && size + elementSize(ip) > room) flush();
     ips.push(ip);
+    size += elementSize(ip);
   }
   flush();
   return pieces;
