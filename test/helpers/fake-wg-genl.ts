@@ -10,6 +10,8 @@
  */
 import { constants as osConstants } from 'node:os';
 import { formatIp, parseIp } from '../../flanneld/ip/address.js';
+import { parseCidr } from '../../flanneld/ip/cidr.js';
+import type { WgPeerConfig } from '../../backends/wireguard/uapi.js';
 import type { NetlinkReceiver, NetlinkSocketOptions, NetlinkTransport, OpenNetlinkSocket } from '../../backends/datapath/netlink/native-socket.js';
 
 const NETLINK_GENERIC = 16;
@@ -174,6 +176,8 @@ interface Device {
   fwmark: number;
   /** By hex public key, in the order they were added, as the kernel's peer list. */
   readonly peers: Map<string, Peer>;
+  /** Which peer holds each prefix (the kernel's allowed-IPs trie): one owner per prefix. */
+  readonly owners: Map<string, Peer>;
 }
 
 /** What a test reads back: the fake's own view, in text. */
@@ -224,7 +228,7 @@ export class FakeWgKernel {
   addLink(name: string, kind: string): FakeLink {
     const link = { index: this.nextIndex++, name, kind };
     this.links.set(name, link);
-    if (kind === 'wireguard') this.devices.set(link.index, { privateKey: undefined, listenPort: 0, fwmark: 0, peers: new Map() });
+    if (kind === 'wireguard') this.devices.set(link.index, { privateKey: undefined, listenPort: 0, fwmark: 0, peers: new Map(), owners: new Map() });
     return link;
   }
 
@@ -357,7 +361,10 @@ export class FakeWgKernel {
     if (port) device.listenPort = exact(port.value, 2).readUInt16LE(0);
     const mark = attrs.get(7);
     if (mark) device.fwmark = exact(mark.value, 4).readUInt32LE(0);
-    if (flags & 1) device.peers.clear();
+    if (flags & 1) {
+      device.peers.clear();
+      device.owners.clear();
+    }
     for (const p of peers) setPeer(device, p);
     return [];
   }
@@ -388,11 +395,12 @@ function setPeer(device: Device, element: Nla): void {
   const flags = u32At(a.get(3)) ?? 0;
   if (flags & ~7) throw new Errno('EOPNOTSUPP');
   const hex = key.toString('hex');
+  let peer = device.peers.get(hex);
   if (flags & 1) {
+    if (peer) dropAllowedIps(device, peer);
     device.peers.delete(hex);
     return;
   }
-  let peer = device.peers.get(hex);
   if (!peer && flags & 4) return;
   if (!peer) {
     peer = { publicKey: Buffer.from(key), psk: Buffer.alloc(32), endpoint: undefined, keepalive: 0, allowedIps: [], rx: 0n, tx: 0n, handshakeSec: 0n };
@@ -402,7 +410,7 @@ function setPeer(device: Device, element: Nla): void {
   if (psk) peer.psk = Buffer.from(exact(psk.value, 32));
   const endpoint = a.get(4);
   if (endpoint) peer.endpoint = readSockaddr(endpoint.value);
-  if (flags & 2) peer.allowedIps = [];
+  if (flags & 2) dropAllowedIps(device, peer);
   for (const ipAttr of nestedList(a.get(9))) addAllowedIp(device, peer, readAllowedIp(ipAttr));
   const keepalive = a.get(5);
   if (keepalive) peer.keepalive = exact(keepalive.value, 2).readUInt16LE(0);
@@ -433,11 +441,20 @@ function masked(addr: Buffer, cidr: number): Buffer {
   return out;
 }
 
+const prefixKey = (ip: AllowedIp): string => `${ip.family}/${ip.addr.toString('hex')}/${ip.cidr}`;
+
 /** One prefix belongs to one peer of a device: naming it again moves it. */
 function addAllowedIp(device: Device, peer: Peer, ip: AllowedIp): void {
-  const same = (o: AllowedIp): boolean => o.family === ip.family && o.cidr === ip.cidr && o.addr.equals(ip.addr);
-  for (const other of device.peers.values()) other.allowedIps = other.allowedIps.filter((o) => !same(o));
+  const k = prefixKey(ip);
+  const owner = device.owners.get(k);
+  if (owner) owner.allowedIps = owner.allowedIps.filter((o) => prefixKey(o) !== k);
+  device.owners.set(k, peer);
   peer.allowedIps.push(ip);
+}
+
+function dropAllowedIps(device: Device, peer: Peer): void {
+  for (const ip of peer.allowedIps) device.owners.delete(prefixKey(ip));
+  peer.allowedIps = [];
 }
 
 const allowedIpAttrs = (ip: AllowedIp): Buffer[] => [nla(1, le16(ip.family)), nla(2, ip.addr), nla(3, Buffer.from([ip.cidr]))];
@@ -490,5 +507,17 @@ function peerView(p: Peer): FakePeerView {
     endpoint,
     keepalive: p.keepalive,
     allowedIps: p.allowedIps.map((ip) => `${ipText(ip.family, ip.addr)}/${ip.cidr}`),
+  };
+}
+
+/** A peer as flannel writes one per node (an IPv4 and an IPv6 subnet, an endpoint, a keepalive); distinct for i < 1024. */
+export function nodePeerConfig(i: number): WgPeerConfig {
+  const key = Buffer.alloc(32);
+  key.writeUInt32BE(i + 1);
+  return {
+    publicKey: key.toString('base64'),
+    endpoint: { ip: parseIp(`198.51.100.${(i % 250) + 1}`)!, port: 51820 },
+    persistentKeepalive: 25,
+    allowedIps: [parseCidr(`10.244.${i >> 2}.${(i & 3) * 64}/26`)!, parseCidr(`2001:db8:${(i + 1).toString(16)}::/64`)!],
   };
 }

@@ -9,7 +9,8 @@ import { parseCidr, type IpNet } from '../../../../flanneld/ip/cidr.js';
 import { NLM_F_ACK, NLM_F_DUMP, NLM_F_MULTI, NLM_F_REQUEST } from '../../../../backends/datapath/netlink/constants.js';
 import { encodeGenl } from '../../../../backends/datapath/netlink/genetlink.js';
 import { decodeAttrs, decodeMessages, type Attr, type RawMessage } from '../../../../backends/datapath/netlink/message.js';
-import type { WgEndpoint, WgPeerConfig } from '../../../../backends/wireguard/uapi.js';
+import type { WgEndpoint } from '../../../../backends/wireguard/uapi.js';
+import { nodePeerConfig } from '../../../helpers/fake-wg-genl.js';
 import {
   NLA_F_NESTED, WG_CMD_GET_DEVICE, WGDEVICE_A_IFNAME, WGDEVICE_A_LISTEN_PORT, WGDEVICE_A_PEERS, WGDEVICE_A_PRIVATE_KEY, WGPEER_A_LAST_HANDSHAKE_TIME,
   WGPEER_A_PUBLIC_KEY, WGPEER_A_RX_BYTES, WGPEER_A_TX_BYTES, decodeDevice, getDevice, planSet, setDevice, type WgSetRequest,
@@ -32,18 +33,6 @@ function thrown(fn: () => unknown): Error & { code?: string } {
     return err as Error & { code?: string };
   }
   throw new Error('expected a throw');
-}
-
-/** One peer per node as flannel writes them: an IPv4 and an IPv6 subnet. */
-function nodePeer(i: number): WgPeerConfig {
-  const b = Buffer.alloc(32);
-  b.writeUInt32BE(i + 1);
-  return {
-    publicKey: b.toString('base64'),
-    endpoint: endpoint(`198.51.100.${(i % 250) + 1}`, 51820),
-    persistentKeepalive: 25,
-    allowedIps: [cidr(`10.244.${i % 256}.0/24`), cidr(`2001:db8:${(i + 1).toString(16)}::/64`)],
-  };
 }
 
 /** The planned SET messages turned into the GET replies a kernel holding that state would send. */
@@ -102,7 +91,7 @@ describe('planSet / setDevice', () => {
   });
 
   it('splits a large set within the budget: the interface config in the first message only, removals first', () => {
-    const write = Array.from({ length: 1000 }, (_, i) => nodePeer(i));
+    const write = Array.from({ length: 1000 }, (_, i) => nodePeerConfig(i));
     const remove = [key(0x71), key(0x72)];
     const plan = planSet({ ifname: 'flannel-wg', iface, remove, write });
     expect(plan.length).toBeGreaterThan(4);
@@ -154,7 +143,7 @@ describe('decodeDevice', () => {
     const write = [
       { publicKey: key(0x22), presharedKey: key(0x44), endpoint: endpoint('2001:db8::7', 51821), persistentKeepalive: 25, allowedIps: [cidr('10.244.2.0/24'), cidr('2001:db8:2::/64')] },
       { publicKey: key(0x23), allowedIps: [cidr('10.244.3.0/24')] },
-      ...Array.from({ length: 300 }, (_, i) => nodePeer(i)),
+      ...Array.from({ length: 300 }, (_, i) => nodePeerConfig(i)),
     ];
     const expected = write.map((p) => ({
       publicKey: p.publicKey, presharedKey: p.presharedKey, endpoint: p.endpoint, persistentKeepalive: p.persistentKeepalive ?? 0, allowedIps: p.allowedIps,
