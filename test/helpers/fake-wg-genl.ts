@@ -416,11 +416,14 @@ function setPeer(device: Device, element: Nla): void {
   if (keepalive) peer.keepalive = exact(keepalive.value, 2).readUInt16LE(0);
 }
 
-/** The kernel keeps family, port and address only, and takes a sockaddr at least as long as its family's. */
+/**
+ * The kernel keeps family, port and address only, from a sockaddr of exactly its family's size. It skips any other
+ * endpoint silently; the fake refuses it (EINVAL), so an encoder bug shows.
+ */
 function readSockaddr(v: Buffer): Buffer {
   const family = v.length >= 2 ? v.readUInt16LE(0) : 0;
-  if (family === AF4 && v.length >= 16) return Buffer.concat([v.subarray(0, 8), Buffer.alloc(8)]);
-  if (family === AF6 && v.length >= 28) return Buffer.concat([v.subarray(0, 4), Buffer.alloc(4), v.subarray(8, 24), Buffer.alloc(4)]);
+  if (family === AF4 && v.length === 16) return Buffer.concat([v.subarray(0, 8), Buffer.alloc(8)]);
+  if (family === AF6 && v.length === 28) return Buffer.concat([v.subarray(0, 4), Buffer.alloc(4), v.subarray(8, 24), Buffer.alloc(4)]);
   throw new Errno('EINVAL');
 }
 
@@ -430,8 +433,10 @@ function readAllowedIp(element: Nla): AllowedIp {
   const family = u16At(a.get(1));
   const addr = a.get(2)?.value;
   const cidr = a.get(3)?.value;
+  if (family === undefined || !addr || !cidr || cidr.length !== 1) throw new Errno('EINVAL');
   const bytes = family === AF4 ? 4 : family === AF6 ? 16 : 0;
-  if (!bytes || !addr || addr.length !== bytes || !cidr || cidr.length !== 1 || cidr[0]! > bytes * 8) throw new Errno('EINVAL');
+  // The kernel's answer to a family, length or mask that do not go together.
+  if (!bytes || addr.length !== bytes || cidr[0]! > bytes * 8) throw new Errno('EAFNOSUPPORT');
   return { family, addr: masked(addr, cidr[0]!), cidr: cidr[0]! } as AllowedIp;
 }
 

@@ -11,6 +11,7 @@ import { encodeGenl } from '../../../../backends/datapath/netlink/genetlink.js';
 import { decodeAttrs, decodeMessages, type Attr, type RawMessage } from '../../../../backends/datapath/netlink/message.js';
 import type { WgEndpoint } from '../../../../backends/wireguard/uapi.js';
 import { nodePeerConfig } from '../../../helpers/fake-wg-genl.js';
+import { thrownFlannelError } from '../../../helpers/thrown-config-error.js';
 import {
   NLA_F_NESTED, WG_CMD_GET_DEVICE, WGDEVICE_A_IFNAME, WGDEVICE_A_LISTEN_PORT, WGDEVICE_A_PEERS, WGDEVICE_A_PRIVATE_KEY, WGPEER_A_LAST_HANDSHAKE_TIME,
   WGPEER_A_PUBLIC_KEY, WGPEER_A_RX_BYTES, WGPEER_A_TX_BYTES, decodeDevice, getDevice, planSet, setDevice, type WgSetRequest,
@@ -25,15 +26,6 @@ const iface = { privateKey: PRIVATE, listenPort: 51820 };
 
 /** Hex with spaces, newlines and `#` comments, as the fixtures below are written. */
 const hexOf = (text: string): Buffer => Buffer.from(text.replace(/#.*$/gm, '').replace(/\s+/g, ''), 'hex');
-
-function thrown(fn: () => unknown): Error & { code?: string } {
-  try {
-    fn();
-  } catch (err) {
-    return err as Error & { code?: string };
-  }
-  throw new Error('expected a throw');
-}
 
 /** The planned SET messages turned into the GET replies a kernel holding that state would send. */
 function asGetReplies(plan: readonly Attr[][]): RawMessage[] {
@@ -122,11 +114,11 @@ describe('planSet / setDevice', () => {
 
   it('refuses bad keys and out-of-range numbers without showing the key', () => {
     const bad = 'not-a-key';
-    const e1 = thrown(() => planSet({ ifname: 'wg0', iface, remove: [bad], write: [] }));
+    const e1 = thrownFlannelError(() => planSet({ ifname: 'wg0', iface, remove: [bad], write: [] }));
     expect(e1.code).toBe('ERR_CONFIG_INVALID');
     expect(e1.message).not.toContain(bad);
-    expect(thrown(() => planSet({ ifname: 'wg0', iface: { ...iface, listenPort: 70000 }, remove: [], write: [] })).message).toMatch(/listen port must be an integer in 0\.\.65535 \(got 70000\)/);
-    expect(thrown(() => planSet({ ifname: 'wg0', iface, remove: [], write: [{ publicKey: key(2), persistentKeepalive: -1, allowedIps: [] }] })).message).toMatch(/persistent keepalive/);
+    expect(thrownFlannelError(() => planSet({ ifname: 'wg0', iface: { ...iface, listenPort: 70000 }, remove: [], write: [] })).message).toMatch(/listen port must be an integer in 0\.\.65535 \(got 70000\)/);
+    expect(thrownFlannelError(() => planSet({ ifname: 'wg0', iface, remove: [], write: [{ publicKey: key(2), persistentKeepalive: -1, allowedIps: [] }] })).message).toMatch(/persistent keepalive/);
   });
 
   it('asks for the device as a dump by name', () => {
@@ -204,7 +196,7 @@ describe('decodeDevice', () => {
     ['an IPv6 allowed IP of 4 bytes', withIp([{ type: 1, value: u16(10) }, { type: 2, value: Buffer.alloc(4) }, { type: 3, value: Buffer.from([8]) }]), /IPv6 address is 4 bytes, not 16/],
     ['an allowed IP without a mask', withIp([{ type: 1, value: u16(2) }, { type: 2, value: Buffer.alloc(4) }]), /cidr mask is missing/],
   ])('refuses %s as ERR_DEVICE saying where, never a key', (_, msg, reason) => {
-    const err = thrown(() => decodeDevice([msg], 'wireguard device wg0: get'));
+    const err = thrownFlannelError(() => decodeDevice([msg], 'wireguard device wg0: get'));
     expect(err.code).toBe('ERR_DEVICE');
     expect(err.message).toMatch(/^wireguard device wg0: get: malformed reply \(message 1/);
     expect(err.message).toMatch(reason);
