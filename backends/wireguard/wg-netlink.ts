@@ -65,8 +65,8 @@ const NO_KEY = Buffer.alloc(KEY_BYTES);
 /**
  * The most one SET message may hold. The kernel takes any size up to the socket's send buffer, but it handles a
  * message whole under the device's update lock and rtnl, in one linear allocation: wg(8) keeps each message in
- * one page and wgctrl at 32 peers. 32 KiB is about 150 typical flannel peers (one IPv4 and one IPv6 allowed IP
- * each), so a 1,000-node cluster is seven messages, each a modest allocation and a short hold of the lock.
+ * one page and wgctrl at 32 peers. 32 KiB is about 170 typical flannel peers (an endpoint, one IPv4 and one IPv6
+ * allowed IP each), so a 1,000-node cluster is six messages, each a modest allocation and a short hold of the lock.
  */
 export const SET_MESSAGE_BUDGET = 32 * 1024;
 
