@@ -17,7 +17,7 @@ import { addAddress, decodeAddress, deleteAddress, dumpAddresses } from './netli
 import {
   RTPROT_FLANNEL,
 } from './netlink/constants.js';
-import { createVxlan, decodeLink, deleteLink, getLinkByName, setLinkMtuUp, setLinkUp } from './netlink/link.js';
+import { createVxlan, deleteLink, findLink, setLinkMtuUp, setLinkUp } from './netlink/link.js';
 import { decodeNeighbour, deleteFdb, deleteNeigh, dumpNeighbours, replaceFdb, replaceNeigh } from './netlink/neighbour.js';
 import { addBlackholeRoute, createRoute, decodeRoute, deleteRoute, dumpRoutes, replaceRoute, routeProtocol } from './netlink/route.js';
 import { judgeRouteConflicts, type KernelRoute, type RouteEntry } from './route-ownership.js';
@@ -62,14 +62,8 @@ export class NetlinkDatapath implements Datapath {
     };
   }
 
-  async link(name: string): Promise<LinkInfo | undefined> {
-    try {
-      const [msg] = await this.sock.request(getLinkByName(name), `get link ${name}`);
-      return msg ? decodeLink(msg) : undefined;
-    } catch (err) {
-      if (err instanceof NetlinkRequestError && err.errno === 'ENODEV') return undefined;
-      throw err;
-    }
+  link(name: string): Promise<LinkInfo | undefined> {
+    return findLink(this.sock, name);
   }
 
   async ensureVxlan(spec: VxlanLinkSpec): Promise<LinkInfo> {

@@ -85,3 +85,7 @@ export const RTNLGRP_IPV4_ROUTE = 7;
 export const RTNLGRP_IPV6_ROUTE = 11;
 
 export const NLMSG_HDRLEN = 16;
+
+/** linux/netlink.h protocol numbers for socket(AF_NETLINK, SOCK_RAW, protocol). */
+export const NETLINK_ROUTE = 0;
+export const NETLINK_GENERIC = 16;

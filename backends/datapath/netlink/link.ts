@@ -1,5 +1,6 @@
 /** RTM_*LINK: ifinfomsg plus attributes, including the VXLAN IFLA_INFO_DATA block. */
 import type { LinkInfo, VxlanLinkSpec } from '../datapath.js';
+import { NetlinkRequestError, type RtnlSocket } from './socket.js';
 import {
   AF_UNSPEC, IFF_UP, IFLA_ADDRESS, IFLA_IFNAME, IFLA_INFO_DATA, IFLA_INFO_KIND, IFLA_LINKINFO, IFLA_MTU,
   IFLA_VXLAN_GBP, IFLA_VXLAN_ID, IFLA_VXLAN_LEARNING, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_LOCAL6,
@@ -55,6 +56,29 @@ export const createVxlan = (spec: VxlanLinkSpec) => (seq: number): Buffer => {
     },
   ]);
 };
+
+export const WIREGUARD_KIND = 'wireguard';
+
+/**
+ * A `wireguard` link, down and with the kernel's default MTU: its owner sets both once the device is configured.
+ * It has no IFLA_INFO_DATA; everything else about it is set over the wireguard generic netlink family.
+ */
+export const createWireguard = (name: string) => (seq: number): Buffer =>
+  encodeMessage(RTM_NEWLINK, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL, seq, ifinfomsg(0), [
+    { type: IFLA_IFNAME, value: str(name) },
+    { type: IFLA_LINKINFO, value: [{ type: IFLA_INFO_KIND, value: str(WIREGUARD_KIND) }] },
+  ]);
+
+/** The link named `name`, or undefined when there is none (the kernel answers ENODEV). */
+export async function findLink(sock: RtnlSocket, name: string): Promise<LinkInfo | undefined> {
+  try {
+    const [msg] = await sock.request(getLinkByName(name), `get link ${name}`);
+    return msg ? decodeLink(msg) : undefined;
+  } catch (err) {
+    if (err instanceof NetlinkRequestError && err.errno === 'ENODEV') return undefined;
+    throw err;
+  }
+}
 
 export function decodeLink(msg: RawMessage): LinkInfo | undefined {
   if (msg.type !== RTM_NEWLINK && msg.type !== RTM_DELLINK) return undefined;

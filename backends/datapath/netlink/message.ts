@@ -32,7 +32,8 @@ export function u32(v: number): Buffer {
 export const str = (s: string): Buffer => Buffer.from(`${s}\0`);
 export const flag = (): Buffer => Buffer.alloc(0);
 
-function attrLength(attr: Attr): number {
+/** An attribute's length as its header states it: header plus payload, without the trailing padding. */
+export function attrLength(attr: Attr): number {
   const payload = Buffer.isBuffer(attr.value)
     ? attr.value.length
     : (attr.value as readonly Attr[]).reduce((n, a) => n + align4(attrLength(a)), 0);

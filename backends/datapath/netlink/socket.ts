@@ -1,8 +1,8 @@
 /**
- * One NETLINK_ROUTE socket with request/ack matching by sequence number. Batches are sent as many messages per
- * sendmsg without per-message acks, followed by an NLMSG_NOOP that asks for one: the kernel handles a socket's
- * messages in order and reports only failures, so the NOOP's ack marks the end of the batch and the receive
- * buffer never fills with thousands of success acks.
+ * One netlink request socket (NETLINK_ROUTE, or another protocol such as NETLINK_GENERIC) with request/ack
+ * matching by sequence number. Batches are sent as many messages per sendmsg without per-message acks, followed
+ * by an NLMSG_NOOP that asks for one: the kernel handles a socket's messages in order and reports only failures,
+ * so the NOOP's ack marks the end of the batch and the receive buffer never fills with thousands of success acks.
  *
  * The socket is ours (native-socket.ts says why): when the kernel drops replies meant for it (ENOBUFS), every
  * request then pending fails with ENOBUFS and its caller retries; the daemon goes on.
@@ -58,14 +58,18 @@ export class RtnlSocket {
   /** Times the socket broke for another reason and was opened anew for the next request. */
   reopens = 0;
 
-  constructor(private readonly open: OpenNetlinkSocket = openNativeNetlinkSocket) {
+  /** `protocol` is NETLINK_ROUTE unless given (NETLINK_GENERIC for generic netlink families such as wireguard). */
+  constructor(
+    private readonly open: OpenNetlinkSocket = openNativeNetlinkSocket,
+    private readonly protocol?: number,
+  ) {
     // Opened now, so a missing addon or a refused socket stops the daemon at start, not at its first request.
     this.transport = this.connect();
   }
 
   private connect(): NetlinkTransport {
     return this.open(
-      { rcvbuf: REQUEST_RCVBUF, sndbuf: REQUEST_SNDBUF, capAck: true },
+      { rcvbuf: REQUEST_RCVBUF, sndbuf: REQUEST_SNDBUF, capAck: true, ...(this.protocol === undefined ? {} : { protocol: this.protocol }) },
       {
         data: (buf) => {
           for (const msg of decodeMessages(buf)) this.pending.get(msg.seq)?.onMessage(msg);
