@@ -6,7 +6,7 @@ import { udpBackendFactory } from './udp/udp-backend.js';
 import { createVxlanBackend } from './vxlan/vxlan-backend.js';
 import { wireguardBackendFactory } from './wireguard/wireguard-backend.js';
 import type { WgDeviceFactories, WgImplementationChoice } from './wireguard/wg-device-choice.js';
-import { WgKernelUnsupportedError, type WgDevice } from './wireguard/wg-device.js';
+import { kernelWgDevices } from './wireguard/wg-kernel-device.js';
 import { userspaceDevice } from './wireguard/wg-userspace-device.js';
 
 export interface BuiltInBackendOptions {
@@ -26,14 +26,7 @@ export function builtInBackends(options: BuiltInBackendOptions = {}): ReadonlyMa
 
 function wireguardDevices(deps: BackendDeps): WgDeviceFactories {
   return {
-    kernel: (name) => kernelPending(name),
+    kernel: kernelWgDevices(),
     userspace: (name) => userspaceDevice(name, { datapath: deps.datapath, clock: deps.clock, log: deps.log, health: deps.deviceProcess }),
   };
-}
-
-function kernelPending(name: string): WgDevice {
-  const no = (): never => {
-    throw new WgKernelUnsupportedError(`kernel WireGuard for ${name}: not built yet`);
-  };
-  return { name, implementation: 'kernel', ensure: async () => no(), state: async () => no(), update: async () => no(), close: async () => undefined };
 }

@@ -54,12 +54,13 @@ async function openAll(wanted: readonly WantedDevice[], factory: WgDeviceFactory
   const opened: OpenedDevice[] = [];
   try {
     for (const { name, iface } of wanted) {
-      const device = factory(name);
-      opened.push({ device, iface, index: await device.ensure(iface, signal) });
+      const entry: OpenedDevice = { device: factory(name), iface, index: 0 };
+      opened.push(entry);
+      entry.index = await entry.device.ensure(iface, signal);
     }
     return opened;
   } catch (err) {
-    // A half-made set is undone, so a fallback or a retry starts from nothing.
+    // Every device made so far is let go (the failed one too), so a fallback or a retry starts from nothing.
     await Promise.allSettled(opened.map((o) => o.device.close()));
     throw err;
   }

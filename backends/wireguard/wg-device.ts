@@ -38,7 +38,10 @@ export interface WgDevice {
   state(): Promise<WgDeviceState>;
   /** Applies `changes` (and the interface config) in as few requests as the transport allows. */
   update(iface: WgInterfaceConfig, changes: WgPeerChanges): Promise<void>;
-  /** Removes the device: the kernel link is deleted, the wireguard-go process stopped. */
+  /**
+   * Lets the device go as the daemon stops: wireguard-go is stopped (its device goes with it), while a kernel link
+   * stays with its peers, as upstream leaves it, so traffic flows on through a daemon restart.
+   */
   close(): Promise<void>;
 }
 

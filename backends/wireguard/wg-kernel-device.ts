@@ -39,7 +39,23 @@ export function openWgKernelSockets(open: OpenNetlinkSocket = openNativeNetlinkS
   }
 }
 
-export const kernelWgDeviceFactory = (sockets: WgKernelSockets): WgDeviceFactory => (name) => new WgKernelDevice(name, sockets);
+/**
+ * Kernel devices sharing one pair of sockets, opened with the first device and closed with the last one's close():
+ * an open netlink socket keeps the daemon's event loop alive, so none may outlive the devices.
+ */
+export function kernelWgDevices(open: OpenNetlinkSocket = openNativeNetlinkSocket): WgDeviceFactory {
+  let shared: (WgKernelSockets & { close(): void }) | undefined;
+  let users = 0;
+  return (name) => {
+    shared ??= openWgKernelSockets(open);
+    users++;
+    return new WgKernelDevice(name, shared, () => {
+      if (--users > 0) return;
+      shared?.close();
+      shared = undefined;
+    });
+  };
+}
 
 const isErrno = (err: unknown, errno: string): boolean => err instanceof NetlinkRequestError && err.errno === errno;
 
@@ -62,11 +78,16 @@ export async function kernelWireguardAvailable(genl: RtnlSocket): Promise<boolea
 export class WgKernelDevice implements WgDevice {
   readonly implementation = 'kernel' as const;
   private familyId: number | undefined;
+  private release: (() => void) | undefined;
 
   constructor(
     readonly name: string,
     private readonly sockets: WgKernelSockets,
-  ) {}
+    /** Called once, by the first close(): the sockets' owner may close them. */
+    release?: () => void,
+  ) {
+    this.release = release;
+  }
 
   /**
    * Keeps a wireguard link of this name with its peers, replaces a link of another kind (as upstream does), makes
@@ -98,12 +119,14 @@ export class WgKernelDevice implements WgDevice {
     }
   }
 
-  /** Deletes the wireguard link of this name, if there is one; a link of another kind is not ours to remove. */
+  /**
+   * Leaves the link with its peers, address and route when the daemon stops, as upstream does, so pods keep talking
+   * through a daemon restart or upgrade; the next start takes it over as it finds it.
+   */
   async close(): Promise<void> {
-    await this.deviceStep('delete the link', async () => {
-      const link = await findLink(this.sockets.route, this.name);
-      if (link?.kind === WIREGUARD_KIND) await this.deleteLink(link.index);
-    });
+    const release = this.release;
+    this.release = undefined;
+    release?.();
   }
 
   private async ensureLink(signal: AbortSignal): Promise<number> {

@@ -142,7 +142,10 @@ export class RtnlSocket {
           if (msg.flags & NLM_F_DUMP_INTR) interrupted = true;
           if (msg.type === NLMSG_DONE) {
             this.pending.delete(seq);
-            resolve({ messages, interrupted });
+            // A dump the kernel could not finish ends with its errno in DONE: what came before is not the whole answer.
+            const code = msg.payload.length >= 4 ? msg.payload.readInt32LE(0) : 0;
+            if (code < 0) reject(new NetlinkRequestError(errnoName(-code), what));
+            else resolve({ messages, interrupted });
           } else if (msg.type === NLMSG_ERROR) {
             this.pending.delete(seq);
             const code = msg.payload.readInt32LE(0);

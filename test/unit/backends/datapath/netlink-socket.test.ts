@@ -69,6 +69,20 @@ describe('RtnlSocket', () => {
     expect((await b).map((m) => m.type)).toEqual([16]);
   });
 
+  it('fails a dump whose DONE carries an errno: the messages before it are not the whole answer', async () => {
+    const k = fakeKernel();
+    const sock = new RtnlSocket(k.open);
+    const d = sock.dump(probe(), 'dump d');
+    const [md] = k.current().sent;
+    const done = Buffer.alloc(4);
+    done.writeInt32LE(-ENOENT);
+    k.current().receiver.data(Buffer.concat([
+      encodeMessage(16, NLM_F_MULTI, md!.seq, Buffer.alloc(16), []),
+      encodeMessage(NLMSG_DONE, NLM_F_MULTI, md!.seq, done, []),
+    ]));
+    await expect(d).rejects.toThrow(new NetlinkRequestError('ENOENT', 'dump d'));
+  });
+
   it('fails what is pending when replies were lost, counts it, and goes on', async () => {
     const k = fakeKernel();
     const sock = new RtnlSocket(k.open);

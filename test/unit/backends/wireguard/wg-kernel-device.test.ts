@@ -10,7 +10,7 @@ import { parseCidr } from '../../../../flanneld/ip/cidr.js';
 import { FakeWgKernel, nodePeerConfig } from '../../../helpers/fake-wg-genl.js';
 import type { WgPeerConfig, WgPeerState } from '../../../../backends/wireguard/uapi.js';
 import { WgKernelUnsupportedError, type WgPeerChanges } from '../../../../backends/wireguard/wg-device.js';
-import { WgKernelDevice, kernelWireguardAvailable, openWgKernelSockets } from '../../../../backends/wireguard/wg-kernel-device.js';
+import { WgKernelDevice, kernelWgDevices, kernelWireguardAvailable, openWgKernelSockets } from '../../../../backends/wireguard/wg-kernel-device.js';
 
 const NAME = 'flannel-wg';
 const key = (byte: number): string => Buffer.alloc(32, byte).toString('base64');
@@ -153,14 +153,30 @@ describe('WgKernelDevice errors and close', () => {
     await expect(device.update(IFACE, noChange)).rejects.toMatchObject({ code: 'ERR_DEVICE', message: 'wireguard device flannel-wg: set (message 1 of 1): ENODEV' });
   });
 
-  it('close() deletes its wireguard link, and leaves a link of another kind alone', async () => {
+  it('close() leaves the link and its peers in place, as upstream does at shutdown', async () => {
     const { fake, device } = setup();
     await device.ensure(IFACE, live());
     await device.close();
-    expect(fake.links.size).toBe(0);
-    await device.close();
-    fake.addLink(NAME, 'dummy');
-    await device.close();
-    expect(fake.links.get(NAME)?.kind).toBe('dummy');
+    expect(fake.links.get(NAME)?.kind).toBe('wireguard');
+  });
+});
+
+describe('kernelWgDevices', () => {
+  it('opens one socket pair for all its devices and closes it with the last one, even after a failed ensure', async () => {
+    const fake = new FakeWgKernel();
+    fake.noModule();
+    const make = kernelWgDevices(fake.open);
+    const v4 = make('flannel-wg');
+    const v6 = make('flannel-wg-v6');
+    expect(fake.opened).toHaveLength(2);
+    await expect(v4.ensure(IFACE, live())).rejects.toBeInstanceOf(WgKernelUnsupportedError);
+    await v4.close();
+    await v4.close();
+    await make('flannel-wg').close();
+    expect(fake.opened).toHaveLength(2);
+    await v6.close();
+    const again = make('flannel-wg');
+    expect(fake.opened).toHaveLength(4);
+    await again.close();
   });
 });
