@@ -44,8 +44,9 @@ FROM node:20-bookworm-slim
 # flanneld runs iptables-save/-restore or nft for its traffic rules (links and routes go over netlink, not `ip`);
 # iproute2 is there, as in upstream's image, to look around with `kubectl exec ... ip route`. Debian's iptables
 # uses the nf_tables backend by default (iptables-legacy is installed too); upstream picks one with iptables-wrapper.
+# wireguard-go carries the wireguard backend's devices on nodes whose kernel has no WireGuard module.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends iptables nftables iproute2 \
+ && apt-get install -y --no-install-recommends iptables nftables iproute2 wireguard-go \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/flannel-ts
 # package.json is needed at run time: it says "type": "module" and flanneld --version reads its version.

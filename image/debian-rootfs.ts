@@ -45,7 +45,13 @@ export async function debianRootfs(cacheDir: string, spec: DebianRootfsSpec, log
     renameSync(tmp, dir);
   } catch (err) {
     rmSync(tmp, { recursive: true, force: true });
+    // Another build of the same spec (a lab and a test run at once) finished first: its folder is as good as ours.
+    if (isErrno(err, 'ENOTEMPTY') || isErrno(err, 'EEXIST')) return dir;
     throw err;
   }
   return dir;
+}
+
+function isErrno(err: unknown, code: string): boolean {
+  return err instanceof Error && (err as NodeJS.ErrnoException).code === code;
 }

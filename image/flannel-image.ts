@@ -17,8 +17,9 @@ export const APP_DIR = '/opt/flannel-ts';
 /** What the runtime stage installs from Debian (the Dockerfile's `apt-get install` there). */
 export const FLANNEL_BASE: Omit<DebianRootfsSpec, 'mirror'> = {
   suite: 'bookworm',
-  // libstdc++6 is named because node links it; iptables/nftables for the traffic rules, iproute2 to look around.
-  packages: ['iptables', 'nftables', 'iproute2', 'libstdc++6', 'ca-certificates'],
+  // libstdc++6 is named because node links it; iptables/nftables for the traffic rules, iproute2 to look around,
+  // wireguard-go for the wireguard backend on nodes whose kernel has no WireGuard.
+  packages: ['iptables', 'nftables', 'iproute2', 'wireguard-go', 'libstdc++6', 'ca-certificates'],
 };
 
 /** One copy from the build output (a path in the checkout) into the image. */

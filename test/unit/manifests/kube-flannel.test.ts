@@ -553,10 +553,10 @@ describe('Dockerfile', () => {
     expect(read('flanneld/version.ts')).toContain("'../../package.json'");
   });
 
-  it('installs iptables, nftables and iproute2 without recommends and without keeping the lists', () => {
+  it('installs iptables, nftables, iproute2 and wireguard-go without recommends and without keeping the lists', () => {
     const runs = runsOf(RUNTIME);
     const install = /apt-get install -y --no-install-recommends ([^&]+)/.exec(runs);
-    expect(install?.[1]?.trim().split(' ').sort()).toEqual(['iproute2', 'iptables', 'nftables']);
+    expect(install?.[1]?.trim().split(' ').sort()).toEqual(['iproute2', 'iptables', 'nftables', 'wireguard-go']);
     expect(runs.indexOf('apt-get update')).toBeLessThan(runs.indexOf('apt-get install'));
     expect(runs).toContain('rm -rf /var/lib/apt/lists/*');
   });
