@@ -92,6 +92,17 @@ export function isAlive(pid: number): boolean {
   }
 }
 
+/** The PIDs of the process's direct children, from every thread's /proc/<pid>/task/<tid>/children (a child belongs to the thread that forked it). */
+export function childPids(pid: number): number[] {
+  return readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return []; // the thread ended between the listing and the read
+    }
+  });
+}
+
 function readCmdline(pid: number): string {
   try {
     return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
