@@ -12,12 +12,12 @@
  * looked at, the daemon is paused (SIGSTOP by PID), since its 1 s repair could otherwise come before the
  * test's datagram or after it.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startCluster, type Cluster } from '../helpers/cluster.js';
 import { startUdpEcho, udpProbe, type UdpEcho } from '../helpers/echo.js';
 import { NetnsRun, removeStaleNamespaces, type Netns } from '../helpers/netns.js';
-import { killStaleTrackedProcesses, waitFor, type TrackedProcess } from '../helpers/processes.js';
+import { childPids, killStaleTrackedProcesses, waitFor, type TrackedProcess } from '../helpers/processes.js';
 import { pingMatrix, skipDad, type UnderlayStack } from '../helpers/topology.js';
 
 let run: NetnsRun | undefined;
@@ -99,14 +99,7 @@ const repairsLogged = (daemon: TrackedProcess): number => daemon.output().split(
 
 /** Firewall tools the daemon has started and that are still running (zombies it cannot reap while paused excluded). */
 function firewallCommandsInFlight(pid: number): number[] {
-  const children = readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
-    try {
-      return readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
-    } catch {
-      return []; // the thread ended between the listing and the read
-    }
-  });
-  return children.filter((child) => {
+  return childPids(pid).filter((child) => {
     let stat: string;
     try {
       stat = readFileSync(`/proc/${child}/stat`, 'utf8');
