@@ -7,7 +7,15 @@ export const LAB_COMMANDS = ['up', 'status', 'down', 'exec', 'add-pod', 'kill', 
 export type LabCommand = (typeof LAB_COMMANDS)[number];
 
 /** The backends the lab offers; alloc is left out because it programs no datapath for pods to use. */
-export const LAB_BACKENDS = ['vxlan', 'host-gw', 'udp'] as const;
+export const LAB_BACKENDS = ['vxlan', 'host-gw', 'udp', 'wireguard'] as const;
+
+/**
+ * Why a kubelet lab has no wireguard: this kernel has no WireGuard, so the devices would run in wireguard-go, which
+ * needs /dev/net/tun, and the DaemonSet as shipped (which the kubelet lab applies unchanged) does not give its
+ * container one (docs/operations.md#wireguard-kernel-or-userspace).
+ */
+export const KUBELET_WIREGUARD_REFUSAL = 'this kernel has no WireGuard, so the devices would run in wireguard-go, which needs /dev/net/tun, '
+  + 'and the DaemonSet --kubelet applies as shipped gives its container none; use wireguard in etcd mode or with --kube';
 
 /** Address families of the underlay and the overlay: IPv4 (as before), dual-stack (--ipv6), IPv6 only (--ipv6-only). */
 export type LabStack = 'v4' | 'dual' | 'v6';
@@ -143,6 +151,7 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
     if (!(LAB_BACKENDS as readonly string[]).includes(backend)) {
       throw new LabUsageError(`--backend must be one of ${LAB_BACKENDS.join(', ')}, got "${backend}"`);
     }
+    if (backend === 'wireguard' && opts.kubelet) throw new LabUsageError(`--backend wireguard with --kubelet: ${KUBELET_WIREGUARD_REFUSAL}`);
     opts.backend = backend;
   }
   const ipv6Network = values.get('--ipv6-network');
@@ -152,7 +161,7 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
   }
   if (opts.stack !== 'v4') {
     const flag = opts.stack === 'dual' ? '--ipv6' : '--ipv6-only';
-    if (backend === 'udp') throw new LabUsageError(`--backend udp carries IPv4 only (flanneld refuses EnableIPv6 with it); use vxlan or host-gw with ${flag}`);
+    if (backend === 'udp') throw new LabUsageError(`--backend udp carries IPv4 only (flanneld refuses EnableIPv6 with it); use vxlan, host-gw or wireguard with ${flag}`);
     if (network !== undefined && opts.stack === 'v6') {
       throw new LabUsageError(`--network ${network} is the IPv4 Network, which --ipv6-only has none of; use --ipv6-network for the IPv6 one`);
     }

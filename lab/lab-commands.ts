@@ -11,7 +11,7 @@ import { etcdArgv, etcdHealthy, labEtcd, putNetworkConfig, readLeases, type LabE
 import { pingMatrix, type MatrixResult } from './lab-matrix.js';
 import { labNetworkConfig } from './lab-network-config.js';
 import { addLabPod, nextPodIndex } from './lab-pods.js';
-import { isRunning, logTail, processesInNetns, startDetached, stopProcess } from './lab-processes.js';
+import { isRunning, logTail, processesInNetns, startDetached, stopProcess, withPrivateWireguardRun } from './lab-processes.js';
 import { hostsTable, leasesTable, matrixTable, podsTable, readSubnetEnv } from './lab-report.js';
 import {
   addressesText, findHost, labDir, labNetns, labNetnsPrefix, loadLabState, REPO_ROOT, requireLabState, saveLabState, stackFamilies,
@@ -46,6 +46,14 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 function flanneldArgv(host: HostRecord, etcdEndpoint: string): string[] {
   return [FLANNELD, `--etcd-endpoints=${etcdEndpoint}`, '--ip-masq', `--subnet-file=${join(host.dir, 'subnet.env')}`,
     `--healthz-ip=127.0.0.1`, `--healthz-port=${LAB_HEALTHZ_PORT}`];
+}
+
+/**
+ * A host's flanneld as the lab starts it: a /run/wireguard of its own for wireguard-go's sockets, and its WireGuard
+ * key in the host's dir rather than the machine-wide default, so a restart keeps the key and `down` removes it.
+ */
+function hostDaemonArgv(host: HostRecord, argv: readonly string[]): string[] {
+  return withPrivateWireguardRun(['env', `WIREGUARD_KEY_FILE=${join(host.dir, 'wireguard.key')}`, ...argv]);
 }
 
 /** Until the daemon has (re)written subnet.env since `since`; fails at once, with its log, if the daemon exits. */
@@ -120,7 +128,7 @@ export async function up(ctx: LabContext): Promise<void> {
         await register(host);
         // Upstream takes the same flags; it picks the interface of the default route, which lab hosts lack.
         const argv = upstream ? [...daemonArgv(host).map((a) => (a === FLANNELD ? upstreamBinary : a)), '--iface=eth0'] : daemonArgv(host);
-        state.processes[host.name] = startDetached(host.netns, argv, join(host.dir, 'flanneld.log'));
+        state.processes[host.name] = startDetached(host.netns, hostDaemonArgv(host, argv), join(host.dir, 'flanneld.log'));
         saveLabState(state);
       });
     }
@@ -248,6 +256,10 @@ function processFor(state: LabState, target: string): ProcessRecord {
   return record;
 }
 
+/** What a killed flanneld leaves carrying traffic: kernel state, or with wireguard its orphaned wireguard-go too. */
+const datapathLeft = (state: LabState): string =>
+  state.backendType === 'wireguard' ? 'wireguard-go (orphaned, still carrying the device), routes' : 'routes, FDB entries';
+
 export async function kill(ctx: LabContext): Promise<void> {
   const state = requireLabState(ctx.opts.id);
   const target = ctx.opts.target as string;
@@ -260,7 +272,7 @@ export async function kill(ctx: LabContext): Promise<void> {
   }
   ctx.print(isControlPlaneComponent(target)
     ? `${target} killed (pid ${record.pid}); every flanneld keeps its datapath and retries until ${target === 'kube-controller-manager' ? 'the API is' : `${target} is`} back`
-    : `flanneld on ${target} killed (pid ${record.pid}); its routes, FDB entries and ${state.kube ? 'Node annotations' : 'lease'} stay until it is restarted${state.kube ? '' : ' or the lease expires'}`);
+    : `flanneld on ${target} killed (pid ${record.pid}); its ${datapathLeft(state)} and ${state.kube ? 'Node annotations' : 'lease'} stay until it is restarted${state.kube ? '' : ' or the lease expires'}`);
 }
 
 export async function restart(ctx: LabContext): Promise<void> {

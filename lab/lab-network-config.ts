@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { allocationRanges, parseNetworkConfig } from '../flanneld/config/network-config.js';
 import { containsNet, formatCidr, overlaps, parseCidr } from '../flanneld/ip/cidr.js';
 import { errorMessage } from '../flanneld/runtime/errors.js';
-import type { LabOptions, LabStack } from './lab-args.js';
+import { KUBELET_WIREGUARD_REFUSAL, type LabOptions, type LabStack } from './lab-args.js';
 
 export const LAB_UNDERLAY = '192.0.2.0/24';
 export const LAB_UNDERLAY6 = '2001:db8:2::/64';
@@ -24,7 +24,7 @@ export interface LabNetworkConfig {
   readonly stack: LabStack;
 }
 
-type ConfigOptions = Pick<LabOptions, 'network' | 'backend' | 'config' | 'ipv6Network'> & { readonly stack?: LabStack };
+type ConfigOptions = Pick<LabOptions, 'network' | 'backend' | 'config' | 'ipv6Network'> & { readonly stack?: LabStack; readonly kubelet?: boolean };
 
 function flagsConfig(opts: ConfigOptions): Record<string, unknown> {
   const backend = { Type: opts.backend ?? 'vxlan' };
@@ -64,7 +64,8 @@ export function labNetworkConfig(opts: ConfigOptions): LabNetworkConfig {
     if (v6 && !containsNet(parseCidr(LAB_IPV6_RANGE)!, v6)) {
       throw new Error(`IPv6Network ${formatCidr(v6)} is outside ${LAB_IPV6_RANGE}, the only IPv6 range the lab uses`);
     }
-    if (stack !== 'v4' && config.backend.type === 'udp') throw new Error('the udp backend carries IPv4 only; use vxlan or host-gw for IPv6');
+    if (stack !== 'v4' && config.backend.type === 'udp') throw new Error('the udp backend carries IPv4 only; use vxlan, host-gw or wireguard for IPv6');
+    if (opts.kubelet && config.backend.type === 'wireguard') throw new Error(KUBELET_WIREGUARD_REFUSAL);
     return { text: text.trim(), backendType: config.backend.type, stack };
   } catch (err) {
     throw new Error(`${source}: ${errorMessage(err)}`, { cause: err });

@@ -47,6 +47,16 @@ export function startDetached(netns: string, argv: readonly string[], log: strin
   return { pid: child.pid, startTime, netns, argv: [...argv], log, ...(mountNs ? { mountNs } : {}) };
 }
 
+/**
+ * wireguard-go keeps its UAPI socket in /run/wireguard whatever the network namespace, so each host's daemon gets
+ * its own, as separate machines would have: a tmpfs mounted in the mount namespace `ip netns exec` makes for the
+ * process (it does not propagate back, and goes when the last process in it exits). sh execs `argv` in place, so
+ * the PID stays the daemon's own. The sockets are reached from outside as /proc/<pid>/root/run/wireguard/.
+ */
+const PRIVATE_WIREGUARD_RUN = 'mkdir -p /run/wireguard && mount -t tmpfs -o mode=0755 flannel-ts-wg /run/wireguard && exec "$0" "$@"';
+
+export const withPrivateWireguardRun = (argv: readonly string[]): string[] => ['sh', '-c', PRIVATE_WIREGUARD_RUN, ...argv];
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Sends `signal`, then SIGKILL if the process is still there after `graceMs`. Resolves once it is gone. */

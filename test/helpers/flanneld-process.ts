@@ -3,28 +3,22 @@ import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { upstreamFlanneld } from '../../lab/kube/kube-tools.js';
+import { withPrivateWireguardRun } from '../../lab/lab-processes.js';
 import { spawnTracked, type TrackedProcess } from './processes.js';
 
 // This helper runs from test/helpers/ under vitest and from dist/test/helpers/ in the compiled benchmarks.
 const FROM_DIST = fileURLToPath(import.meta.url).includes('/dist/test/helpers/');
 export const FLANNELD_BIN = fileURLToPath(new URL(FROM_DIST ? '../../flanneld/main.js' : '../../dist/flanneld/main.js', import.meta.url));
 
-/**
- * wireguard-go keeps its UAPI socket in /run/wireguard whatever the network namespace, so each host's daemon gets
- * its own: a tmpfs mounted in the mount namespace `ip netns exec` makes for the process (it does not propagate back),
- * as separate machines would have. The socket is then reached from outside as /proc/<pid>/root/run/wireguard/.
- */
-const PRIVATE_WIREGUARD_RUN = 'mkdir -p /run/wireguard && mount -t tmpfs -o mode=0755 flannel-ts-wg /run/wireguard && exec "$0" "$@"';
-
 export function startFlanneld(netns: string, args: readonly string[], env: Record<string, string> = {}): TrackedProcess {
   if (!existsSync(FLANNELD_BIN)) throw new Error(`${FLANNELD_BIN} is missing: run "npm run build" first`);
-  // Executed as an operator would, through its shebang (which carries flanneld's node flags); `ip netns exec`,
-  // sh and env exec in place, so the tracked PID is node's.
+  // Executed as an operator would, through its shebang (which carries flanneld's node flags), with a /run/wireguard
+  // of its own; `ip netns exec`, sh and env exec in place, so the tracked PID is node's.
   const path = `${dirname(process.execPath)}:${process.env['PATH'] ?? '/usr/bin:/bin'}`;
-  return spawnTracked('ip', ['netns', 'exec', netns, 'sh', '-c', PRIVATE_WIREGUARD_RUN, FLANNELD_BIN, ...args], { env: { PATH: path, ...env } }, FLANNELD_BIN);
+  return spawnTracked('ip', ['netns', 'exec', netns, ...withPrivateWireguardRun([FLANNELD_BIN, ...args])], { env: { PATH: path, ...env } }, FLANNELD_BIN);
 }
 
-/** Where the wireguard-go device `device` of the flanneld with `pid` answers (see PRIVATE_WIREGUARD_RUN). */
+/** Where the wireguard-go device `device` of the flanneld with `pid` answers (see withPrivateWireguardRun). */
 export function wireguardSocketOf(pid: number, device: string): string {
   return `/proc/${pid}/root/run/wireguard/${device}.sock`;
 }

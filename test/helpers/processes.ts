@@ -83,6 +83,34 @@ export function killStaleTrackedProcesses(): void {
   }
 }
 
+/** The PIDs of `pid`'s children, from every thread's list; none once it is gone. */
+export function childPids(pid: number): number[] {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  return tids.flatMap((tid) => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+    } catch {
+      return []; // the thread ended between the listing and the read
+    }
+  });
+}
+
+/** `pid`'s children running `comm` (as /proc/<child>/comm names it): a daemon's helpers, found through the daemon. */
+export function childrenNamed(pid: number, comm: string): number[] {
+  return childPids(pid).filter((child) => {
+    try {
+      return readFileSync(`/proc/${child}/comm`, 'utf8').trim() === comm;
+    } catch {
+      return false; // already gone
+    }
+  });
+}
+
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -90,17 +118,6 @@ export function isAlive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-/** The PIDs of the process's direct children, from every thread's /proc/<pid>/task/<tid>/children (a child belongs to the thread that forked it). */
-export function childPids(pid: number): number[] {
-  return readdirSync(`/proc/${pid}/task`).flatMap((tid) => {
-    try {
-      return readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').split(/\s+/).filter(Boolean).map(Number);
-    } catch {
-      return []; // the thread ended between the listing and the read
-    }
-  });
 }
 
 function readCmdline(pid: number): string {

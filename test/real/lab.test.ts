@@ -2,18 +2,22 @@
  * The lab end to end, driven as an operator drives it (`node dist/lab/lab.js …`, which `npm run lab` runs
  * after installing): up with 3 hosts × 2 pods for vxlan and host-gw with the whole matrix passing; a flanneld
  * restart that pods on the other hosts never notice; kill, add-pod and exec; and down leaving nothing behind. Then
- * the same over IPv4 + IPv6 (--ipv6) and IPv6 only (--ipv6-only), where every pair must answer in each family.
+ * the same over IPv4 + IPv6 (--ipv6) and IPv6 only (--ipv6-only), where every pair must answer in each family; and
+ * wireguard, each host's flanneld with a wireguard-go of its own behind a private /run/wireguard.
  * Lab ids are `t<runner pid><letter>`, so a later run can take down what a dead run left.
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isRunning } from '../../lab/lab-processes.js';
-import { labDir } from '../../lab/lab-state.js';
+import { isRunning, processStartTime } from '../../lab/lab-processes.js';
+import { labDir, type LabState, type ProcessRecord } from '../../lab/lab-state.js';
+import { wireguardSocketOf } from '../helpers/flanneld-process.js';
 import { downLeavesNothing, lab, namespacesOf, stateOf, steadyPing, subnetOf, takeDownStaleLabs, upReaching } from '../helpers/lab-driver.js';
+import { childrenNamed } from '../helpers/processes.js';
 
 const ids = {
   vxlan: `t${process.pid}v`, hostGw: `t${process.pid}g`, dual: `t${process.pid}d`, dualHostGw: `t${process.pid}h`, v6: `t${process.pid}s`,
+  wireguard: `t${process.pid}w`,
 };
 
 beforeAll(takeDownStaleLabs);
@@ -97,6 +101,45 @@ describe('lab with host-gw', () => {
     const routes = await lab('exec', 'h1', '--id', id, '--', 'ip', 'route');
     expect(routes.out.match(/10\.244\.\d+\.0\/24 via 192\.0\.2\.[23] dev eth0/g)).toHaveLength(2);
     await downLeavesNothing(id);
+  });
+});
+
+/** The wireguard-go each of the lab's flanneld started (its children), by PID and start time. */
+function wireguardGo(state: LabState): ProcessRecord[] {
+  return state.hosts.flatMap((h) => childrenNamed(state.processes[h.name]?.pid ?? 0, 'wireguard-go'))
+    .map((pid) => ({ pid, startTime: processStartTime(pid) ?? '', netns: '', argv: [], log: '' }));
+}
+
+describe('lab with wireguard', () => {
+  const id = ids.wireguard;
+
+  it('runs a wireguard-go per host on its own /run/wireguard, keeps the key over a restart, and down leaves none', async () => {
+    const out = await upReaching(id, '6/6 pod pairs reachable', '--backend', 'wireguard', '--pods', '1');
+    expect(out).toContain('{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}');
+    // WireGuard costs 80 bytes of the underlay's 1500; a TUN device has no MAC.
+    expect(out).toMatch(/^\| h1 \| 192\.0\.2\.1 \| 10\.244\.\d+\.1\/24 \| 1420 \| flannel-wg \| - \| running/m);
+    expect(out.match(/^\| 10\.244\.\d+\.0\/24 \| 192\.0\.2\.\d \| wireguard \|/gm)).toHaveLength(3);
+    const before = stateOf(id);
+    const first = wireguardGo(before);
+    expect(first).toHaveLength(3);
+    for (const h of before.hosts) expect(existsSync(wireguardSocketOf(before.processes[h.name]?.pid ?? 0, 'flannel-wg')), h.name).toBe(true);
+    const keyFile = join(labDir(id), 'h1', 'wireguard.key');
+    const key = readFileSync(keyFile, 'utf8');
+
+    const restart = await lab('restart', 'h1', '--id', id);
+    expect(restart.code, restart.out).toBe(0);
+    expect(readFileSync(keyFile, 'utf8')).toBe(key);
+    const after = stateOf(id);
+    const second = wireguardGo(after);
+    expect(second).toHaveLength(3);
+    // h1's old wireguard-go went with its flanneld; the other hosts' are the same processes.
+    expect(first.filter(isRunning).map((r) => r.pid)).toEqual(second.slice(1).map((r) => r.pid));
+    const status = await lab('status', '--id', id);
+    expect(status.code, status.out).toBe(0);
+    expect(status.out).toContain('6/6 pod pairs reachable');
+
+    await downLeavesNothing(id);
+    expect([...first, ...second].filter(isRunning)).toEqual([]);
   });
 });
 

@@ -19,7 +19,7 @@ import { systemClock } from '../../flanneld/runtime/clock.js';
 import { startCluster, type Cluster } from '../helpers/cluster.js';
 import { wireguardSocketOf } from '../helpers/flanneld-process.js';
 import { NetnsRun, removeStaleNamespaces, type Netns } from '../helpers/netns.js';
-import { childPids, killStaleTrackedProcesses, spawnTracked, waitFor, type TrackedProcess } from '../helpers/processes.js';
+import { childrenNamed, killStaleTrackedProcesses, spawnTracked, waitFor, type TrackedProcess } from '../helpers/processes.js';
 import { ipJson, ping, pingMatrix, type Pod } from '../helpers/topology.js';
 
 const run = new NetnsRun('wg');
@@ -63,16 +63,7 @@ async function health(host: string): Promise<{ status: number; body: string }> {
 }
 
 /** The wireguard-go processes the host's flanneld started (its children), by PID. */
-function wireguardGoPids(host: string): number[] {
-  const pid = cluster.daemon(host).child.pid as number;
-  return childPids(pid).filter((child) => {
-    try {
-      return readFileSync(`/proc/${child}/comm`, 'utf8').trim() === 'wireguard-go';
-    } catch {
-      return false;
-    }
-  });
-}
+const wireguardGoPids = (host: string): number[] => childrenNamed(cluster.daemon(host).child.pid as number, 'wireguard-go');
 
 /** tcpdump on `dev` in the host's namespace, written to `file` as packets arrive; stop it with SIGINT. */
 function capture(host: string, dev: string, file: string, filter: string): TrackedProcess {

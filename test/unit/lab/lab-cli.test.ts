@@ -10,6 +10,12 @@ describe('lab command line', () => {
     expect(parseLabArgs([])).toMatchObject({ command: 'up', id: 'lab', hosts: 3, pods: 2, stack: 'v4', execArgv: [] });
   });
 
+  it('takes --backend wireguard in etcd and Kubernetes modes, with either family setting', () => {
+    expect(parseLabArgs(['up', '--backend', 'wireguard'])).toMatchObject({ backend: 'wireguard', stack: 'v4', kube: false });
+    expect(parseLabArgs(['up', '--backend=wireguard', '--ipv6', '--kube'])).toMatchObject({ backend: 'wireguard', stack: 'dual', kube: true });
+    expect(parseLabArgs(['up', '--backend', 'wireguard', '--ipv6-only'])).toMatchObject({ backend: 'wireguard', stack: 'v6' });
+  });
+
   it('takes --ipv6 and --ipv6-only as switches that never swallow the next argument', () => {
     expect(parseLabArgs(['up', '--ipv6', '--id', 'd1'])).toMatchObject({ command: 'up', id: 'd1', stack: 'dual' });
     expect(parseLabArgs(['--ipv6-only', 'up', '--backend=host-gw'])).toMatchObject({ command: 'up', stack: 'v6', backend: 'host-gw' });
@@ -57,7 +63,8 @@ describe('lab command line', () => {
     [['up', '--hosts', '2.5'], /--hosts must be an integer from 1 to 50, got "2.5"/],
     [['up', '--pods', '21'], /--pods must be an integer from 0 to 20, got "21"/],
     [['up', '--id', 'Lab_1'], /--id must match \[a-z0-9\]\{1,12\}, got "Lab_1"/],
-    [['up', '--backend', 'wireguard'], /--backend must be one of vxlan, host-gw, udp, got "wireguard"/],
+    [['up', '--backend', 'ipip'], /--backend must be one of vxlan, host-gw, udp, wireguard, got "ipip"/],
+    [['up', '--kubelet', '--backend', 'wireguard'], /--backend wireguard with --kubelet: .*needs \/dev\/net\/tun, .*gives its container none; use wireguard in etcd mode or with --kube$/],
     [['up', '--hosts'], /--hosts needs a value/],
     [['up', '--colour', 'red'], /unknown option --colour/],
     [['kill'], /kill needs a target/],
@@ -68,7 +75,7 @@ describe('lab command line', () => {
     [['up', '--kube=yes'], /--kube takes no value, got "yes"/],
     [['up', '--config', 'f.json', '--backend', 'vxlan'], /--config f.json is the whole network config/],
     [['up', '--ipv6', '--ipv6-only'], /--ipv6 and --ipv6-only exclude each other/],
-    [['up', '--ipv6', '--backend', 'udp'], /--backend udp carries IPv4 only .*use vxlan or host-gw with --ipv6$/],
+    [['up', '--ipv6', '--backend', 'udp'], /--backend udp carries IPv4 only .*use vxlan, host-gw or wireguard with --ipv6$/],
     [['up', '--backend', 'udp', '--ipv6-only'], /--backend udp carries IPv4 only .*with --ipv6-only$/],
     [['up', '--ipv6', '--config', 'f.json'], /--config f.json is the whole network config, so --ipv6 cannot go with it.*EnableIPv6/],
     [['up', '--ipv6-only', '--config=f.json', '--ipv6-network', '2001:db8:b::/48'], /--config f.json .* so --ipv6-only, --ipv6-network cannot go with it/],
@@ -93,6 +100,23 @@ describe('lab network config', () => {
       backendType: 'host-gw',
       stack: 'v4',
     });
+  });
+
+  it('writes Backend.Type wireguard for --backend wireguard, also dual-stack', () => {
+    expect(labNetworkConfig({ backend: 'wireguard' })).toEqual({
+      text: '{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}',
+      backendType: 'wireguard',
+      stack: 'v4',
+    });
+    expect(labNetworkConfig({ backend: 'wireguard', stack: 'dual' }).text).toBe(
+      '{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:a::/48","Backend":{"Type":"wireguard"}}');
+  });
+
+  it('refuses a wireguard --config for a kubelet lab, whose DaemonSet gives wireguard-go no /dev/net/tun', () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'lab-conf-')), 'wg.json');
+    writeFileSync(file, '{"Network":"10.50.0.0/16","Backend":{"Type":"wireguard","PersistentKeepaliveInterval":25}}');
+    expect(labNetworkConfig({ config: file }).backendType).toBe('wireguard');
+    expect(() => labNetworkConfig({ config: file, kubelet: true })).toThrow(`--config ${file}: this kernel has no WireGuard, so the devices would run in wireguard-go`);
   });
 
   it('adds EnableIPv6 and IPv6Network for --ipv6, and leaves IPv4 out for --ipv6-only', () => {
