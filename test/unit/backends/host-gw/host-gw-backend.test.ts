@@ -1,5 +1,5 @@
-import { memoryLog } from '../../../helpers/test-log.js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { backendHarness, type BackendHarness } from '../../../helpers/backend-harness.js';
 import type { Network } from '../../../../backends/backend.js';
 import type { DatapathEntry } from '../../../../backends/datapath/datapath.js';
 import { describeEntry } from '../../../../backends/datapath/entry-key.js';
@@ -8,15 +8,10 @@ import { parseNetworkConfig } from '../../../../flanneld/config/network-config.j
 import type { NetworkConfig } from '../../../../flanneld/config/network-config-types.js';
 import { parseIp, type IpAddress } from '../../../../flanneld/ip/address.js';
 import { parseCidr, type IpNet } from '../../../../flanneld/ip/cidr.js';
-import type { ExternalInterface, HostView } from '../../../../flanneld/ip/external-interface.js';
+import type { ExternalInterface } from '../../../../flanneld/ip/external-interface.js';
 import { encodeLeaseAttrs, type Lease, type LeaseEvent } from '../../../../flanneld/lease/lease.js';
 import { FlannelError } from '../../../../flanneld/runtime/errors.js';
 import { seededRandom } from '../../../../flanneld/runtime/random.js';
-import type { LeaseRequest } from '../../../../flanneld/subnet/subnet-manager.js';
-import { FakeDatapath } from '../../../helpers/fake-datapath.js';
-import { FakeSubnetManager } from '../../../helpers/fake-subnet-manager.js';
-import { ManualClock } from '../../../helpers/manual-clock.js';
-import { reconcilerProgress } from '../../../helpers/reconciler-progress.js';
 
 const ip = (text: string): IpAddress => parseIp(text) as IpAddress;
 const net = (text: string): IpNet => parseCidr(text) as IpNet;
@@ -43,13 +38,9 @@ function peer(n: number, publicIP: string, publicIPv6?: string): Lease {
 const added = (...leases: Lease[]): LeaseEvent[] => leases.map((lease) => ({ type: 'added', lease }));
 const described = (entries: readonly DatapathEntry[]): string[] => entries.map(describeEntry).sort();
 
-const running: { abort: AbortController; done: Promise<unknown> }[] = [];
-
+const harnesses: BackendHarness[] = [];
 afterEach(async () => {
-  for (const r of running.splice(0)) {
-    r.abort.abort();
-    await r.done;
-  }
+  for (const h of harnesses.splice(0)) await h.stopAll();
 });
 
 interface SetupOptions {
@@ -60,60 +51,33 @@ interface SetupOptions {
 }
 
 function setup(opts: SetupOptions = {}) {
-  const dp = new FakeDatapath();
-  const eth0 = dp.addLink({ name: 'eth0', mtu: opts.mtu ?? 1500 });
+  const harness = backendHarness({
+    ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}),
+    connected: opts.connected ?? ['192.168.1.0/24'],
+    subnet: '10.244.3.0/24',
+    ipv6Subnet: 'fc00:0:0:3::/64',
+    resyncMs: RESYNC_MS,
+  });
+  harnesses.push(harness);
+  const { dp, eth0, subnets, lines, progress } = harness;
   /** As chooseExternalInterface builds it: public addresses (--public-ip or the interface's) for enabled families. */
   const extIface = (cfg: NetworkConfig): ExternalInterface => ({
     name: 'eth0',
     index: eth0.index,
-    mtu: opts.mtu ?? 1500,
+    mtu: harness.mtu,
     ifaceAddr: ip(IFACE_IP),
     ifaceAddrV6: ip(IFACE_IP6),
     ...(cfg.enableIPv4 ? { publicIP: ip(opts.publicIP ?? IFACE_IP) } : {}),
     ...(cfg.enableIPv6 ? { publicIPv6: ip(opts.publicIPv6 ?? IFACE_IP6) } : {}),
   });
-  const host: HostView = {
-    interfaces: () => Promise.resolve([]),
-    defaultRouteInterface: () => Promise.resolve('eth0'),
-    routeTo: () => Promise.resolve(undefined),
-    connectedNetworks: () => Promise.resolve((opts.connected ?? ['192.168.1.0/24']).map(net)),
-  };
-  const clock = new ManualClock();
-  const subnets = new FakeSubnetManager();
-  subnets.acquire.otherwise((request: LeaseRequest) => ({
-    subnet: net('10.244.3.0/24'),
-    ...(request.attrs.publicIPv6 ? { ipv6Subnet: net('fc00:0:0:3::/64') } : {}),
-    attrs: request.attrs,
-    reservation: false,
-  }));
-  const { log, lines } = memoryLog();
-  const progress = reconcilerProgress(subnets, clock, RESYNC_MS);
 
   const register = (json: string): Promise<Network> => {
     const cfg = config(json);
-    const backend = createHostGwBackend({
-      findPreviousLease: (publicIP, signal) => subnets.findPreviousLease(publicIP, signal),
-      extIface: extIface(cfg),
-      peerLeases: (_own, signal) => subnets.watchLeases(signal),
-      acquireLease: (attrs, signal) => subnets.acquireLease({ attrs }, signal),
-      datapath: dp,
-      host,
-      clock,
-      random: seededRandom(3),
-      log,
-      resyncMs: RESYNC_MS,
-      observer: progress.observer,
-    });
-    return backend.registerNetwork(cfg, new AbortController().signal);
+    return createHostGwBackend({ ...harness.deps(extIface(cfg)), random: seededRandom(3) }).registerNetwork(cfg, new AbortController().signal);
   };
 
   const run = async (network: Network): Promise<void> => {
-    const abort = new AbortController();
-    running.push({ abort, done: network.run(abort.signal) });
-    await vi.waitFor(() => {
-      expect(subnets.leaseWatchers).toBe(1);
-      expect(clock.pending).toBe(1);
-    });
+    await harness.run(network, { kernelEvents: false });
   };
 
   const { push, resync } = progress;

@@ -1,5 +1,5 @@
-import { memoryLog } from '../../../helpers/test-log.js';
 import { afterEach, describe, expect, it, vi } from 'vitest';
+import { backendHarness, type BackendHarness } from '../../../helpers/backend-harness.js';
 import type { Network } from '../../../../backends/backend.js';
 import type { DatapathEntry, LinkInfo } from '../../../../backends/datapath/datapath.js';
 import { describeEntry } from '../../../../backends/datapath/entry-key.js';
@@ -9,15 +9,11 @@ import { parseNetworkConfig } from '../../../../flanneld/config/network-config.j
 import type { NetworkConfig } from '../../../../flanneld/config/network-config-types.js';
 import { formatIp, parseIp, type IpAddress } from '../../../../flanneld/ip/address.js';
 import { formatCidr, parseCidr, type IpNet } from '../../../../flanneld/ip/cidr.js';
-import type { ExternalInterface, HostView } from '../../../../flanneld/ip/external-interface.js';
+import type { ExternalInterface } from '../../../../flanneld/ip/external-interface.js';
 import { encodeLeaseAttrs, type Lease, type LeaseEvent } from '../../../../flanneld/lease/lease.js';
 import { ConfigError } from '../../../../flanneld/runtime/errors.js';
 import { seededRandom } from '../../../../flanneld/runtime/random.js';
-import type { LeaseRequest } from '../../../../flanneld/subnet/subnet-manager.js';
-import { FakeDatapath } from '../../../helpers/fake-datapath.js';
-import { FakeSubnetManager } from '../../../helpers/fake-subnet-manager.js';
-import { ManualClock } from '../../../helpers/manual-clock.js';
-import { reconcilerProgress } from '../../../helpers/reconciler-progress.js';
+import type { FakeDatapath } from '../../../helpers/fake-datapath.js';
 
 const ip = (text: string): IpAddress => parseIp(text) as IpAddress;
 const net = (text: string): IpNet => parseCidr(text) as IpNet;
@@ -143,19 +139,15 @@ class FakeUdpDataplane implements UdpDataplane {
   }
 }
 
-const running: { abort: AbortController; done: Promise<unknown> }[] = [];
-
+const harnesses: BackendHarness[] = [];
 afterEach(async () => {
-  for (const r of running.splice(0)) {
-    r.abort.abort();
-    await r.done;
-  }
+  for (const h of harnesses.splice(0)) await h.stopAll();
 });
 
 function setup(opts: { mtu?: number } = {}) {
-  const mtu = opts.mtu ?? 1500;
-  const dp = new FakeDatapath();
-  const eth0 = dp.addLink({ name: 'eth0', mtu });
+  const harness = backendHarness({ ...(opts.mtu !== undefined ? { mtu: opts.mtu } : {}), connected: ['192.168.1.0/24'], subnet: OWN_SUBNET, resyncMs: RESYNC_MS });
+  harnesses.push(harness);
+  const { dp, eth0, subnets, lines, progress, mtu } = harness;
   const dataplane = new FakeUdpDataplane(dp);
   /** As chooseExternalInterface builds it: public addresses only for the enabled families. */
   const extIface = (cfg: NetworkConfig): ExternalInterface => ({
@@ -167,55 +159,21 @@ function setup(opts: { mtu?: number } = {}) {
     ...(cfg.enableIPv4 ? { publicIP: ip(IFACE_IP) } : {}),
     ...(cfg.enableIPv6 ? { publicIPv6: ip('2001:db8::11') } : {}),
   });
-  const host: HostView = {
-    interfaces: () => Promise.resolve([]),
-    defaultRouteInterface: () => Promise.resolve('eth0'),
-    routeTo: () => Promise.resolve(undefined),
-    connectedNetworks: () => Promise.resolve([net('192.168.1.0/24')]),
-  };
-  const clock = new ManualClock();
-  const subnets = new FakeSubnetManager();
-  subnets.acquire.otherwise((request: LeaseRequest) => ({ subnet: net(OWN_SUBNET), attrs: request.attrs, reservation: false }));
-  const { log, lines } = memoryLog();
-  const progress = reconcilerProgress(subnets, clock, RESYNC_MS);
   let dropSource: (() => Readonly<Record<string, number>> | undefined) | undefined;
 
   const register = (json: string): Promise<Network> => {
     const cfg = config(json);
-    const backend = createUdpBackend(
-      {
-        findPreviousLease: (publicIP, signal) => subnets.findPreviousLease(publicIP, signal),
-        extIface: extIface(cfg),
-        peerLeases: (_own, signal) => subnets.watchLeases(signal),
-        acquireLease: (attrs, signal) => subnets.acquireLease({ attrs }, signal),
-        datapath: dp,
-        host,
-        clock,
-        random: seededRandom(7),
-        log,
-        resyncMs: RESYNC_MS,
-        observer: progress.observer,
-        trackDrops: (source) => {
-          dropSource = source;
-        },
+    const deps = harness.deps(extIface(cfg), {
+      random: seededRandom(7),
+      trackDrops: (source) => {
+        dropSource = source;
       },
-      dataplane,
-    );
-    return backend.registerNetwork(cfg, new AbortController().signal);
+    });
+    return createUdpBackend(deps, dataplane).registerNetwork(cfg, new AbortController().signal);
   };
 
   /** Starts `run` and waits until it follows the leases, the kernel's notices and the resync timer. */
-  const run = async (network: Network): Promise<{ abort: AbortController; done: Promise<unknown> }> => {
-    const entry = { abort: new AbortController(), done: Promise.resolve() as Promise<unknown> };
-    entry.done = network.run(entry.abort.signal);
-    running.push(entry);
-    await vi.waitFor(() => {
-      expect(subnets.leaseWatchers).toBe(1);
-      expect(dp.eventSubscribers).toBe(1);
-      expect(clock.pending).toBe(1);
-    });
-    return entry;
-  };
+  const run = (network: Network) => harness.run(network);
 
   const { push, resync } = progress;
 

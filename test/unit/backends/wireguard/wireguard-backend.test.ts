@@ -8,16 +8,10 @@ import { parseNetworkConfig } from '../../../../flanneld/config/network-config.j
 import type { NetworkConfig } from '../../../../flanneld/config/network-config-types.js';
 import { formatIp, parseIp, type IpAddress } from '../../../../flanneld/ip/address.js';
 import { formatCidr, parseCidr, type IpNet } from '../../../../flanneld/ip/cidr.js';
-import type { ExternalInterface, HostView } from '../../../../flanneld/ip/external-interface.js';
+import type { ExternalInterface } from '../../../../flanneld/ip/external-interface.js';
 import { encodeLeaseAttrs, type Lease, type LeaseAttrs, type LeaseEvent } from '../../../../flanneld/lease/lease.js';
-import { seededRandom } from '../../../../flanneld/runtime/random.js';
-import type { LeaseRequest } from '../../../../flanneld/subnet/subnet-manager.js';
-import { FakeDatapath } from '../../../helpers/fake-datapath.js';
-import { FakeSubnetManager } from '../../../helpers/fake-subnet-manager.js';
+import { backendHarness, type BackendHarness } from '../../../helpers/backend-harness.js';
 import { FakeWgDevice } from '../../../helpers/fake-wg-device.js';
-import { ManualClock } from '../../../helpers/manual-clock.js';
-import { reconcilerProgress } from '../../../helpers/reconciler-progress.js';
-import { memoryLog } from '../../../helpers/test-log.js';
 
 const ip = (text: string): IpAddress => parseIp(text) as IpAddress;
 const net = (text: string): IpNet => parseCidr(text) as IpNet;
@@ -62,17 +56,15 @@ const peerText = (p: WgPeerConfig): string =>
   `${p.publicKey.slice(0, 4)} ${p.endpoint ? `${formatIp(p.endpoint.ip)}:${p.endpoint.port}` : '-'} ${p.allowedIps.map(formatCidr).join(',')}`;
 const k4 = (n: number): string => key(100 + n).slice(0, 4);
 
-const running: { abort: AbortController; done: Promise<unknown> }[] = [];
+const harnesses: BackendHarness[] = [];
 afterEach(async () => {
-  for (const r of running.splice(0)) {
-    r.abort.abort();
-    await r.done;
-  }
+  for (const h of harnesses.splice(0)) await h.stopAll();
 });
 
 function setup(opts: { implementation?: WgImplementationChoice; kernelMissing?: boolean; noPublicV6?: boolean } = {}) {
-  const dp = new FakeDatapath();
-  const eth0 = dp.addLink({ name: 'eth0', mtu: 1500 });
+  const harness = backendHarness({ subnet: '10.244.1.0/24', ipv6Subnet: 'fd00:10:244:1::/64', resyncMs: RESYNC_MS });
+  harnesses.push(harness);
+  const { dp, eth0, subnets, lines } = harness;
   const devices: FakeWgDevice[] = [];
   const extIface = (cfg: NetworkConfig): ExternalInterface => ({
     name: 'eth0',
@@ -83,22 +75,6 @@ function setup(opts: { implementation?: WgImplementationChoice; kernelMissing?: 
     publicIP: ip('192.0.2.1'),
     ...(cfg.enableIPv6 && !opts.noPublicV6 ? { publicIPv6: ip('2001:db8::1') } : {}),
   });
-  const host: HostView = {
-    interfaces: () => Promise.resolve([]),
-    defaultRouteInterface: () => Promise.resolve('eth0'),
-    routeTo: () => Promise.resolve(undefined),
-    connectedNetworks: () => Promise.resolve([]),
-  };
-  const clock = new ManualClock();
-  const subnets = new FakeSubnetManager();
-  subnets.acquire.otherwise((request: LeaseRequest) => ({
-    subnet: net('10.244.1.0/24'),
-    ...(request.attrs.backendV6Data ? { ipv6Subnet: net('fd00:10:244:1::/64') } : {}),
-    attrs: request.attrs,
-    reservation: false,
-  }));
-  const { log, lines } = memoryLog();
-  const progress = reconcilerProgress(subnets, clock, RESYNC_MS);
   const make = (implementation: 'kernel' | 'userspace') => (name: string) => {
     const device = new FakeWgDevice(name, implementation, dp, implementation === 'kernel' && opts.kernelMissing === true);
     devices.push(device);
@@ -107,40 +83,14 @@ function setup(opts: { implementation?: WgImplementationChoice; kernelMissing?: 
 
   const register = (json: string): Promise<Network> => {
     const cfg = config(json);
-    const backend = createWireguardBackend(
-      {
-        findPreviousLease: () => Promise.resolve(undefined),
-        extIface: extIface(cfg),
-        peerLeases: (_own, signal) => subnets.watchLeases(signal),
-        acquireLease: (attrs, signal) => subnets.acquireLease({ attrs }, signal),
-        datapath: dp,
-        host,
-        clock,
-        random: seededRandom(7),
-        log,
-        resyncMs: RESYNC_MS,
-        observer: progress.observer,
-      },
-      {
-        implementation: opts.implementation ?? 'auto',
-        devices: () => ({ kernel: make('kernel'), userspace: make('userspace') }),
-        keyPair: async () => ({ privateKey: OWN.private, publicKey: OWN.public }),
-      },
-    );
+    const backend = createWireguardBackend(harness.deps(extIface(cfg)), {
+      implementation: opts.implementation ?? 'auto',
+      devices: () => ({ kernel: make('kernel'), userspace: make('userspace') }),
+      keyPair: async () => ({ privateKey: OWN.private, publicKey: OWN.public }),
+    });
     return backend.registerNetwork(cfg, new AbortController().signal);
   };
-
-  const run = async (network: Network) => {
-    const entry = { abort: new AbortController(), done: Promise.resolve() as Promise<unknown> };
-    entry.done = network.run(entry.abort.signal);
-    running.push(entry);
-    await vi.waitFor(() => {
-      expect(subnets.leaseWatchers).toBe(1);
-      expect(dp.eventSubscribers).toBe(1);
-      expect(clock.pending).toBe(1);
-    });
-    return entry;
-  };
+  const run = (network: Network) => harness.run(network);
 
   /** The live device of that name (a fallback leaves the failed kernel attempt in `devices` too). */
   const device = (name: string): FakeWgDevice => {
@@ -150,7 +100,7 @@ function setup(opts: { implementation?: WgImplementationChoice; kernelMissing?: 
   };
 
   return {
-    dp, devices, subnets, lines, register, run, device, clock, ...progress,
+    dp, devices, subnets, lines, register, run, device, clock: harness.clock, push: harness.push, resync: harness.resync,
     /** Sorted by address, so expectations read in peer order. */
     peersOf: (name: string) => device(name).describePeers(peerText).sort((a, b) => a.slice(5).localeCompare(b.slice(5))),
     kernel: (): string[] => dp.entries.map((e) => describeEntry(e)).sort(),
