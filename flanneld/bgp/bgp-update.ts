@@ -4,7 +4,7 @@
  * End-of-RIB marker graceful restart waits for (RFC 4724 section 2). What peers send us is not decoded beyond its
  * framing: nothing they say reaches the kernel.
  */
-import { type Family, type IpAddress } from '../ip/address.js';
+import type { Family, IpAddress } from '../ip/address.js';
 import { ipBytes } from '../ip/address-bytes.js';
 import type { IpNet } from '../ip/cidr.js';
 import { AFI_IPV4, AFI_IPV6, AS_TRANS, SAFI_UNICAST } from './bgp-open.js';
@@ -62,7 +62,10 @@ function asPathSegment(asns: readonly number[], width: 2 | 4): Buffer {
   const b = Buffer.alloc(2 + asns.length * width);
   b.writeUInt8(AS_SEQUENCE, 0);
   b.writeUInt8(asns.length, 1);
-  asns.forEach((asn, i) => (width === 4 ? b.writeUInt32BE(asn, 2 + i * 4) : b.writeUInt16BE(asn, 2 + i * 2)));
+  asns.forEach((asn, i) => {
+    if (width === 4) b.writeUInt32BE(asn, 2 + i * 4);
+    else b.writeUInt16BE(asn, 2 + i * 2);
+  });
   return b;
 }
 
