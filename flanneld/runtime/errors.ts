@@ -16,6 +16,8 @@ export type ErrorCode =
   | 'ERR_LEASE_INVALID'
   /** A Node object lacks what flannel needs from it (podCIDRs, annotations). */
   | 'ERR_NODE_INVALID'
+  /** A BGP peer cannot be reached, or broke the protocol. */
+  | 'ERR_BGP_PEER'
   | 'ERR_EXEC'
   | 'ERR_IO';
 
