@@ -10,7 +10,7 @@ import type { EtcdServer } from './etcd-server.js';
 import { startFlanneld, startUpstreamFlanneld } from './flanneld-process.js';
 import type { NetnsRun } from './netns.js';
 import { waitFor, type TrackedProcess } from './processes.js';
-import { formatCidr, parseCidr } from '../../flanneld/ip/cidr.js';
+import { containsNet, formatCidr, parseCidr, type IpNet } from '../../flanneld/ip/cidr.js';
 import { addPod, buildTopology, startEtcdOnHub, type Host, type Pod, type Topology, type UnderlayStack } from './topology.js';
 
 export interface ClusterOptions {
@@ -50,6 +50,19 @@ export interface Cluster {
   startDaemon(host: string, opts?: { readonly daemon?: 'ours' | 'upstream'; readonly keepSubnetFile?: boolean }): Promise<void>;
   stopDaemon(host: string, signal?: NodeJS.Signals): Promise<number | string>;
   stop(): Promise<void>;
+}
+
+/** The subnets among `subnets` that `host` has no route for other than a default one. */
+async function unroutedPeerSubnets(host: Host, subnets: readonly string[]): Promise<string[]> {
+  const routes = (await Promise.all(['-4', '-6'].map((family) => host.ns.ip(family, '-o', 'route', 'show'))))
+    .join('\n')
+    .split('\n')
+    .map((line) => parseCidr(line.split(' ')[0] ?? ''))
+    .filter((net) => net !== undefined && net.prefixLen > 0) as IpNet[];
+  return subnets.filter((s) => {
+    const net = parseCidr(s);
+    return net !== undefined && !routes.some((r) => containsNet(r, net));
+  });
 }
 
 export async function startCluster(run: NetnsRun, opts: ClusterOptions): Promise<Cluster> {
@@ -98,6 +111,14 @@ export async function startCluster(run: NetnsRun, opts: ClusterOptions): Promise
   };
 
   await Promise.all(topology.hosts.map((h) => startDaemon(h.name)));
+  // subnet.env says a daemon has its own lease, not that it has heard of the others' yet: a caller that pings
+  // straight away would race the lease watch, so the cluster is handed over once every host routes every peer.
+  await waitFor('every host routing every other host\'s subnets', async () => {
+    const pending = await Promise.all(topology.hosts.map((h) => unroutedPeerSubnets(h, topology.hosts.filter((o) => o !== h).flatMap((o) => readSubnets(o.name)))));
+    return pending.every((p) => p.length === 0) ? true : undefined;
+  }, 20_000, 100).catch((err: unknown) => {
+    throw new Error(`${(err as Error).message}; flanneld output:\n${[...daemons.values()].map((d) => d.output().slice(-1500)).join('\n---\n')}`);
+  });
   const pods: Pod[] = [];
   if (opts.pods ?? true) {
     for (const h of topology.hosts) pods.push(await addPod(h, 'p1', readSubnets(h.name), 1));
