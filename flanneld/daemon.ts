@@ -26,6 +26,7 @@ import type { TrafficManager } from './traffic/traffic-manager.js';
 import { previousSubnets, renderSubnetEnv } from './subnet/subnet-env.js';
 import type { StoredPublicIPs, SubnetManager } from './subnet/subnet-manager.js';
 import { daemonEvents, type DaemonOps } from './daemon-events.js';
+import type { LeaseAnnouncer } from './bgp/bgp-speaker.js';
 
 export interface DaemonOptions extends Omit<ExternalInterfaceOptions, 'enableIPv4' | 'enableIPv6'>, TrafficOptions {
   readonly subnetFile: string;
@@ -57,6 +58,8 @@ export interface DaemonDeps {
   readonly onReady?: (lease: Lease) => void;
   /** Health, readiness, metrics and status; absent in tests that do not look at them. */
   readonly ops?: DaemonOps;
+  /** Tells routers where this node's pods are (BGP), when configured. */
+  readonly announcer?: LeaseAnnouncer;
 }
 
 export type DaemonResult = { readonly kind: 'stopped' } | { readonly kind: 'lease-lost'; readonly message: string };
@@ -120,6 +123,7 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const network = await backend.registerNetwork(config, signal);
   log.info({ subnet: formatSubnetKey(network.lease), mtu: network.mtu }, 'lease acquired');
   events.networkUp(network, config.backend.type);
+  deps.announcer?.announce(network.lease);
 
   // Upstream's order: clean up the other mode, install ours, then write subnet.env (readiness means rules are in).
   const [rules, other] = config.enableNFTables
@@ -164,7 +168,10 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
       renewMarginMs: opts.renewMarginMs,
     },
     phase.signal,
-    (renewed) => events.leaseRenewed(renewed),
+    (renewed) => {
+      events.leaseRenewed(renewed);
+      deps.announcer?.announce(renewed);
+    },
   ).catch((err: unknown) => {
     if (phase.signal.aborted) return;
     if (err instanceof LeaseLostError) {
@@ -191,7 +198,9 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const completing = deps.subnets.completeLease?.(network.lease, phase.signal).catch((err: unknown) => {
     if (!phase.signal.aborted) log.warn({ err }, 'cannot complete the lease');
   });
-  await Promise.allSettled([keeper, running, keeping, blackholes, completing, probing]);
+  // A router being away is not a broken node: the sessions retry on their own and never end the phase.
+  const announcing = deps.announcer?.run(phase.signal).catch((err: unknown) => log.warn({ err }, 'BGP speaker stopped'));
+  await Promise.allSettled([keeper, running, keeping, blackholes, completing, probing, announcing]);
   signal.removeEventListener('abort', stopPhase);
   return lost ? { kind: 'lease-lost', message: lost.message } : { kind: 'stopped' };
 }

@@ -24,8 +24,8 @@ export interface BgpPeer {
   readonly multihopTtl?: number;
 }
 
-/** Opens a TCP connection to the peer's port 179 (bgp-tcp.ts); rejects when it cannot. */
-export type BgpConnector = (peer: BgpPeer, signal: AbortSignal) => Promise<BgpTransport>;
+/** Opens a TCP connection to the peer's port 179 from `local` (bgp-tcp.ts); rejects when it cannot. */
+export type BgpConnector = (peer: BgpPeer, local: IpAddress | undefined, signal: AbortSignal) => Promise<BgpTransport>;
 
 export type SessionState = 'idle' | 'connect' | ConnectionState;
 
@@ -46,6 +46,8 @@ export interface BgpSessionOptions {
   readonly peer: BgpPeer;
   readonly localAs: number;
   readonly routerId: IpAddress;
+  /** This node's address of the peer's family: the connection's source and our next hop. */
+  readonly localAddress?: IpAddress | undefined;
   readonly holdTimeSec: number;
   /** The families this node announces (its lease's). */
   readonly families: readonly Family[];
@@ -98,7 +100,7 @@ export class BgpSession {
 
   private async attempt(signal: AbortSignal): Promise<ConnectionEnd> {
     this.update({ state: 'connect' });
-    const transport = await this.options.connect(this.options.peer, signal);
+    const transport = await this.options.connect(this.options.peer, this.options.localAddress, signal);
     const connection = new BgpConnection(transport, {
       localAs: this.options.localAs,
       remoteAs: this.options.peer.remoteAs,

@@ -3,21 +3,20 @@
  * neighbours by source address, and the next hop we announce is that address).
  */
 import { createConnection, type Socket } from 'node:net';
-import { formatIp, type IpAddress } from '../ip/address.js';
+import { formatIp } from '../ip/address.js';
 import { FlannelError } from '../runtime/errors.js';
 import type { BgpTransport } from './bgp-connection.js';
-import type { BgpConnector, BgpPeer } from './bgp-session.js';
+import type { BgpConnector } from './bgp-session.js';
 import { BGP_PORT } from './bgp-wire.js';
 
 const CONNECT_TIMEOUT_MS = 10_000;
 /** After end(), how long the peer gets to take our last bytes before the socket is destroyed. */
 const CLOSE_LINGER_MS = 1000;
 
-/** Connects from `localAddress` (the node's address of the peer's family, when it has one). */
-export function tcpConnector(localAddress: (peer: BgpPeer) => IpAddress | undefined): BgpConnector {
-  return (peer, signal) =>
+/** Connects from `local`, the node's address of the peer's family, when it has one. */
+export function tcpConnector(): BgpConnector {
+  return (peer, local, signal) =>
     new Promise<BgpTransport>((resolve, reject) => {
-      const local = localAddress(peer);
       const socket = createConnection({
         host: formatIp(peer.address),
         port: BGP_PORT,

@@ -1,6 +1,6 @@
 /**
  * The one table of flanneld options: upstream names, defaults and help text (flannel main.go), plus the
- * flannel-ts additions (--datapath-resync, --peer-probe-interval, --metrics-allow-from, --wireguard-implementation). options.ts turns it into a convict schema, the argv scanner's shapes, the FLANNELD_* env
+ * flannel-ts additions (--datapath-resync, --peer-probe-interval, --metrics-allow-from, --wireguard-implementation, --bgp-*). options.ts turns it into a convict schema, the argv scanner's shapes, the FLANNELD_* env
  * names and the --help text, so adding or activating an option is a one-line change here.
  */
 import { bitsOf, parseIPv4, parseIPv6, parseIp } from '../ip/address.js';
@@ -111,6 +111,13 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
   bool('set-node-network-unavailable', true, 'set NodeNetworkUnavailable after ready (kube mode)'),
   int('datapath-resync', 60, 'seconds between checks that devices, routes and neighbours still match the leases',
     (n) => n >= 1, 'must be a positive integer'),
+  list('bgp-peers', true,
+    'routers to announce this node\'s pod subnets to over BGP: ADDRESS;as=AS[;password=KEY][;ttl=N], comma-separated or repeated',
+    (s) => s.trim() !== '', 'must be ADDRESS;as=AS[;password=KEY][;ttl=N]'),
+  int('bgp-as', 0, 'this node\'s AS number for BGP (0: no BGP); the same as a router\'s makes that session iBGP',
+    between(0, 0xffffffff), 'must be an AS number from 0 to 4294967295'),
+  int('bgp-graceful-restart-time', 120, 'seconds a router keeps our routes while flanneld restarts (BGP graceful restart; 0 disables it)',
+    between(0, 4095), 'must be an integer from 0 to 4095 (seconds)'),
   str('wireguard-implementation', 'auto',
     'where the wireguard backend runs its devices: auto (the kernel when it has WireGuard, else wireguard-go), kernel or userspace',
     (s) => ['auto', 'kernel', 'userspace'].includes(s), { expect: 'must be auto, kernel or userspace' }),

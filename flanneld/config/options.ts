@@ -66,6 +66,11 @@ export interface FlanneldOptions {
   /** Seconds; 0 disables peer probing. */
   readonly peerProbeInterval: number;
   readonly wireguardImplementation: 'auto' | 'kernel' | 'userspace';
+  /** Raw --bgp-peers entries; flanneld/bgp/bgp-peers.ts reads them, leaving bad ones out with a log line. */
+  readonly bgpPeers: readonly string[];
+  /** 0 when BGP is off. */
+  readonly bgpAs: number;
+  readonly bgpGracefulRestartTime: number;
 }
 
 export type LoadResult =
@@ -106,7 +111,17 @@ export function loadOptions(argv: readonly string[], env: Readonly<Record<string
   const checked = validateOptions(given);
   if (typeof checked === 'string') return fail(checked);
   const options = toOptions(checked);
+  const conflict = crossOptionProblem(options);
+  if (conflict) return fail(conflict);
   return { kind: 'run', options, warnings: Object.freeze(warningsFor(given, env, options)) };
+}
+
+/** What no single option's check can see; only BGP has such a rule so far. */
+function crossOptionProblem(options: FlanneldOptions): string | undefined {
+  if (options.bgpPeers.length > 0 && options.bgpAs === 0) {
+    return new ConfigError('--bgp-as', 0, "must name this node's AS (1..4294967295) when --bgp-peers lists routers").message;
+  }
+  return undefined;
 }
 
 function specOf(flag: string): OptionSpec | undefined {
@@ -189,6 +204,9 @@ function toOptions(props: Readonly<Record<string, unknown>>): FlanneldOptions {
     datapathResync: int('datapath-resync'),
     peerProbeInterval: int('peer-probe-interval'),
     wireguardImplementation: str('wireguard-implementation') as FlanneldOptions['wireguardImplementation'],
+    bgpPeers: Object.freeze([...list('bgp-peers')]),
+    bgpAs: int('bgp-as'),
+    bgpGracefulRestartTime: int('bgp-graceful-restart-time'),
   });
 }
 

@@ -68,10 +68,12 @@ function setup(opts: { gracefulRestartSec?: number; remoteAs?: number } = {}) {
     peer: { address: ip('192.0.2.250'), remoteAs: opts.remoteAs ?? 65000 },
     localAs: 64512,
     routerId: ip('192.0.2.1'),
+    localAddress: ip('192.0.2.1'),
     holdTimeSec: 90,
     families: [4, 6],
     gracefulRestartSec: opts.gracefulRestartSec,
-    connect: async () => {
+    connect: async (_peer, local) => {
+      expect(local).toEqual(ip('192.0.2.1'));
       const router = new FakeRouter();
       routers.push(router);
       return router;

@@ -65,6 +65,9 @@ const DEFAULTS: FlanneldOptions = {
   datapathResync: 60,
   peerProbeInterval: 30,
   wireguardImplementation: 'auto',
+  bgpPeers: [],
+  bgpAs: 0,
+  bgpGracefulRestartTime: 120,
 };
 
 // One valid non-default value per option: [flag, text, field, parsed]. Used for both --flag=text and FLANNELD_*.
@@ -103,6 +106,8 @@ const SAMPLES: readonly [string, string, keyof FlanneldOptions, unknown][] = [
   ['datapath-resync', '120', 'datapathResync', 120],
   ['peer-probe-interval', '0', 'peerProbeInterval', 0],
   ['wireguard-implementation', 'userspace', 'wireguardImplementation', 'userspace'],
+  ['bgp-as', '64512', 'bgpAs', 64512],
+  ['bgp-graceful-restart-time', '0', 'bgpGracefulRestartTime', 0],
 ];
 
 const envOf = (flag: string) => `FLANNELD_${flag.toUpperCase().replace(/[-.]/g, '_')}`;
@@ -121,9 +126,16 @@ describe('loadOptions: defaults', () => {
     expect(Object.isFrozen(options.etcdEndpoints)).toBe(true);
   });
 
-  it('samples cover every option except --version', () => {
+  it('samples cover every option except --version and --bgp-peers (which needs --bgp-as, below)', () => {
     const covered = new Set(SAMPLES.map(([flag]) => flag));
-    expect(OPTION_SPECS.map((s) => s.flag).filter((f) => !covered.has(f))).toEqual(['version']);
+    expect(OPTION_SPECS.map((s) => s.flag).filter((f) => !covered.has(f))).toEqual(['version', 'bgp-peers']);
+  });
+
+  it('takes --bgp-peers with --bgp-as, and refuses routers without our AS, naming --bgp-as', () => {
+    const entries = ['192.0.2.250;as=65000', '2001:db8:2::fa;as=65000;password=x'];
+    expect(run(['--bgp-as=64512', `--bgp-peers=${entries[0]}`, `--bgp-peers=${entries[1]}`]).options.bgpPeers).toEqual(entries);
+    const refused = loadOptions([`--bgp-peers=${entries[0]}`], {});
+    expect(refused).toMatchObject({ kind: 'error', message: expect.stringContaining("--bgp-as: must name this node's AS") });
   });
 
   afterEach(() => vi.unstubAllEnvs());
@@ -194,6 +206,8 @@ describe('loadOptions: command line', () => {
     [['--datapath-resync=0'], ['--datapath-resync', '0']],
     [['--peer-probe-interval=-1'], ['--peer-probe-interval', '-1']],
     [['--wireguard-implementation=both'], ['--wireguard-implementation', 'both']],
+    [['--bgp-as=-1'], ['--bgp-as', '-1']],
+    [['--bgp-graceful-restart-time=4096'], ['--bgp-graceful-restart-time', '4096']],
     [['--v=x'], ['--v', '"x"']],
     [['--public-ip=fe80::1'], ['--public-ip', '"fe80::1"', 'IPv4']],
     [['--public-ip=300.1.1.1'], ['--public-ip', '"300.1.1.1"']],
