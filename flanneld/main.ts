@@ -34,6 +34,8 @@ import { Readiness } from './health/readiness.js';
 import { createMetrics } from './metrics/metrics.js';
 import { countSubnetErrors } from './metrics/subnet-errors.js';
 import { runStatusCommand } from './status/status-command.js';
+import { bgpSpeakerFromOptions } from './bgp/bgp-from-options.js';
+import { tcpConnector } from './bgp/bgp-tcp.js';
 import { formatCidr } from './ip/cidr.js';
 import { createRawSocketPinger } from './probe/pinger.js';
 import { PeerProber } from './probe/peer-prober.js';
@@ -123,6 +125,11 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         },
       })
     : undefined;
+  const announcer = bgpSpeakerFromOptions(options, { connect: tcpConnector(), clock: systemClock, random: mathRandom, log: root.child({ component: 'bgp' }) });
+  if (announcer) {
+    status.bgpSessions = () => announcer.status();
+    metrics.trackBgpSessions(() => announcer.status(), () => systemClock.now());
+  }
   try {
     const result = await runDaemon(
       {
@@ -140,6 +147,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         readFile: (path) => readFile(path, 'utf8').catch(() => undefined),
         writeFile: writeSubnetFile,
         ops: { loops, readiness, status, metrics, ...(prober ? { prober } : {}) },
+        ...(announcer ? { announcer } : {}),
       },
       {
         subnetFile: options.subnetFile,

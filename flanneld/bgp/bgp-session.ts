@@ -27,7 +27,8 @@ export interface BgpPeer {
 /** Opens a TCP connection to the peer's port 179 from `local` (bgp-tcp.ts); rejects when it cannot. */
 export type BgpConnector = (peer: BgpPeer, local: IpAddress | undefined, signal: AbortSignal) => Promise<BgpTransport>;
 
-export type SessionState = 'idle' | 'connect' | ConnectionState;
+export const SESSION_STATES = ['idle', 'connect', 'open-sent', 'open-confirm', 'established'] as const;
+export type SessionState = (typeof SESSION_STATES)[number];
 
 export interface SessionStatus {
   readonly peer: string;
@@ -91,10 +92,13 @@ export class BgpSession {
     while (!signal.aborted) {
       const end = await this.attempt(signal).catch((err: unknown) => ({ reason: errorMessage(err), established: false }) as ConnectionEnd);
       if (end.established) backoff.reset();
+      // A router away for a day fails the same way every minute: the first failure of a kind is worth a line.
+      const repeated = !end.established && this.status.lastError === end.reason;
       this.update({ state: 'idle', prefixes: [], lastError: end.reason, establishedAt: undefined });
       if (signal.aborted) return;
-      this.options.log.warn({ peer: this.status.peer, reason: end.reason }, 'BGP session down; retrying');
-      await this.options.clock.sleep(backoff.next(), signal).catch(() => undefined);
+      const delayMs = backoff.next();
+      this.options.log[repeated ? 'debug' : 'warn']({ peer: this.status.peer, reason: end.reason, retryInSec: Math.round(delayMs / 1000) }, 'BGP session down; retrying');
+      await this.options.clock.sleep(delayMs, signal).catch(() => undefined);
     }
   }
 

@@ -8,6 +8,7 @@ import type { Lease } from '../lease/lease.js';
 import type { ReconcilerObserver } from '../../backends/peer-reconciler.js';
 import { bounded, type Refusal, type RefusalReason } from '../lease/peer-checks.js';
 import type { PeerGuardObserver } from '../subnet/peer-guard.js';
+import type { SessionStatus } from '../bgp/bgp-session.js';
 
 export interface ProbeState {
   readonly reachable: boolean;
@@ -43,6 +44,19 @@ export interface StatusReport {
   readonly trafficRules: { readonly manager?: string; readonly repairs: number; readonly lastCheckAt?: string };
   /** Peer leases refused before they reached the datapath (never a reason for this node to be unready). */
   readonly refusedPeers: readonly RefusedPeerReport[];
+  /** One per router this node announces to; absent without --bgp-as. Never a reason to be unready. */
+  readonly bgpSessions?: readonly BgpSessionReport[];
+}
+
+export interface BgpSessionReport {
+  readonly peer: string;
+  readonly remoteAs: number;
+  readonly state: string;
+  readonly establishedAt?: string;
+  readonly uptimeSec?: number;
+  readonly prefixes: readonly string[];
+  readonly lastError?: string;
+  readonly establishments: number;
 }
 
 export interface RefusedPeerReport {
@@ -74,6 +88,7 @@ export class DaemonStatus {
   ruleRepairs = 0;
   lastRulesCheck: number | undefined;
   probes: (() => ReadonlyMap<string, ProbeState>) | undefined;
+  bgpSessions: (() => readonly SessionStatus[]) | undefined;
   private peers: ReadonlyMap<string, Lease> = new Map();
   private entries: Record<string, number> = {};
   private repairs: Record<string, number> = {};
@@ -162,6 +177,20 @@ export class DaemonStatus {
         ...[...this.refused].map(([peer, r]) => ({ peer: bounded(peer, 80), reason: r.reason, detail: r.detail })),
         ...[...this.collided].map(([peer, detail]) => ({ peer, reason: 'datapath-collision' as const, detail })),
       ].sort((a, b) => a.peer.localeCompare(b.peer, 'en', { numeric: true })),
+      ...(this.bgpSessions ? { bgpSessions: this.bgpSessions().map((s) => this.bgpReport(s)) } : {}),
+    };
+  }
+
+  private bgpReport(s: SessionStatus): BgpSessionReport {
+    const up = s.establishedAt;
+    return {
+      peer: s.peer,
+      remoteAs: s.remoteAs,
+      state: s.state,
+      ...(up !== undefined ? { establishedAt: new Date(up).toISOString(), uptimeSec: Math.max(0, Math.round((this.now() - up) / 1000)) } : {}),
+      prefixes: s.prefixes,
+      ...(s.lastError !== undefined ? { lastError: s.lastError } : {}),
+      establishments: s.establishments,
     };
   }
 }

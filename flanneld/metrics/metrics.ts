@@ -7,6 +7,7 @@ import type { ReconcilerObserver } from '../../backends/peer-reconciler.js';
 import { REFUSAL_REASONS, type RefusalReason } from '../lease/peer-checks.js';
 import type { PeerGuardObserver } from '../subnet/peer-guard.js';
 import type { Clock } from '../runtime/clock.js';
+import { SESSION_STATES, type SessionStatus } from '../bgp/bgp-session.js';
 
 export interface FlanneldMetrics {
   readonly ready: Gauge;
@@ -32,6 +33,8 @@ export interface FlanneldMetrics {
   trackUdpDrops(source: () => Readonly<Record<string, number>> | undefined): void;
   /** Registers flanneld_netlink_overruns_total{socket}, read from the datapath's totals at each scrape. */
   trackNetlinkOverruns(source: () => Readonly<Record<string, number>>): void;
+  /** Registers the flanneld_bgp_* series, read from the sessions at each scrape (docs/operations.md#metrics). */
+  trackBgpSessions(source: () => readonly SessionStatus[], now: () => number): void;
 }
 
 /**
@@ -89,6 +92,9 @@ export function createMetrics(registry: Registry, opts: { processMetrics?: boole
     trackUdpDrops(source) {
       counterFromTotals(registers, 'flanneld_udp_dropped_packets_total', 'Packets the udp backend dropped, by reason', 'reason', source);
     },
+    trackBgpSessions(source, now) {
+      trackBgpSessions(registers, source, now);
+    },
     trackNetlinkOverruns(source) {
       counterFromTotals(registers, 'flanneld_netlink_overruns_total',
         'Times the kernel dropped netlink messages for us (notification: a full datapath resync followed; request: the requests were retried)', 'socket', source);
@@ -131,6 +137,38 @@ export function reconcilerMetrics(metrics: FlanneldMetrics, clock: Clock): Recon
   };
 }
 export type SubnetOp = (typeof SUBNET_OPS)[number];
+
+/**
+ * Per router: its state (one series per state, 1 for the current one), uptime, prefixes it holds from us and how
+ * often it came up. A router's last error text is in /status only: as a label it would grow without bound.
+ */
+function trackBgpSessions(registers: Registry[], source: () => readonly SessionStatus[], now: () => number): void {
+  const labelNames = ['peer'] as const;
+  const state: Gauge<'peer' | 'state'> = new Gauge({
+    name: 'flanneld_bgp_session_state', help: "1 for each BGP session's current state (idle, connect, open-sent, open-confirm, established)", labelNames: ['peer', 'state'], registers,
+    collect() {
+      for (const s of source()) for (const st of SESSION_STATES) state.set({ peer: s.peer, state: st }, s.state === st ? 1 : 0);
+    },
+  });
+  const uptime: Gauge<'peer'> = new Gauge({
+    name: 'flanneld_bgp_session_uptime_seconds', help: 'Seconds since the BGP session was established, 0 while it is not', labelNames, registers,
+    collect() {
+      for (const s of source()) uptime.set({ peer: s.peer }, s.establishedAt === undefined ? 0 : Math.max(0, now() - s.establishedAt) / 1000);
+    },
+  });
+  const prefixes: Gauge<'peer'> = new Gauge({
+    name: 'flanneld_bgp_prefixes_announced', help: 'Prefixes the router holds from this node', labelNames, registers,
+    collect() {
+      for (const s of source()) prefixes.set({ peer: s.peer }, s.prefixes.length);
+    },
+  });
+  const establishments: Gauge<'peer'> = new Gauge({
+    name: 'flanneld_bgp_session_establishments', help: 'Times the BGP session came up since flanneld started (a rising value is a flapping session)', labelNames, registers,
+    collect() {
+      for (const s of source()) establishments.set({ peer: s.peer }, s.establishments);
+    },
+  });
+}
 
 /** The peer guard's hooks as metrics: refusals counted as they happen, and the refused peers now, per reason. */
 export function peerGuardMetrics(metrics: FlanneldMetrics): PeerGuardObserver {

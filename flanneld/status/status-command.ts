@@ -69,6 +69,16 @@ export function renderStatus(report: StatusReport): string {
     lines.push('', `${refused.length} peer lease(s) refused (not programmed; this node stays ready)`);
     lines.push(markdownTable(['lease', 'reason', 'why'], refused.map((r) => [r.peer, r.reason, r.detail])));
   }
+  const bgp = report.bgpSessions;
+  if (bgp) {
+    const up = bgp.filter((s) => s.state === 'established').length;
+    lines.push('', `${bgp.length} BGP session(s), ${up} established (routers being away never makes this node unready)`);
+    if (bgp.length > 0) {
+      lines.push(markdownTable(['router', 'AS', 'state', 'up since', 'prefixes announced', 'last error'], bgp.map((s) => [
+        s.peer, String(s.remoteAs), s.state, s.establishedAt ? `${s.establishedAt} (${s.uptimeSec ?? 0} s)` : '-', s.prefixes.join(', ') || '-', s.lastError ?? '-',
+      ])));
+    }
+  }
   return `${lines.join('\n')}\n`;
 }
 

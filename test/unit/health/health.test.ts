@@ -8,6 +8,7 @@ import { listenHosts, startHealthServer, type HealthServer } from '../../../flan
 import { LoopMonitor } from '../../../flanneld/health/loop-monitor.js';
 import { Readiness } from '../../../flanneld/health/readiness.js';
 import { createMetrics, reconcilerMetrics } from '../../../flanneld/metrics/metrics.js';
+import type { SessionStatus } from '../../../flanneld/bgp/bgp-session.js';
 import { parseStatusArgs, renderStatus } from '../../../flanneld/status/status-command.js';
 import { ManualClock } from '../../helpers/manual-clock.js';
 import { testLog } from '../../helpers/test-log.js';
@@ -219,5 +220,57 @@ describe('udp drop metric', () => {
     const registry = new Registry();
     createMetrics(registry, { processMetrics: false });
     expect(await registry.metrics()).not.toContain('flanneld_udp_dropped_packets_total');
+  });
+});
+
+describe('BGP sessions in status and metrics', () => {
+  const sessions = (): SessionStatus[] => [
+    { peer: '192.0.2.250', remoteAs: 64512, state: 'established', establishedAt: Date.UTC(2026, 11, 7, 10, 0, 0), prefixes: ['10.244.1.0/24'], establishments: 2 },
+    { peer: '2001:db8:2::fa', remoteAs: 64513, state: 'connect', prefixes: [], lastError: 'BGP peer 2001:db8:2::fa:179: connect ECONNREFUSED', establishments: 0 },
+  ];
+  const now = Date.UTC(2026, 11, 7, 10, 1, 30);
+
+  it('lists each router with its state, uptime, prefixes and last error, and never makes the node unready', () => {
+    const status = new DaemonStatus(() => now);
+    status.bgpSessions = sessions;
+    const report = status.report({ ready: true, notReady: [], stalled: [] });
+    expect(report.bgpSessions?.[0]).toMatchObject({ state: 'established', establishedAt: '2026-12-07T10:00:00.000Z', uptimeSec: 90, prefixes: ['10.244.1.0/24'] });
+    const text = renderStatus(report);
+    expect(text).toContain('2 BGP session(s), 1 established');
+    expect(text).toContain('| 192.0.2.250 | 64512 | established | 2026-12-07T10:00:00.000Z (90 s) | 10.244.1.0/24 | - |');
+    expect(text).toContain('| 2001:db8:2::fa | 64513 | connect | - | - | BGP peer 2001:db8:2::fa:179: connect ECONNREFUSED |');
+    expect(text).toContain('| state | ready |');
+  });
+
+  it('has no BGP section without --bgp-as', () => {
+    const status = new DaemonStatus(() => now);
+    const report = status.report({ ready: true, notReady: [], stalled: [] });
+    expect(report.bgpSessions).toBeUndefined();
+    expect(renderStatus(report)).not.toContain('BGP');
+  });
+
+  it('exports state, uptime, prefixes and establishments per router, read at each scrape', async () => {
+    const registry = new Registry();
+    const metrics = createMetrics(registry, { processMetrics: false });
+    let current = sessions();
+    metrics.trackBgpSessions(() => current, () => now);
+    const text = await registry.metrics();
+    expect(text).toContain('flanneld_bgp_session_state{peer="192.0.2.250",state="established"} 1');
+    expect(text).toContain('flanneld_bgp_session_state{peer="192.0.2.250",state="idle"} 0');
+    expect(text).toContain('flanneld_bgp_session_state{peer="2001:db8:2::fa",state="connect"} 1');
+    expect(text).toContain('flanneld_bgp_session_uptime_seconds{peer="192.0.2.250"} 90');
+    expect(text).toContain('flanneld_bgp_session_uptime_seconds{peer="2001:db8:2::fa"} 0');
+    expect(text).toContain('flanneld_bgp_prefixes_announced{peer="192.0.2.250"} 1');
+    expect(text).toContain('flanneld_bgp_session_establishments{peer="192.0.2.250"} 2');
+    current = [{ peer: '192.0.2.250', remoteAs: 64512, state: 'idle', prefixes: [], establishments: 2 }];
+    const later = await registry.metrics();
+    expect(later).toContain('flanneld_bgp_session_state{peer="192.0.2.250",state="established"} 0');
+    expect(later).toContain('flanneld_bgp_prefixes_announced{peer="192.0.2.250"} 0');
+  });
+
+  it('is not exported by a daemon without BGP', async () => {
+    const registry = new Registry();
+    createMetrics(registry, { processMetrics: false });
+    expect(await registry.metrics()).not.toContain('flanneld_bgp_');
   });
 });
