@@ -15,6 +15,7 @@ if (!headers) {
 const addons = [
   { name: 'flannel_udp', source: 'native/udp/flannel_udp.c' },
   { name: 'flannel_netlink', source: 'native/netlink/flannel_netlink.c' },
+  { name: 'flannel_tcp', source: 'native/tcp/flannel_tcp.c' },
 ];
 // Warnings fail the build only in CI (CI set, as .ci/run's environment has it): a newer compiler's new warning must
 // not break a developer's or an image's `npm run build`, and it is still printed there.

@@ -4,12 +4,12 @@
  * `npm run build` with the system C compiler): Node has no ioctl to attach to a TUN device, and moving packets
  * through the event loop would cap the backend at what one JavaScript thread can copy. Unit tests use a fake.
  */
-import { closeSync, existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { closeSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { IpAddress } from '../../flanneld/ip/address.js';
 import type { IpNet } from '../../flanneld/ip/cidr.js';
 import { FlannelError } from '../../flanneld/runtime/errors.js';
+import { lazyAddon } from '../../flanneld/runtime/native-addon.js';
 
 /**
  * Why packets were dropped, as `flanneld_udp_dropped_packets_total{reason}` names them. `tun_read_error` and
@@ -94,16 +94,7 @@ const v4 = (ip: IpAddress, what: string): number => {
  * only the udp backend, with the file named. `candidates` is injectable for tests.
  */
 export function nativeUdpDataplane(candidates: readonly string[] = ADDON_CANDIDATES): UdpDataplane {
-  let addon: NativeAddon | undefined;
-  const load = (): NativeAddon => {
-    if (addon) return addon;
-    const path = candidates.find((p) => existsSync(p));
-    if (!path) {
-      throw new FlannelError('ERR_IO', `the udp backend's native addon flannel_udp.node is missing (looked for ${candidates.join(', ')}); build it with "npm run build"`);
-    }
-    addon = createRequire(import.meta.url)(path) as NativeAddon;
-    return addon;
-  };
+  const load = lazyAddon<NativeAddon>(candidates, "the udp backend's native addon flannel_udp.node");
   return {
     openTun: (name) => load().openTun(name),
     closeTun,

@@ -9,11 +9,10 @@
  * catch it, and its API cannot set NETLINK_NO_ENOBUFS or attach a filter to avoid it; its last release is from 2020
  * and no other npm package does rtnetlink. The addon reuses the udp backend's build path (scripts/build-native.mjs).
  */
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { FlannelError } from '../../../flanneld/runtime/errors.js';
+import { lazyAddon } from '../../../flanneld/runtime/native-addon.js';
 
 export interface NetlinkSocketOptions {
   /** NETLINK_ROUTE (0) unless said otherwise. */
@@ -88,16 +87,7 @@ const ADDON_CANDIDATES = ['../../../native/flannel_netlink.node', '../../../dist
   fileURLToPath(new URL(rel, import.meta.url)),
 );
 
-let addon: NativeAddon | undefined;
-function load(): NativeAddon {
-  if (addon) return addon;
-  const path = ADDON_CANDIDATES.find((p) => existsSync(p));
-  if (!path) {
-    throw new FlannelError('ERR_IO', `the netlink native addon is missing (looked for ${ADDON_CANDIDATES.join(', ')}); build it with "npm run build"`);
-  }
-  addon = createRequire(import.meta.url)(path) as NativeAddon;
-  return addon;
-}
+const load = lazyAddon<NativeAddon>(ADDON_CANDIDATES, 'the netlink native addon');
 
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([name, num]) => [num, name]));
 /** A positive errno by its name (ENOBUFS), as Node's own errors give it. */
