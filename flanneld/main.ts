@@ -153,6 +153,7 @@ async function main(argv: readonly string[], env: NodeJS.ProcessEnv): Promise<nu
         subnetFile: options.subnetFile,
         ipMasq: options.ipMasq,
         ipMasqFullyRandomDisable: options.ipMasqFullyRandomDisable,
+        ipMasqExclude: options.ipMasqExclude,
         iptablesForwardRules: options.iptablesForwardRules,
         iptablesResyncMs: options.iptablesResync * 1000,
         ipBlackholeRoute: options.ipBlackholeRoute,

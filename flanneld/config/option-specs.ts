@@ -87,6 +87,10 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
     between(1, 1439), 'out of acceptable range: must be an integer from 1 to 1439 (minutes)'),
   bool('ip-masq', false, 'setup IP masquerade rule for traffic destined outside of overlay network'),
   bool('ip-masq-fully-random-disable', false, 'do not add --random-fully to the MASQUERADE rules'),
+  list('ip-masq-exclude', true,
+    'destinations outside the overlay that pods reach with their own address (networks that route pod subnets back, as BGP routers do): ' +
+    'CIDRs or IPs, comma-separated or repeated; only with --ip-masq',
+    (s) => parseNetList(s) !== undefined, 'must be CIDRs or IP addresses, comma-separated'),
   bool('kube-subnet-mgr', false, 'contact the Kubernetes API for subnet assignment instead of etcd'),
   str('kube-api-url', '', 'Kubernetes API server URL; not needed when flanneld runs in a pod'),
   str('kube-annotation-prefix', 'flannel.alpha.coreos.com',
@@ -102,7 +106,7 @@ export const OPTION_SPECS: readonly OptionSpec[] = Object.freeze([
   list('metrics-allow-from', true,
     'clients besides this host that may read /metrics and /status: CIDRs or IPs, comma-separated or repeated ' +
     '(0.0.0.0/0,::/0 for any); /healthz and /readyz answer every client',
-    (s) => parseAllowFrom(s) !== undefined, 'must be CIDRs or IP addresses, comma-separated (0.0.0.0/0,::/0 for any client)'),
+    (s) => parseNetList(s) !== undefined, 'must be CIDRs or IP addresses, comma-separated (0.0.0.0/0,::/0 for any client)'),
   int('iptables-resync', 5, 'resync period for iptables rules, in seconds', (n) => n >= 1,
     'must be a positive integer'),
   bool('iptables-forward-rules', true, 'add default accept rules to FORWARD chain in iptables'),
@@ -171,11 +175,11 @@ export function compileIfaceRegex(source: string): RegExp | undefined {
 }
 
 /**
- * One --metrics-allow-from entry: a comma list of CIDRs (host bits masked, as Go's net.ParseCIDR) or bare addresses
+ * One --metrics-allow-from or --ip-masq-exclude entry: a comma list of CIDRs (host bits masked, as Go's net.ParseCIDR) or bare addresses
  * (one host each); undefined when it is empty or any part is neither. The flag takes commas as well as repeats,
  * because a manifest writer puts a list in one argument as readily as in several.
  */
-export function parseAllowFrom(text: string): IpNet[] | undefined {
+export function parseNetList(text: string): IpNet[] | undefined {
   const parts = splitList(text);
   const nets = parts.map((part) => {
     if (part.includes('/')) return parseCidr(part);

@@ -15,7 +15,7 @@ import {
   OPTION_SPECS,
   envNameOf,
   keyOf,
-  parseAllowFrom,
+  parseNetList,
   reasonFor,
   splitList,
   type OptionSpec,
@@ -51,6 +51,8 @@ export interface FlanneldOptions {
   readonly healthzPort: number;
   /** Clients besides this host that may read /metrics and /status; empty: this host only. */
   readonly metricsAllowFrom: readonly IpNet[];
+  /** Destinations pods reach unmasqueraded (routers know the pod subnets, e.g. from BGP). */
+  readonly ipMasqExclude: readonly IpNet[];
   /** Seconds, >= 1. */
   readonly iptablesResync: number;
   readonly iptablesForwardRules: boolean;
@@ -192,7 +194,8 @@ function toOptions(props: Readonly<Record<string, unknown>>): FlanneldOptions {
     kubeconfigFile: str('kubeconfig-file'),
     healthzIp,
     healthzPort: int('healthz-port'),
-    metricsAllowFrom: Object.freeze(list('metrics-allow-from').flatMap((entry) => parseAllowFrom(entry) ?? [])),
+    metricsAllowFrom: Object.freeze(list('metrics-allow-from').flatMap((entry) => parseNetList(entry) ?? [])),
+    ipMasqExclude: Object.freeze(list('ip-masq-exclude').flatMap((entry) => parseNetList(entry) ?? [])),
     iptablesResync: int('iptables-resync'),
     iptablesForwardRules: bool('iptables-forward-rules'),
     ipBlackholeRoute: bool('ip-blackhole-route'),
@@ -230,6 +233,9 @@ function warningsFor(
   }
   if (options.etcdCafile !== '' && (options.etcdKeyfile === '' || options.etcdCertfile === '')) {
     warnings.push('--etcd-cafile is used only when --etcd-keyfile and --etcd-certfile are both set; ignored');
+  }
+  if (options.ipMasqExclude.length > 0 && !options.ipMasq) {
+    warnings.push('--ip-masq-exclude is used only with --ip-masq (without it nothing is masqueraded); ignored');
   }
   return warnings;
 }

@@ -1,11 +1,13 @@
 /** The traffic plan from the network config, this node's lease and the flags (pure). */
 import type { NetworkConfig } from '../config/network-config-types.js';
+import type { IpNet } from '../ip/cidr.js';
 import type { Lease } from '../lease/lease.js';
 import type { FamilyTraffic, TrafficPlan } from './traffic-manager.js';
 
 export interface TrafficOptions {
   readonly ipMasq: boolean;
   readonly ipMasqFullyRandomDisable: boolean;
+  readonly ipMasqExclude: readonly IpNet[];
   readonly iptablesForwardRules: boolean;
 }
 
@@ -19,6 +21,7 @@ export function trafficPlan(config: NetworkConfig, lease: Lease, opts: TrafficOp
     families,
     masquerade: opts.ipMasq,
     fullyRandom: !opts.ipMasqFullyRandomDisable,
+    masqueradeExclude: opts.ipMasqExclude,
     forward: opts.iptablesForwardRules,
   };
 }

@@ -63,12 +63,12 @@ export function iptablesTools(family: Family): { readonly save: string; readonly
 /** The chains the plan needs for one family, in table order (nat, then filter); unused chains are absent. */
 export function iptablesRules(plan: TrafficPlan, family: FamilyTraffic): readonly IptablesChainRules[] {
   const out: IptablesChainRules[] = [];
-  if (plan.masquerade) out.push(chainRules(MASQ_CHAIN, masqRuleBodies(family, plan.fullyRandom)));
+  if (plan.masquerade) out.push(chainRules(MASQ_CHAIN, masqRuleBodies(family, plan.fullyRandom, excludedFor(plan, family))));
   if (plan.forward) out.push(chainRules(FORWARD_CHAIN, forwardRuleBodies(family)));
   return out;
 }
 
-function masqRuleBodies(family: FamilyTraffic, fullyRandom: boolean): string[] {
+function masqRuleBodies(family: FamilyTraffic, fullyRandom: boolean, excluded: readonly string[]): string[] {
   const cluster = formatCidr(family.clusterCidr);
   const pod = formatCidr(family.podCidr);
   const multicast = family.clusterCidr.family === 4 ? '224.0.0.0/4' : 'ff00::/8';
@@ -79,10 +79,16 @@ function masqRuleBodies(family: FamilyTraffic, fullyRandom: boolean): string[] {
     [`-s ${pod} -d ${cluster}`, 'RETURN'],
     [`-s ${cluster} -d ${pod}`, 'RETURN'],
     [`! -s ${cluster} -d ${pod}`, 'RETURN'],
+    ...excluded.map((dest) => [`-s ${cluster} -d ${dest}`, 'RETURN'] as const),
     [`-s ${cluster} ! -d ${multicast}`, masq],
     [`! -s ${cluster} -d ${cluster}`, masq],
   ];
   return rows.map(([match, target]) => withComment(match, MASQ_CHAIN.comment, target));
+}
+
+/** The --ip-masq-exclude networks of this family, as both rule languages spell them. */
+export function excludedFor(plan: TrafficPlan, family: FamilyTraffic): string[] {
+  return plan.masqueradeExclude.filter((n) => n.family === family.clusterCidr.family).map(formatCidr);
 }
 
 function forwardRuleBodies(family: FamilyTraffic): string[] {

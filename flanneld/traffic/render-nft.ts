@@ -7,6 +7,7 @@
  */
 import type { Family } from '../ip/address.js';
 import { formatCidr } from '../ip/cidr.js';
+import { excludedFor } from './render-iptables.js';
 import type { FamilyTraffic, TrafficPlan } from './traffic-manager.js';
 
 export interface NftTableRef {
@@ -85,6 +86,7 @@ export function nftRules(plan: TrafficPlan, family: FamilyTraffic): NftTableRule
         `${ip} saddr ${pod} ${ip} daddr ${cluster} return`,
         `${ip} saddr ${cluster} ${ip} daddr ${pod} return`,
         `${ip} saddr != ${cluster} ${ip} daddr ${pod} return`,
+        ...excludedFor(plan, family).map((dest) => `${ip} saddr ${cluster} ${ip} daddr ${dest} return`),
         `${ip} saddr ${cluster} ${ip} daddr != ${multicast} ${masq}`,
         `${ip} saddr != ${cluster} ${ip} daddr ${cluster} ${masq}`,
       ],

@@ -13,6 +13,8 @@ export interface TrafficPlan {
   readonly masquerade: boolean;
   /** --random-fully / fully-random on MASQUERADE, unless --ip-masq-fully-random-disable or unsupported. */
   readonly fullyRandom: boolean;
+  /** --ip-masq-exclude: outside destinations pods reach with their own address; each family takes its own. */
+  readonly masqueradeExclude: readonly IpNet[];
   /** --iptables-forward-rules: the FLANNEL-FWD / forward accept rules. */
   readonly forward: boolean;
 }

@@ -18,7 +18,7 @@ const signal = new AbortController().signal;
 const net = (t: string) => parseCidr(t)!;
 const V4: FamilyTraffic = { clusterCidr: net('10.244.0.0/16'), podCidr: net('10.244.1.0/24') };
 const V6: FamilyTraffic = { clusterCidr: net('fd00:10:244::/56'), podCidr: net('fd00:10:244:1::/64') };
-const PLAN: TrafficPlan = { families: [V4, V6], masquerade: true, fullyRandom: true, forward: true };
+const PLAN: TrafficPlan = { families: [V4, V6], masquerade: true, fullyRandom: true, forward: true, masqueradeExclude: [] };
 
 const inNs = (ns: Netns): Exec => (argv, opts) => execCommand(['ip', 'netns', 'exec', ns.name, ...argv], opts);
 
@@ -105,6 +105,17 @@ describe('IptablesTrafficManager in a namespace', () => {
     await expectGolden();
   });
 
+  it('adds a RETURN per --ip-masq-exclude network before the MASQUERADE rules, as iptables-save spells it', async () => {
+    const excluded = { ...PLAN, masqueradeExclude: [net('203.0.113.0/24'), net('2001:db8:3::/64')] };
+    await mgr.ensure(excluded, signal);
+    expect((await saved(ns, 'iptables-save', 'nat'))[7]).toBe('-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 203.0.113.0/24 -m comment --comment "flanneld masq" -j RETURN');
+    expect((await saved(ns, 'ip6tables-save', 'nat'))[6]).toBe('-A FLANNEL-POSTRTG -s fd00:10:244::/56 -d 2001:db8:3::/64 -m comment --comment "flanneld masq" -j RETURN');
+    expect(await mgr.matches(excluded, signal)).toBe(true);
+    expect(await mgr.matches(PLAN, signal)).toBe(false);
+    await mgr.ensure(PLAN, signal);
+    await expectGolden();
+  });
+
   it('removes FLANNEL-POSTRTG and its jump when masquerade is turned off, keeping FLANNEL-FWD', async () => {
     await mgr.ensure({ ...PLAN, masquerade: false }, signal);
     expect(await saved(ns, 'iptables-save', 'nat')).toEqual([FOREIGN_NAT]);
@@ -156,6 +167,17 @@ describe('NftablesTrafficManager in a namespace', () => {
     expect(await mgr.matches(PLAN, signal)).toBe(false);
     await mgr.ensure(PLAN, signal);
     expect(await mgr.matches(PLAN, signal)).toBe(true);
+    expect(await ruleset(ns)).toBe(`${RULESET}\n${FOREIGN}`);
+  });
+
+  it('adds a return per --ip-masq-exclude network before masquerading, as nft lists it', async () => {
+    const excluded = { ...PLAN, masqueradeExclude: [net('203.0.113.0/24'), net('2001:db8:3::/64')] };
+    await mgr.ensure(excluded, signal);
+    expect(await mgr.matches(excluded, signal)).toBe(true);
+    const listed = await ruleset(ns);
+    expect(listed).toContain('\t\tip saddr 10.244.0.0/16 ip daddr 203.0.113.0/24 return\n\t\tip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random');
+    expect(listed).toContain('\t\tip6 saddr fd00:10:244::/56 ip6 daddr 2001:db8:3::/64 return\n');
+    await mgr.ensure(PLAN, signal);
     expect(await ruleset(ns)).toBe(`${RULESET}\n${FOREIGN}`);
   });
 

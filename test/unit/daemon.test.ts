@@ -61,7 +61,7 @@ function setup(files: Record<string, string> = {}, backends: DaemonDeps['backend
   });
   let writeFails = false;
   const opts: DaemonOptions = {
-    subnetFile: SUBNET_FILE, ipMasq: true, ipMasqFullyRandomDisable: false, iptablesForwardRules: true,
+    subnetFile: SUBNET_FILE, ipMasq: true, ipMasqFullyRandomDisable: false, ipMasqExclude: [], iptablesForwardRules: true,
     // The rules check is parked far beyond every renewal, so the keeper's timer is always the next one.
     iptablesResyncMs: 30 * 24 * HOUR, ipBlackholeRoute: false, renewMarginMs: HOUR, datapathResyncMs: 60_000, iface: [], ifaceRegex: [],
   };

@@ -54,6 +54,7 @@ const DEFAULTS: FlanneldOptions = {
   healthzIp: ipAddress(4, 0n),
   healthzPort: 0,
   metricsAllowFrom: [],
+  ipMasqExclude: [],
   iptablesResync: 5,
   iptablesForwardRules: true,
   ipBlackholeRoute: false,
@@ -95,6 +96,7 @@ const SAMPLES: readonly [string, string, keyof FlanneldOptions, unknown][] = [
   ['healthz-ip', '::1', 'healthzIp', ip('::1')],
   ['healthz-port', '8471', 'healthzPort', 8471],
   ['metrics-allow-from', '10.1.2.3/8,2001:db8::1', 'metricsAllowFrom', [net('10.0.0.0/8'), net('2001:db8::1/128')]],
+  ['ip-masq-exclude', '203.0.113.0/24,2001:db8:3::/64', 'ipMasqExclude', [net('203.0.113.0/24'), net('2001:db8:3::/64')]],
   ['iptables-resync', '7', 'iptablesResync', 7],
   ['iptables-forward-rules', 'false', 'iptablesForwardRules', false],
   ['ip-blackhole-route', 'true', 'ipBlackholeRoute', true],
@@ -350,6 +352,13 @@ describe('loadOptions: warnings', () => {
     expect(run([], { FLANNELD_IFACES: 'eth0', FLANNELD_EMPTY: '', OTHER: 'x' }).warnings).toEqual([
       'FLANNELD_IFACES does not match any flanneld option; ignored',
     ]);
+  });
+
+  it('warns that --ip-masq-exclude does nothing without --ip-masq, and refuses a value that is not a network, naming it', () => {
+    expect(run(['--ip-masq-exclude=203.0.113.0/24']).warnings).toEqual(['--ip-masq-exclude is used only with --ip-masq (without it nothing is masqueraded); ignored']);
+    expect(run(['--ip-masq', '--ip-masq-exclude=203.0.113.0/24']).warnings).toEqual([]);
+    expect(loadOptions(['--ip-masq-exclude=203.0.113.0/33'], {})).toMatchObject({ kind: 'error', message: expect.stringContaining('--ip-masq-exclude: must be CIDRs or IP addresses, comma-separated (got "203.0.113.0/33")') });
+    expect(loadOptions([], { FLANNELD_IP_MASQ_EXCLUDE: 'office' })).toMatchObject({ kind: 'error', message: expect.stringContaining('FLANNELD_IP_MASQ_EXCLUDE') });
   });
 
   it('warns when --etcd-cafile cannot be used', () => {

@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { parseAllowFrom } from '../../../flanneld/config/option-specs.js';
+import { parseNetList } from '../../../flanneld/config/option-specs.js';
 import { formatIp, parseIp } from '../../../flanneld/ip/address.js';
 import type { IpNet } from '../../../flanneld/ip/cidr.js';
 import { classifyClient, describeAudience, refusalText, socketAddress } from '../../../flanneld/health/client-policy.js';
@@ -13,7 +13,7 @@ import { healthRequestListener } from '../../../flanneld/health/health-server.js
 import { DaemonStatus } from '../../../flanneld/health/daemon-status.js';
 import { memoryLog, testLog } from '../../helpers/test-log.js';
 
-const allow = (text: string): IpNet[] => parseAllowFrom(text) ?? [];
+const allow = (text: string): IpNet[] => parseNetList(text) ?? [];
 
 describe('client policy for /metrics and /status', () => {
   it.each([
@@ -63,10 +63,10 @@ describe('client policy for /metrics and /status', () => {
       ['10.0.0.0', 8], ['192.0.2.9', 32], ['::1', 128],
     ]);
     for (const bad of ['', ' , ', '10.0.0.0/33', '::/129', 'localhost', '10.0.0.0/8,x', '10.0.0.0/-1', '10.0.0.0/']) {
-      expect(parseAllowFrom(bad), bad).toBeUndefined();
+      expect(parseNetList(bad), bad).toBeUndefined();
     }
     // A blank between commas is dropped, as in every other FLANNELD_* list.
-    expect(parseAllowFrom('10.0.0.0/8,')).toHaveLength(1);
+    expect(parseNetList('10.0.0.0/8,')).toHaveLength(1);
   });
 
   it('turns socket addresses into one family per client', () => {

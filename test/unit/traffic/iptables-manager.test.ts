@@ -8,7 +8,7 @@ const net = (t: string) => parseCidr(t)!;
 const V4: FamilyTraffic = { clusterCidr: net('10.244.0.0/16'), podCidr: net('10.244.1.0/24') };
 const V6: FamilyTraffic = { clusterCidr: net('fd00:10:244::/56'), podCidr: net('fd00:10:244:1::/64') };
 const plan = (over: Partial<TrafficPlan> = {}): TrafficPlan => ({
-  families: [V4], masquerade: true, fullyRandom: true, forward: true, ...over,
+  families: [V4], masquerade: true, fullyRandom: true, forward: true, masqueradeExclude: [], ...over,
 });
 const signal = new AbortController().signal;
 

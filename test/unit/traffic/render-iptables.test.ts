@@ -19,7 +19,7 @@ const net = (t: string) => parseCidr(t)!;
 const V4: FamilyTraffic = { clusterCidr: net('10.244.0.0/16'), podCidr: net('10.244.1.0/24') };
 const V6: FamilyTraffic = { clusterCidr: net('fd00:10:244::/56'), podCidr: net('fd00:10:244:1::/64') };
 const plan = (over: Partial<TrafficPlan> = {}): TrafficPlan => ({
-  families: [V4], masquerade: true, fullyRandom: true, forward: true, ...over,
+  families: [V4], masquerade: true, fullyRandom: true, forward: true, masqueradeExclude: [], ...over,
 });
 
 const GOLDEN = goldenIptables(GOLDEN_V4);
@@ -48,6 +48,15 @@ describe('iptablesRules', () => {
     const [nat, filter] = iptablesRules(plan(), V6);
     expect(nat!.rules).toEqual(goldenIptables(GOLDEN_V6).nat);
     expect(filter!.rules).toEqual(goldenIptables(GOLDEN_V6).forward);
+  });
+
+  it('returns before masquerading for each --ip-masq-exclude network of the family, and only then', () => {
+    const excluded = plan({ masqueradeExclude: [net('203.0.113.0/24'), net('2001:db8:3::/64')] });
+    const rules = iptablesRules(excluded, V4)[0]!.rules;
+    expect(rules[4]).toBe('-A FLANNEL-POSTRTG -s 10.244.0.0/16 -d 203.0.113.0/24 -m comment --comment "flanneld masq" -j RETURN');
+    expect(rules).toHaveLength(7);
+    expect(iptablesRules(excluded, V6)[0]!.rules[4]).toBe('-A FLANNEL-POSTRTG -s fd00:10:244::/56 -d 2001:db8:3::/64 -m comment --comment "flanneld masq" -j RETURN');
+    expect(iptablesRules(plan(), V4)[0]!.rules).toEqual(GOLDEN.nat);
   });
 
   it('leaves out the chains whose flag is off', () => {

@@ -19,7 +19,7 @@ const net = (t: string) => parseCidr(t)!;
 const V4: FamilyTraffic = { clusterCidr: net('10.244.0.0/16'), podCidr: net('10.244.1.0/24') };
 const V6: FamilyTraffic = { clusterCidr: net('fd00:10:244::/56'), podCidr: net('fd00:10:244:1::/64') };
 const plan = (over: Partial<TrafficPlan> = {}): TrafficPlan => ({
-  families: [V4], masquerade: true, fullyRandom: true, forward: true, ...over,
+  families: [V4], masquerade: true, fullyRandom: true, forward: true, masqueradeExclude: [], ...over,
 });
 
 const { postrtg: POSTRTG_V4, forward: FORWARD_V4 } = goldenNft(GOLDEN_V4, 'ip');
@@ -36,6 +36,13 @@ describe('nftRules', () => {
         { spec: NFT_FORWARD, rules: FORWARD_V4 },
       ],
     });
+  });
+
+  it('returns before masquerading for each --ip-masq-exclude network of the family', () => {
+    const excluded = plan({ masqueradeExclude: [net('203.0.113.0/24'), net('2001:db8:3::/64')] });
+    expect(nftRules(excluded, V4).chains[0]!.rules[4]).toBe('ip saddr 10.244.0.0/16 ip daddr 203.0.113.0/24 return');
+    expect(nftRules(excluded, V6).chains[0]!.rules[4]).toBe('ip6 saddr fd00:10:244::/56 ip6 daddr 2001:db8:3::/64 return');
+    expect(nftRules(excluded, V4).chains[0]!.rules).toHaveLength(7);
   });
 
   it('uses ip6 matches and ff00::/8 for IPv6', () => {
