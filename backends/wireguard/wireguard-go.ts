@@ -221,7 +221,10 @@ class Supervisor implements WireguardGoHandle {
     return this.serial.run(async () => {
       if (changes) await this.uapi.update({ ...desired, peers: changes.write }, changes.remove);
       else await this.uapi.set(desired, await this.uapi.get());
-      await this.greetIfFresh(desired);
+      if (await this.greetIfFresh(desired)) return;
+      // A peer that learnt of us before we did of it greeted us in vain, and its next try is REKEY_TIMEOUT (5 s)
+      // away; greeting it now, when both sides know each other, makes the tunnel at once.
+      if (changes && changes.write.length > 0) await this.uapi.kick(changes.write);
     });
   }
 
@@ -337,10 +340,12 @@ class Supervisor implements WireguardGoHandle {
     }
   }
 
-  private async greetIfFresh(desired: WgDeviceConfig): Promise<void> {
-    if (!this.freshProcess || desired.peers.length === 0) return;
+  /** True when it greeted every peer. */
+  private async greetIfFresh(desired: WgDeviceConfig): Promise<boolean> {
+    if (!this.freshProcess || desired.peers.length === 0) return false;
     this.freshProcess = false;
     await this.uapi.kick(desired.peers);
+    return true;
   }
 
   private giveUp(exit: WgExit, err: unknown): void {

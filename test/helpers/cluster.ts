@@ -29,6 +29,8 @@ export interface ClusterOptions {
    */
   readonly upstream?: readonly string[];
   readonly upstreamArgs?: readonly string[];
+  /** Hosts whose routes to the others are not waited for at start (upstream's IPv6-only etcd mode routes nothing). */
+  readonly unroutedHosts?: readonly string[];
 }
 
 export interface Cluster {
@@ -113,11 +115,14 @@ export async function startCluster(run: NetnsRun, opts: ClusterOptions): Promise
   await Promise.all(topology.hosts.map((h) => startDaemon(h.name)));
   // subnet.env says a daemon has its own lease, not that it has heard of the others' yet: a caller that pings
   // straight away would race the lease watch, so the cluster is handed over once every host routes every peer.
+  let unrouted: string[] = [];
   await waitFor('every host routing every other host\'s subnets', async () => {
-    const pending = await Promise.all(topology.hosts.map((h) => unroutedPeerSubnets(h, topology.hosts.filter((o) => o !== h).flatMap((o) => readSubnets(o.name)))));
-    return pending.every((p) => p.length === 0) ? true : undefined;
+    const routing = topology.hosts.filter((h) => !opts.unroutedHosts?.includes(h.name));
+    const pending = await Promise.all(routing.map(async (h) => (await unroutedPeerSubnets(h, topology.hosts.filter((o) => o !== h).flatMap((o) => readSubnets(o.name)))).map((s) => `${h.name} -> ${s}`)));
+    unrouted = pending.flat();
+    return unrouted.length === 0 ? true : undefined;
   }, 20_000, 100).catch((err: unknown) => {
-    throw new Error(`${(err as Error).message}; flanneld output:\n${[...daemons.values()].map((d) => d.output().slice(-1500)).join('\n---\n')}`);
+    throw new Error(`${(err as Error).message} (no route: ${unrouted.join(', ')}); flanneld output:\n${[...daemons.values()].map((d) => d.output().slice(-1500)).join('\n---\n')}`);
   });
   const pods: Pod[] = [];
   if (opts.pods ?? true) {

@@ -46,7 +46,7 @@ describe.each([
 ] as const)('upstream flanneld and ours on one network, $name', ({ stack, config, ...rest }) => {
   it('lets every pod reach every other, and both write the same lease', async () => {
     const upstream: readonly string[] = 'upstream' in rest ? rest.upstream : UPSTREAM;
-    const cluster = await startCluster('up', { hosts: 4, upstream, stack, config });
+    const cluster = await startCluster('up', { hosts: 4, upstream, stack, config, ...('upstreamRoutesNothing' in rest ? { unroutedHosts: upstream } : {}) });
     const upstreamPod = (f: { from: Pod; to: { ip: string } }): boolean =>
       upstream.includes(f.from.host.name) || cluster.pods.some((p) => p.ip === f.to.ip && upstream.includes(p.host.name));
     const failures = (await pingMatrix(cluster.pods, { count: 2 })).filter((f) => !('upstreamRoutesNothing' in rest) || !upstreamPod(f));

@@ -79,6 +79,12 @@ beforeAll(async () => {
     config: { Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: V6_NETWORK, Backend: { Type: 'wireguard' } },
     flanneldArgs: ['--healthz-ip=127.0.0.1', `--healthz-port=${HEALTH_PORT}`],
   });
+  // The whole network is routed into the device from the start; a host is ready for the ping tests once each of its
+  // devices has a peer per other host (startCluster's route check cannot see that).
+  await waitFor('every device to have a peer per other host', async () => {
+    const counts = await Promise.all(['h1', 'h2', 'h3'].flatMap((h) => ['flannel-wg', 'flannel-wg-v6'].map(async (d) => (await device(h, d)).peers.length)));
+    return counts.every((n) => n === 2) ? true : undefined;
+  }, 15_000, 100);
 });
 
 afterAll(async () => {

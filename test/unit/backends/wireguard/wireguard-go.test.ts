@@ -200,7 +200,7 @@ describe('startWireguardGo', () => {
     expect(host.sets.at(-1)).toEqual({ config: desired, current: undefined });
   });
 
-  it("greets a fresh process's first peers (a keepalive starts a handshake), not the ones added later; again after a restart", async () => {
+  it("greets a fresh process's first peers (a keepalive starts a handshake), then each peer as it is added or changed; all again after a restart", async () => {
     const host = fakeHost();
     const handle = await started(host);
     await handle.configure({ ...CONFIG, peers: [] }, { remove: [], write: [] });
@@ -209,9 +209,11 @@ describe('startWireguardGo', () => {
     await handle.configure(first, { remove: [], write: first.peers });
     const later = { publicKey: Buffer.alloc(32, 0x77).toString('base64'), allowedIps: [] };
     await handle.configure({ ...CONFIG, peers: [...first.peers, later] }, { remove: [], write: [later] });
-    expect(host.kicks).toEqual([[PEER]]);
+    expect(host.kicks).toEqual([[PEER], [later.publicKey]]);
+    await handle.configure(first, { remove: [later.publicKey], write: [] });
+    expect(host.kicks).toHaveLength(2);
     await crashAndTimeRestart(host);
-    expect(host.kicks.at(-1)).toEqual([PEER, later.publicKey]);
+    expect(host.kicks.at(-1)).toEqual([PEER]);
   });
 
   it('fails after 5 s without an answer, naming the device and its last output, and stops the process', async () => {
