@@ -12,6 +12,7 @@ export const NETNS_PREFIX = 'fts-';
 
 export class NetnsRun {
   private readonly created: Netns[] = [];
+  private readonly stoppers: (() => Promise<void>)[] = [];
   readonly prefix: string;
 
   constructor(tag = 't') {
@@ -26,8 +27,21 @@ export class NetnsRun {
     return ns;
   }
 
-  /** Removes every namespace this run made; safe to call twice. */
+  /** Runs `stop` at cleanup before any namespace goes (newest first): for daemons living in this run's namespaces. */
+  onCleanup(stop: () => Promise<void>): void {
+    this.stoppers.push(stop);
+  }
+
+  /** Deletes one namespace of this run before cleanup, e.g. so that its short name can be created again. */
+  async remove(ns: Netns): Promise<void> {
+    const at = this.created.indexOf(ns);
+    if (at >= 0) this.created.splice(at, 1);
+    await sh('ip', ['netns', 'del', ns.name]).catch(() => undefined);
+  }
+
+  /** Stops what onCleanup registered, then removes every namespace this run made; safe to call twice. */
   async cleanup(): Promise<void> {
+    for (const stop of this.stoppers.splice(0).reverse()) await stop().catch(() => undefined);
     for (const ns of this.created.splice(0).reverse()) {
       await sh('ip', ['netns', 'del', ns.name]).catch(() => undefined);
     }

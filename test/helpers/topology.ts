@@ -155,7 +155,7 @@ export async function buildTopology(run: NetnsRun, opts: TopologyOptions): Promi
 }
 
 /** Both families forward in a host or the hub (IPv6 forwarding also stops it from taking router advertisements). */
-async function forwardAll(ns: Netns): Promise<void> {
+export async function forwardAll(ns: Netns): Promise<void> {
   await ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
 }
 
@@ -352,6 +352,6 @@ async function globalAddresses(ns: Netns, dev: string): Promise<string[] | undef
   return infos.filter((a) => a['family'] === 'inet' || (a['family'] === 'inet6' && a['scope'] === 'global')).map((a) => `${String(a['local'])}/${String(a['prefixlen'])}`);
 }
 
-function isRecord(v: unknown): v is Record<string, unknown> {
+export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
