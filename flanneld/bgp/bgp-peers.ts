@@ -1,6 +1,6 @@
 /**
  * The routers to announce to, as operators write them (--bgp-peers, docs/operations.md#announcing-pod-subnets-over-bgp):
- * `ADDRESS;as=AS[;password=KEY][;ttl=N]`, one entry per router. A bad entry is not fatal: it is named (never its
+ * `ADDRESS;as=AS[;password=KEY][;ttl=N]`, one entry per router, comma-separated or repeated. A bad entry is not fatal: it is named (never its
  * password) and left out, and the other routers are still used.
  */
 import { formatIp, parseIp } from '../ip/address.js';
@@ -20,7 +20,8 @@ export interface ParsedPeers {
 export function parseBgpPeers(entries: readonly string[]): ParsedPeers {
   const peers: BgpPeer[] = [];
   const problems: string[] = [];
-  for (const entry of entries) {
+  // The flag is repeated or takes a comma list, like --metrics-allow-from; so a password holds neither ',' nor ';'.
+  for (const entry of entries.flatMap((e) => e.split(',')).map((e) => e.trim()).filter((e) => e !== '')) {
     const parsed = parseEntry(entry);
     if (typeof parsed === 'string') problems.push(`--bgp-peers entry ${JSON.stringify(redact(entry))}: ${parsed}; this router is left out`);
     else if (peers.some((p) => p.address.value === parsed.address.value && p.address.family === parsed.address.family)) problems.push(`--bgp-peers: ${formatIp(parsed.address)} is listed twice; the first entry is used`);

@@ -54,13 +54,21 @@ export class BgpSpeaker implements LeaseAnnouncer {
   private start(lease: Lease, wanted: ReadonlyMap<string, Announcement>): void {
     this.started = true;
     const families = [...new Set([...wanted.values()].map((a) => a.prefix.family))];
+    const peerFamilies = new Set(this.options.peers.map((p) => p.address.family));
     for (const peer of this.options.peers) {
       const local = peer.address.family === 4 ? lease.attrs.publicIP : lease.attrs.publicIPv6;
       if (!local) {
         this.options.log.error({ peer: formatIp(peer.address) }, `BGP peer ${formatIp(peer.address)} is IPv${peer.address.family} and this node has no public IPv${peer.address.family} address; this router is left out`);
         continue;
       }
-      this.sessions.push(this.session(peer, lease, local, families));
+      // Each family over the sessions of its own family, so a router with a session per family learns each prefix
+      // once; a family with no router of its own rides on the others' sessions (MP-BGP), or it would not be heard.
+      const carried = families.filter((f) => f === peer.address.family || !peerFamilies.has(f));
+      if (carried.length === 0) {
+        this.options.log.warn({ peer: formatIp(peer.address) }, `BGP peer ${formatIp(peer.address)} would carry nothing: the lease has no IPv${peer.address.family} subnet and the other family has its own routers; this router is left out`);
+        continue;
+      }
+      this.sessions.push(this.session(peer, lease, local, carried));
     }
   }
 

@@ -3,6 +3,8 @@ import { bgpSpeakerFromOptions } from '../../../flanneld/bgp/bgp-from-options.js
 import type { BgpTransport } from '../../../flanneld/bgp/bgp-connection.js';
 import type { BgpConnector, BgpPeer } from '../../../flanneld/bgp/bgp-session.js';
 import { announcementsOf, routerIdOf } from '../../../flanneld/bgp/bgp-speaker.js';
+import { decodeOpen } from '../../../flanneld/bgp/bgp-open.js';
+import { BgpFramer, MSG_OPEN } from '../../../flanneld/bgp/bgp-wire.js';
 import { formatIp, parseIp, type IpAddress } from '../../../flanneld/ip/address.js';
 import { parseCidr, type IpNet } from '../../../flanneld/ip/cidr.js';
 import type { Lease } from '../../../flanneld/lease/lease.js';
@@ -55,6 +57,13 @@ describe('BGP speaker', () => {
     expect(s!.status().map((x) => x.peer)).toEqual(['192.0.2.250']);
   });
 
+  it('takes routers comma-separated in one value as well as repeated', () => {
+    const { speaker: s, lines } = speaker(['192.0.2.250;as=64512, 2001:db8:2::fa;as=64512;password=k', '198.51.100.1;as=65001;ttl=3']);
+    expect(lines.filter((l) => l.level === 50)).toEqual([]);
+    s!.announce(dualLease);
+    expect(s!.status().map((x) => `${x.peer} ${x.remoteAs}`)).toEqual(['192.0.2.250 64512', '2001:db8:2::fa 64512', '198.51.100.1 65001']);
+  });
+
   it('dials each router from the node address of its family, and leaves out a router of a family the node lacks', async () => {
     const { speaker: s, lines, dialled } = speaker(['192.0.2.250;as=64512', '2001:db8:2::fa;as=64513']);
     s!.announce(v4Lease);
@@ -65,6 +74,36 @@ describe('BGP speaker', () => {
     expect(lines.find((l) => l.level === 50)?.msg).toBe('BGP peer 2001:db8:2::fa is IPv6 and this node has no public IPv6 address; this router is left out');
     abort.abort();
     await running;
+  });
+
+  it('carries each family over the sessions of its own family, and a family without routers of its own over the others', async () => {
+    /** Router address -> the address families our OPEN to it offers. */
+    const offered = async (peers: string[], lease: Lease): Promise<Record<string, number[]>> => {
+      const opens: Record<string, number[]> = {};
+      const { log } = memoryLog();
+      const connect: BgpConnector = async (peer) => ({
+        write: (bytes: Buffer) => {
+          const open = new BgpFramer().push(bytes).find((m) => m.type === MSG_OPEN);
+          if (open) opens[formatIp(peer.address)] = [...decodeOpen(open.body).families];
+        },
+        onData: () => undefined,
+        onClose: () => undefined,
+        close: () => undefined,
+      });
+      const s = bgpSpeakerFromOptions({ bgpAs: 64512, bgpPeers: peers, bgpGracefulRestartTime: 0 }, { connect, clock: new ManualClock(), random: seededRandom(1), log });
+      s!.announce(lease);
+      const abort = new AbortController();
+      const running = s!.run(abort.signal);
+      await new Promise((r) => setImmediate(r));
+      abort.abort();
+      await running;
+      return opens;
+    };
+    expect(await offered(['192.0.2.250;as=64512', '2001:db8:2::fa;as=64512'], dualLease)).toEqual({ '192.0.2.250': [4], '2001:db8:2::fa': [6] });
+    expect(await offered(['192.0.2.250;as=64512'], dualLease)).toEqual({ '192.0.2.250': [4, 6] });
+    // A v6 router on a node whose lease is IPv4 only, while a v4 router exists, would carry nothing: left out.
+    const v4WithV6Address: Lease = { ...v4Lease, attrs: { ...v4Lease.attrs, publicIPv6: ip('2001:db8:2::1') } };
+    expect(await offered(['192.0.2.250;as=64512', '2001:db8:2::fa;as=64512'], v4WithV6Address)).toEqual({ '192.0.2.250': [4] });
   });
 
   it('logs an announcement when the prefixes change, not at every renewal', () => {
