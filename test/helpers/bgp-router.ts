@@ -155,6 +155,7 @@ const ROUTER_MAC = '02:00:c0:00:02:fa';
 async function buildRouterSegments(run: NetnsRun, hub: Netns): Promise<{ ns: Netns; office: Netns }> {
   const ns = await run.create('rtr');
   const office = await run.create('office');
+  await pinBridgeAddress(hub, 'br0');
   await hub.ip('link', 'add', HUB_SIDE, 'type', 'veth', 'peer', 'name', 'eth0', 'address', ROUTER_MAC, 'netns', ns.name);
   await hub.ip('link', 'set', HUB_SIDE, 'master', 'br0', 'up');
   await ns.ip('link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth0', 'netns', office.name);
@@ -165,6 +166,17 @@ async function buildRouterSegments(run: NetnsRun, hub: Netns): Promise<{ ns: Net
   await office.ip('-6', 'route', 'add', 'default', 'via', OFFICE_GATEWAY6);
   await forwardAll(ns);
   return { ns, office };
+}
+
+/**
+ * A bridge whose address was never set takes its lowest port's, so adding or removing the router's port could change
+ * the hub's MAC under the nodes' neighbor entries for it (their default gateway) and black-hole their replies until
+ * those expire. Setting the address it has now keeps it whatever ports come and go.
+ */
+async function pinBridgeAddress(hub: Netns, bridge: string): Promise<void> {
+  const mac = (await ipJson(hub, 'link', 'show', 'dev', bridge))[0]?.['address'];
+  if (typeof mac !== 'string') throw new Error(`no address on ${bridge} in ${hub.name}`);
+  await hub.ip('link', 'set', bridge, 'address', mac);
 }
 
 /** Both families on `dev`, IPv6 without duplicate address detection (see topology.ts), then the link up. */
@@ -198,7 +210,8 @@ export interface BirdDaemon {
   readonly proc: TrackedProcess;
   /** Runs one birdc command against this daemon's socket; returns its output. */
   birdc(...command: string[]): Promise<string>;
-  stop(): Promise<void>;
+  /** SIGTERM: BIRD closes its sessions with a Cease. SIGKILL: a crash, as a graceful-restart helper sees one. */
+  stop(signal?: 'SIGTERM' | 'SIGKILL'): Promise<void>;
 }
 
 const BIRD = '/usr/sbin/bird';
@@ -214,8 +227,8 @@ export async function startBird(ns: Netns, config: string): Promise<BirdDaemon> 
   writeFileSync(conf, config);
   const proc = spawnTracked('ip', ['netns', 'exec', ns.name, BIRD, '-f', '-c', conf, '-s', socket, '-P', join(dir, 'bird.pid')], {}, conf);
   const birdc = (...command: string[]): Promise<string> => sh('birdc', ['-s', socket, ...command], undefined, 10_000);
-  const stop = async (): Promise<void> => {
-    await proc.stop('SIGTERM', 5000);
+  const stop = async (signal: 'SIGTERM' | 'SIGKILL' = 'SIGTERM'): Promise<void> => {
+    await proc.stop(signal, 5000);
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -236,7 +249,7 @@ async function startBirdRouter(ns: Netns, opts: RouterOptions): Promise<RouterDa
       return parseBirdRoutes(await bird.birdc('show', 'route', 'all'), peers, restarting);
     },
     sessions: async () => parseBirdProtocols(await bird.birdc('show', 'protocols'), peers, Date.now() / 1000),
-    stop: bird.stop,
+    stop: () => bird.stop(),
   };
 }
 
