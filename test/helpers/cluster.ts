@@ -47,9 +47,9 @@ export interface Cluster {
   /**
    * Starts (or restarts after stopDaemon) the host's flanneld and waits for its subnet.env. `daemon` picks ours or
    * upstream's (default: as `upstream` said at start); `keepSubnetFile` leaves the previous subnet.env in place, as
-   * an in-place migration does, and then waits for it to be rewritten.
+   * an in-place migration does, and then waits for it to be rewritten; `extraArgs` follow `flanneldArgs` (ours only).
    */
-  startDaemon(host: string, opts?: { readonly daemon?: 'ours' | 'upstream'; readonly keepSubnetFile?: boolean }): Promise<void>;
+  startDaemon(host: string, opts?: { readonly daemon?: 'ours' | 'upstream'; readonly keepSubnetFile?: boolean; readonly extraArgs?: readonly string[] }): Promise<void>;
   stopDaemon(host: string, signal?: NodeJS.Signals): Promise<number | string>;
   stop(): Promise<void>;
 }
@@ -99,7 +99,7 @@ export async function startCluster(run: NetnsRun, opts: ClusterOptions): Promise
     const upstream = (how.daemon ?? (opts.upstream?.includes(host) ? 'upstream' : 'ours')) === 'upstream';
     const proc = upstream
       ? startUpstreamFlanneld(h.ns.name, [...common, ...(opts.upstreamArgs ?? [])])
-      : startFlanneld(h.ns.name, [...common, ...(opts.flanneldArgs ?? [])], { WIREGUARD_KEY_FILE: join(dir, `${host}.wgkey`) });
+      : startFlanneld(h.ns.name, [...common, ...(opts.flanneldArgs ?? []), ...(how.extraArgs ?? [])], { WIREGUARD_KEY_FILE: join(dir, `${host}.wgkey`) });
     daemons.set(host, proc);
     try {
       await waitFor(`${host} subnet.env`, () => {
