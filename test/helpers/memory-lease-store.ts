@@ -94,9 +94,10 @@ export class MemoryLeaseStore implements LeaseStore {
     return { revision: this.revision };
   }
 
-  async createIfAbsent(lease: Lease, ttlSeconds: number | null): Promise<StoredLease | 'taken'> {
+  async createIfAbsent(lease: Lease, ttlSeconds: number | null, _signal?: AbortSignal, noneCreatedAfter?: bigint): Promise<StoredLease | 'taken'> {
     const path = this.pathOf(lease);
     if (this.kvs.has(path)) return 'taken';
+    if (noneCreatedAfter !== undefined && [...this.kvs.values()].some((kv) => BigInt(kv.create_revision) > noneCreatedAfter)) return 'taken';
     this.put(path, encodeLeaseAttrs(lease.attrs), this.grant(ttlSeconds));
     return this.storedAt(path);
   }

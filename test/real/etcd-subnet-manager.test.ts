@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
-import { parseIPv4 } from '../../flanneld/ip/address.js';
+import { parseIPv4, parseIp, type IpAddress } from '../../flanneld/ip/address.js';
 import { formatCidr } from '../../flanneld/ip/cidr.js';
 import type { Lease, LeaseEvent } from '../../flanneld/lease/lease.js';
 import { formatSubnetKey } from '../../flanneld/lease/subnet-key.js';
@@ -94,6 +94,26 @@ describe('EtcdSubnetManager on real etcd', () => {
       expect((err as Error).message).toMatch(/no free subnet/);
     }
     expect(await keys(prefix)).toEqual([...won].sort());
+  });
+
+  it('gives 30 dual-stack managers racing for 8 IPv6 subnets (and plenty of IPv4 ones) 8 leases, no IPv6 subnet twice', async () => {
+    // Keys name both halves, so only the range compare on the listing's revision keeps two IPv6 halves apart.
+    const prefix = await freshNetwork({
+      Network: '10.30.0.0/16', EnableIPv6: true, IPv6Network: '2001:db8:30::/48', IPv6SubnetLen: 64,
+      IPv6SubnetMin: '2001:db8:30::', IPv6SubnetMax: '2001:db8:30:7::',
+    });
+    const clients = Array.from({ length: 4 }, () => newClient());
+    const signal = new AbortController().signal;
+    const results = await Promise.allSettled(
+      Array.from({ length: 30 }, (_, i) =>
+        manager(prefix, { seed: i + 1, etcd: clients[i % 4]! }).acquireLease({ attrs: { ...attrs(`192.0.2.${i + 1}`), publicIPv6: parseIp(`2001:db8:2::${i + 1}`) as IpAddress } }, signal),
+      ),
+    );
+    for (const c of clients) c.close();
+    const won = results.filter((r): r is PromiseFulfilledResult<Lease> => r.status === 'fulfilled').map((r) => r.value);
+    expect(won).toHaveLength(8);
+    expect(new Set(won.map((l) => formatCidr(l.ipv6Subnet!))).size).toBe(8);
+    expect(results.filter((r) => r.status === 'rejected').every((r) => (r as PromiseRejectedResult).reason instanceof NoFreeSubnetError)).toBe(true);
   });
 
   it('writes upstream lease JSON under an etcd lease with the 24 h TTL', async () => {

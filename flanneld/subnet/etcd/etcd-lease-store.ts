@@ -23,7 +23,7 @@ import type {
   StoredLease,
   UnreadableLease,
 } from './lease-store.js';
-import { PagedReader, type PageFailure } from './paged-range.js';
+import { PagedReader, prefixEnd, type PageFailure } from './paged-range.js';
 
 export interface EtcdLeaseStoreOptions {
   /** Keys per listing request (default DEFAULT_PAGE_SIZE). */
@@ -92,12 +92,17 @@ export class EtcdLeaseStore implements LeaseStore {
     return { revision };
   }
 
-  async createIfAbsent(lease: Lease, ttlSeconds: number | null, signal: AbortSignal): Promise<StoredLease | 'taken'> {
+  async createIfAbsent(lease: Lease, ttlSeconds: number | null, signal: AbortSignal, noneCreatedAfter?: bigint): Promise<StoredLease | 'taken'> {
     const key = subnetKeyPath(this.prefix, lease);
     return this.call('create', key, signal, async () => {
       const storeLeaseId = await this.grant(ttlSeconds);
+      const subnets = Buffer.from(subnetsPrefix(this.prefix));
+      // A range compare holds when every key in the range passes it (an empty range compares as create revision 0).
+      const unchanged = noneCreatedAfter === undefined
+        ? []
+        : [{ key: subnets, range_end: prefixEnd(subnets), target: 'Create' as const, result: 'Less' as const, create_revision: String(noneCreatedAfter + 1n) }];
       const res = await this.client.kv.txn({
-        compare: [{ key: Buffer.from(key), target: 'Create', result: 'Equal', create_revision: '0' }],
+        compare: [{ key: Buffer.from(key), target: 'Create', result: 'Equal', create_revision: '0' }, ...unchanged],
         success: [{ request_put: { key: Buffer.from(key), value: Buffer.from(encodeLeaseAttrs(lease.attrs)), lease: storeLeaseId } }],
         failure: [],
       });

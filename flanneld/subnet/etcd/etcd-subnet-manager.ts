@@ -73,7 +73,7 @@ export class EtcdSubnetManager implements SubnetManager {
     for (let attempt = 1; ; attempt++) {
       const ranges = allocationRanges((await this.readConfig(signal)).config);
       const snapshot = await this.list(signal, attempt === 1);
-      const result = await this.tryAcquire(ranges, snapshot.leases, request, signal);
+      const result = await this.tryAcquire(ranges, snapshot, request, signal);
       if (result !== 'conflict') return result;
       // Each conflict means another node claimed a subnet after our listing; that is progress while the store
       // keeps filling up, so only conflicts without a fuller store count against the retry budget.
@@ -238,11 +238,12 @@ export class EtcdSubnetManager implements SubnetManager {
 
   private async tryAcquire(
     ranges: AllocationRanges,
-    leases: readonly StoredLease[],
+    snapshot: LeaseSnapshot,
     request: LeaseRequest,
     signal: AbortSignal,
   ): Promise<Lease | 'conflict'> {
     const { store, log } = this.deps;
+    const leases = snapshot.leases;
     let taken = leases;
     const mine = findOwn(leases, request.attrs);
     if (mine) {
@@ -262,7 +263,9 @@ export class EtcdSubnetManager implements SubnetManager {
       taken = leases.filter((l) => l !== mine);
     }
     const pair = this.choose(ranges, taken, request.previous);
-    const created = await store.createIfAbsent({ ...pair, attrs: request.attrs, reservation: false }, this.ttl, signal);
+    // The key proves one half of a dual-stack pair free; the listing being still current proves the other.
+    const listedAt = pair.subnet && pair.ipv6Subnet ? snapshot.revision : undefined;
+    const created = await store.createIfAbsent({ ...pair, attrs: request.attrs, reservation: false }, this.ttl, signal, listedAt);
     return created === 'taken' ? 'conflict' : this.own(created);
   }
 

@@ -64,8 +64,13 @@ export interface LeaseStore {
     pair: SubnetPair,
     signal: AbortSignal,
   ): Promise<{ readonly stored?: StoredLease; readonly unreadable?: UnreadableLease; readonly revision: bigint }>;
-  /** Creates the key only if it does not exist; ttlSeconds null makes a reservation (no etcd lease). */
-  createIfAbsent(lease: Lease, ttlSeconds: number | null, signal: AbortSignal): Promise<StoredLease | 'taken'>;
+  /**
+   * Creates the key only if it does not exist; ttlSeconds null makes a reservation (no etcd lease). With
+   * `noneCreatedAfter` (a listing's revision) it is also 'taken' when any lease was created since that revision: a
+   * dual-stack key names both subnets, so a node that picked the same IPv6 subnet with another IPv4 one holds a
+   * different key, and only the listing being still current proves that neither half is taken.
+   */
+  createIfAbsent(lease: Lease, ttlSeconds: number | null, signal: AbortSignal, noneCreatedAfter?: bigint): Promise<StoredLease | 'taken'>;
   /**
    * Rewrites value and TTL only if the key is unchanged since `expected`; 'changed' otherwise. `revoke` is an etcd
    * lease of ours to revoke once the key has moved off it (never one read from the key: that may be anyone's).

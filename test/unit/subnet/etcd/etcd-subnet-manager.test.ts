@@ -5,7 +5,7 @@
  * once per key.
  */
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { parseIPv4, type IpAddress } from '../../../../flanneld/ip/address.js';
+import { parseIPv4, parseIp, type IpAddress } from '../../../../flanneld/ip/address.js';
 import { encodeLeaseAttrs, type Lease, type LeaseAttrs, type LeaseEvent } from '../../../../flanneld/lease/lease.js';
 import { formatSubnetKey } from '../../../../flanneld/lease/subnet-key.js';
 import { FlannelError, LeaseLostError } from '../../../../flanneld/runtime/errors.js';
@@ -208,5 +208,43 @@ describe('EtcdSubnetManager: keys that are not leases', () => {
     w.store.put(`${SUBNETS}junk`, '{}');
     await vi.waitFor(() => expect(w.lines.filter((l) => l.level >= WARN)).toHaveLength(3));
     expect(w.flat()).toEqual(['added 10.244.5.0-24']);
+  });
+});
+
+describe('EtcdSubnetManager: dual-stack claims', () => {
+  it('does not take an IPv6 subnet that a node racing it claimed under another IPv4 subnet', async () => {
+    const store = new MemoryLeaseStore(PREFIX);
+    store.config = JSON.stringify({ Network: '10.244.0.0/16', EnableIPv6: true, IPv6Network: '2001:db8:a::/48', Backend: { Type: 'vxlan' } });
+    const clock = new ManualClock();
+    const { log } = memoryLog();
+    /** Picks the listed candidates in this order (index into the free list), then the first. */
+    const picks = (...order: number[]) => ({ int: () => order.shift() ?? 0 });
+    const dualAttrs = (v4: string, v6: string): LeaseAttrs => ({ ...attrs(v4), publicIPv6: parseIp(v6) as IpAddress });
+    const other = new EtcdSubnetManager({ store, prefix: PREFIX, clock, random: picks(1, 0), log });
+    let raced = false;
+    // The other node claims between our listing and our create: another IPv4 subnet, the IPv6 one we picked.
+    const racing = new Proxy(store, {
+      get(target, prop) {
+        if (prop === 'createIfAbsent') {
+          return async (...args: Parameters<MemoryLeaseStore['createIfAbsent']>) => {
+            if (!raced) {
+              raced = true;
+              await other.acquireLease({ attrs: dualAttrs('192.0.2.2', '2001:db8:2::2') }, new AbortController().signal);
+            }
+            return target.createIfAbsent(...args);
+          };
+        }
+        const v = Reflect.get(target, prop) as unknown;
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    const manager = new EtcdSubnetManager({ store: racing, prefix: PREFIX, clock, random: picks(0, 0, 0, 0), log });
+    const ours = await manager.acquireLease({ attrs: dualAttrs('192.0.2.1', '2001:db8:2::1') }, new AbortController().signal);
+    const leases = (await store.list()).leases.map((l) => l.lease);
+    expect(leases).toHaveLength(2);
+    const theirs = leases.find((l) => l.attrs.publicIP && l.attrs.publicIP.value !== ours.attrs.publicIP?.value) as Lease;
+    expect(formatSubnetKey(ours)).not.toBe(formatSubnetKey(theirs));
+    expect(ours.ipv6Subnet?.ip).not.toBe(theirs.ipv6Subnet?.ip);
+    expect(ours.subnet?.ip).not.toBe(theirs.subnet?.ip);
   });
 });
