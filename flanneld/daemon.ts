@@ -123,16 +123,31 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const network = await backend.registerNetwork(config, signal);
   log.info({ subnet: formatSubnetKey(network.lease), mtu: network.mtu }, 'lease acquired');
   events.networkUp(network, config.backend.type);
+
+  const phase = new AbortController();
+  const stopPhase = (): void => phase.abort(signal.reason);
+  signal.addEventListener('abort', stopPhase, { once: true });
+  // Routers hear of the lease while the rules go in, not after them: a restarted node's routes are fresh sooner.
+  // A router being away is not a broken node: the sessions retry on their own and never end the phase.
   deps.announcer?.announce(network.lease);
+  const announcing = deps.announcer?.run(phase.signal).catch((err: unknown) => log.warn({ err }, 'BGP speaker stopped'));
 
   // Upstream's order: clean up the other mode, install ours, then write subnet.env (readiness means rules are in).
   const [rules, other] = config.enableNFTables
     ? [deps.traffic.nftables, deps.traffic.iptables]
     : [deps.traffic.iptables, deps.traffic.nftables];
   const wanted = trafficPlan(config, network.lease, opts);
-  const plan = wanted.fullyRandom && !(await rules.supportsRandomFully(signal)) ? { ...wanted, fullyRandom: false } : wanted;
-  await other.removeAll(signal);
-  await rules.ensure(plan, signal);
+  let plan: typeof wanted;
+  try {
+    plan = wanted.fullyRandom && !(await rules.supportsRandomFully(signal)) ? { ...wanted, fullyRandom: false } : wanted;
+    await other.removeAll(signal);
+    await rules.ensure(plan, signal);
+  } catch (err) {
+    phase.abort(err);
+    await announcing;
+    signal.removeEventListener('abort', stopPhase);
+    throw err;
+  }
   log.info({ manager: rules.kind, masquerade: plan.masquerade, forward: plan.forward }, 'traffic rules in place');
   events.rulesInPlace(rules.kind, opts.iptablesResyncMs);
 
@@ -154,9 +169,6 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
     log.warn({ err, file: opts.subnetFile }, 'failed to write subnet file');
   }
 
-  const phase = new AbortController();
-  const stopPhase = (): void => phase.abort(signal.reason);
-  signal.addEventListener('abort', stopPhase, { once: true });
   let lost: LeaseLostError | undefined;
   const keeper = keepLease(
     network.lease,
@@ -198,8 +210,6 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const completing = deps.subnets.completeLease?.(network.lease, phase.signal).catch((err: unknown) => {
     if (!phase.signal.aborted) log.warn({ err }, 'cannot complete the lease');
   });
-  // A router being away is not a broken node: the sessions retry on their own and never end the phase.
-  const announcing = deps.announcer?.run(phase.signal).catch((err: unknown) => log.warn({ err }, 'BGP speaker stopped'));
   await Promise.allSettled([keeper, running, keeping, blackholes, completing, probing, announcing]);
   signal.removeEventListener('abort', stopPhase);
   return lost ? { kind: 'lease-lost', message: lost.message } : { kind: 'stopped' };

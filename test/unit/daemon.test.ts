@@ -8,6 +8,7 @@ import { formatIp, parseIp, type Family, type IpAddress } from '../../flanneld/i
 import { formatCidr, parseCidr, type IpNet } from '../../flanneld/ip/cidr.js';
 import type { HostInterface, HostView } from '../../flanneld/ip/external-interface.js';
 import type { Lease } from '../../flanneld/lease/lease.js';
+import type { LeaseAnnouncer } from '../../flanneld/bgp/bgp-speaker.js';
 import { ConfigError, FlannelError, LeaseLostError, NoFreeSubnetError } from '../../flanneld/runtime/errors.js';
 import { seededRandom } from '../../flanneld/runtime/random.js';
 import type { LeaseRequest } from '../../flanneld/subnet/subnet-manager.js';
@@ -43,7 +44,7 @@ function fakeHost(): HostView {
 
 const settle = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-function setup(files: Record<string, string> = {}, backends: DaemonDeps['backends'] = builtInBackends()) {
+function setup(files: Record<string, string> = {}, backends: DaemonDeps['backends'] = builtInBackends(), announcer?: (events: string[]) => LeaseAnnouncer) {
   const clock = new ManualClock();
   const subnets = new FakeSubnetManager();
   const { log, lines } = memoryLog();
@@ -90,6 +91,7 @@ function setup(files: Record<string, string> = {}, backends: DaemonDeps['backend
           events.push('ready');
           ready.push(lease);
         },
+        ...(announcer ? { announcer: announcer(events) } : {}),
       },
       { ...opts, ...overrides },
       abort.signal,
@@ -314,6 +316,29 @@ describe('runDaemon', () => {
     expect(d.result()).toBeUndefined();
     d.abort.abort();
     await running;
+  });
+
+  it('announces the lease to routers before the rules go in, again on each renewal, and ends the sessions with the daemon', async () => {
+    const recording = (events: string[]): LeaseAnnouncer => ({
+      announce: (lease) => void events.push(`announce ${formatCidr(lease.subnet!)}`),
+      run: (signal) => {
+        events.push('sessions running');
+        return new Promise((resolve) => signal.addEventListener('abort', () => resolve(void events.push('sessions stopped')), { once: true }));
+      },
+      status: () => [],
+    });
+    const d = setup({}, builtInBackends(), recording);
+    d.subnets.config.then(V4_CONFIG);
+    d.subnets.acquire.otherwise(d.grant);
+    d.subnets.renew.otherwise((lease) => ({ ...lease, expiresAt: d.clock.now() + TTL }));
+    const running = d.start();
+    await vi.waitFor(() => expect(d.ready).toHaveLength(1));
+    expect(d.events).toEqual(['announce 10.244.3.0/24', 'sessions running', `write ${SUBNET_FILE}`, 'ready']);
+    await d.wakeNextSleeper();
+    await vi.waitFor(() => expect(d.events.filter((e) => e.startsWith('announce'))).toHaveLength(2));
+    d.abort.abort();
+    await running;
+    expect(d.events.at(-1)).toBe('sessions stopped');
   });
 
   it('returns stopped on abort, leaving no timers or watches behind', async () => {
