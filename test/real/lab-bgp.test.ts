@@ -5,12 +5,10 @@
  * nothing (graceful restart); kill and restart of the router; and `down` after a lost state file still finds BIRD
  * and both namespaces through the names alone and leaves nothing.
  */
-import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isRunning } from '../../lab/lab-processes.js';
 import { labDir } from '../../lab/lab-state.js';
-import { lab, namespacesOf, stateOf, steadyPing, takeDownStaleLabs, upReaching } from '../helpers/lab-driver.js';
+import { downLeavesNothing, lab, namespacesOf, stateOf, steadyPing, takeDownStaleLabs, upReaching } from '../helpers/lab-driver.js';
 
 const id = `t${process.pid}b`;
 
@@ -86,14 +84,7 @@ describe('lab with --bgp (dual-stack)', () => {
   });
 
   it('down finds BIRD, the router and the office by their names even without the state file, and leaves nothing', async () => {
-    const records = Object.values(stateOf(id).processes);
     expect(namespacesOf(id)).toEqual(expect.arrayContaining([`ftl-${id}-router`, `ftl-${id}-office`]));
-    rmSync(join(labDir(id), 'state.json'));
-    const down = await lab('down', '--id', id);
-    expect(down.code, down.out).toBe(0);
-    expect(down.out).toMatch(/5 process\(es\) stopped, 9 namespace\(s\) removed/);
-    expect(namespacesOf(id)).toEqual([]);
-    expect(records.filter(isRunning)).toEqual([]);
-    expect(existsSync(labDir(id))).toBe(false);
+    await downLeavesNothing(id, { lostState: true, summary: /5 process\(es\) stopped, 9 namespace\(s\) removed/ });
   });
 });

@@ -117,9 +117,9 @@ describe("the router's routes", () => {
       { prefix: '2001:db8:a:1b::/64', nextHop: '2001:db8:2::1', fromPeer: '2001:db8:2::1', stale: true },
       { prefix: '10.244.57.0/24', nextHop: '192.0.2.1', fromPeer: '192.0.2.1' },
     ], hosts);
-    expect(table.split('\n')).toEqual([
-      "| the router's routes (BIRD, AS 64512) | via | from | state |",
-      '| --- | --- | --- | --- |',
+    const [header, , ...rows] = table.split('\n');
+    expect(header).toBe("| the router's routes (BIRD, AS 64512) | via | from | state |");
+    expect(rows).toEqual([
       '| 10.244.57.0/24 | 192.0.2.1 | h1 | learnt |',
       '| 2001:db8:a:1b::/64 | 2001:db8:2::1 | h1 | stale (graceful restart) |',
     ]);
