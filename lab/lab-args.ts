@@ -17,6 +17,13 @@ export const LAB_BACKENDS = ['vxlan', 'host-gw', 'udp', 'wireguard'] as const;
 export const KUBELET_WIREGUARD_REFUSAL = 'this kernel has no WireGuard, so the devices would run in wireguard-go, which needs /dev/net/tun, '
   + 'and the DaemonSet --kubelet applies as shipped gives its container none; use wireguard in etcd mode or with --kube';
 
+/** Why a kubelet lab has no --bgp: its flanneld is the DaemonSet's, whose arguments come from the manifest. */
+export const KUBELET_BGP_REFUSAL = 'the kubelet lab applies manifests/kube-flannel.yml as shipped, so its flanneld gets no --bgp-as, '
+  + '--bgp-peers or --ip-masq-exclude; use --bgp in etcd mode or with --kube';
+
+/** Why --upstream has no --bgp: upstream's flanneld has no BGP speaker and stops at the flags. */
+export const UPSTREAM_BGP_REFUSAL = "upstream flannel's flanneld v0.28.9 has no BGP speaker and refuses --bgp-as; use --bgp with flannel-ts on every host";
+
 /** Address families of the underlay and the overlay: IPv4 (as before), dual-stack (--ipv6), IPv6 only (--ipv6-only). */
 export type LabStack = 'v4' | 'dual' | 'v6';
 
@@ -39,6 +46,11 @@ export interface LabOptions {
    * manifests/kube-flannel.yml and the lab's pods are Kubernetes pods.
    */
   readonly kubelet: boolean;
+  /**
+   * A BIRD router on the underlay and an office host behind it; every host's flanneld announces its subnet(s) to the
+   * router over iBGP and leaves the office's traffic unmasqueraded.
+   */
+  readonly bgp: boolean;
   /** Hosts that run upstream flannel's flanneld (v0.28.9, built by tools/build.sh flannel) instead of ours. */
   readonly upstream: readonly string[];
   /** exec / add-pod / kill / restart: the host, pod or process named. */
@@ -52,11 +64,12 @@ export const LAB_USAGE = `usage: npm run lab -- <sub-command> [options]
 sub-commands:
   up                          (default) start etcd, N hosts running flanneld, M pods per host; print the state
   status                      hosts, leases in etcd (Nodes with --kube), pods, daemon health and a fresh ping matrix
-  exec <hub|hN|hN-pM> -- CMD  run CMD inside that namespace
+  exec <hub|hN|hN-pM|router|office> -- CMD
+                              run CMD inside that namespace (router and office with --bgp)
   add-pod <hN>                one more pod on host hN, through the CNI plugins
-  kill <hN|etcd|kube-apiserver|kube-controller-manager|kube-scheduler|hN/containerd|hN/kubelet|hN/kube-proxy>
-                              SIGKILL that host's flanneld (or that control plane or kubelet host process), as a
-                              crash would
+  kill <hN|etcd|router|kube-apiserver|kube-controller-manager|kube-scheduler|hN/containerd|hN/kubelet|hN/kube-proxy>
+                              SIGKILL that host's flanneld (or that control plane or kubelet host process, or the
+                              --bgp router's BIRD), as a crash would
   restart <same targets>      stop it if running, start it again and wait until it is serving
   kubectl -- ARGS             (--kube labs) the built kubectl with the lab's admin kubeconfig, in the hub namespace
   down                        remove every namespace, process and file of the lab (safe to repeat)
@@ -80,8 +93,11 @@ options:
   --kubelet         a kind-like cluster (implies --kube): each host runs containerd, a real kubelet and kube-proxy,
                     the hub adds kube-scheduler; kubectl apply -f manifests/kube-flannel.yml runs flannel-ts as its
                     DaemonSet (the image built by npm run image, imported), and the pods are Kubernetes pods
+  --bgp             a BIRD router (ftl-<id>-router, 192.0.2.250 / 2001:db8:2::fa, iBGP AS 64512) on the underlay and
+                    an office host (ftl-<id>-office, 203.0.113.10 / 2001:db8:3::10) behind it; every flanneld announces
+                    its subnet to the router (--bgp-as, --bgp-peers, --ip-masq-exclude), the matrix gets an office row
 
-up records the families and the mode (--kube, --kubelet) in the lab's state; later sub-commands keep them without these options.`;
+up records the families and the mode (--kube, --kubelet, --bgp) in the lab's state; later sub-commands keep them without these options.`;
 
 export class LabUsageError extends Error {
   override readonly name = 'LabUsageError';
@@ -133,6 +149,7 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
     stack: stackOption(values),
     kube: values.has('--kube') || values.has('--kubelet'),
     kubelet: values.has('--kubelet'),
+    bgp: values.has('--bgp'),
     upstream: [],
     execArgv,
   };
@@ -174,6 +191,8 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
     if (opts.kubelet) throw new LabUsageError('--upstream runs upstream flanneld as a host process; with --kubelet the DaemonSet runs one image on every node');
     opts.upstream = [...new Set(names)];
   }
+  if (opts.bgp && opts.kubelet) throw new LabUsageError(`--bgp with --kubelet: ${KUBELET_BGP_REFUSAL}`);
+  if (opts.bgp && opts.upstream.length > 0) throw new LabUsageError(`--bgp with --upstream: ${UPSTREAM_BGP_REFUSAL}`);
   const config = values.get('--config');
   if (config !== undefined) {
     const given = ['--network', '--backend', '--ipv6', '--ipv6-only', '--ipv6-network'].filter((f) => values.has(f));
@@ -188,7 +207,7 @@ export function parseLabArgs(argv: readonly string[]): LabOptions {
 
 const FLAGS: ReadonlySet<string> = new Set(['--id', '--hosts', '--pods', '--network', '--backend', '--config', '--ipv6-network', '--upstream']);
 /** Options that take no value. */
-const SWITCHES: ReadonlySet<string> = new Set(['--ipv6', '--ipv6-only', '--kube', '--kubelet']);
+const SWITCHES: ReadonlySet<string> = new Set(['--ipv6', '--ipv6-only', '--kube', '--kubelet', '--bgp']);
 
 function stackOption(values: ReadonlyMap<string, string>): LabStack {
   const dual = values.has('--ipv6');

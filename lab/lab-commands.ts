@@ -28,6 +28,10 @@ import {
   downKubeletHosts, flannelPods, isKubeletHostProcess, kubeletPodExec, upKubeletHosts, waitForKubeletHostProcess,
 } from './lab-kubelet.js';
 import type { Progress } from './progress.js';
+import {
+  bgpFlanneldArgs, describeRouter, hostSubnets, LAB_AS, labBgpNeighbors, OFFICE, officeSource, ROUTER, routerHint, routerReport, startLabRouter,
+  waitForRouter, waitForRoutes,
+} from './lab-bgp.js';
 
 export interface LabContext {
   readonly opts: LabOptions;
@@ -84,10 +88,11 @@ export async function up(ctx: LabContext): Promise<void> {
   const { stack } = network;
   const state: LabState = {
     id: opts.id, networkConfig: network.text, backendType: network.backendType, stack, ...(opts.kube ? { kube: true } : {}),
-    ...(opts.kubelet ? { kubelet: true } : {}), hosts: [], pods: [], processes: {},
+    ...(opts.kubelet ? { kubelet: true } : {}), ...(opts.bgp ? { bgp: { as: LAB_AS, neighbors: labBgpNeighbors(opts.hosts, stack) } } : {}),
+    hosts: [], pods: [], processes: {},
   };
   saveLabState(state);
-  const mode = opts.kubelet ? 'kubelet mode, ' : opts.kube ? 'Kubernetes mode, ' : '';
+  const mode = `${opts.kubelet ? 'kubelet mode, ' : opts.kube ? 'Kubernetes mode, ' : ''}${opts.bgp ? 'BGP to a router, ' : ''}`;
   print(`lab ${opts.id}: ${opts.hosts} host(s) × ${opts.pods} pod(s), ${mode}network config ${network.text}`);
   try {
     const hub = await progress.step(`underlay bridge ${underlayText(stack)} in ${labNetns(opts.id, 'hub')}`, () => createHub(opts.id, stack));
@@ -117,6 +122,12 @@ export async function up(ctx: LabContext): Promise<void> {
       });
       daemonArgv = (host) => flanneldArgv(host, etcd.endpoint);
     }
+    const bgp = state.bgp;
+    if (bgp) {
+      await progress.step(describeRouter(opts.id, stack), () => startLabRouter({ ...state, bgp }, () => saveLabState(state)));
+      const labArgv = daemonArgv;
+      daemonArgv = (host) => [...labArgv(host), ...bgpFlanneldArgs(stack)];
+    }
     const started = Date.now();
     const upstreamBinary = opts.upstream.length > 0 ? await progress.step('upstream flanneld v0.28.9 (tools/build.sh flannel; cached)', async () => upstreamFlanneld()) : '';
     for (let i = 1; i <= opts.hosts; i++) {
@@ -135,6 +146,9 @@ export async function up(ctx: LabContext): Promise<void> {
     await progress.step('every flanneld has its lease and wrote subnet.env', async () => {
       await Promise.all(state.hosts.map((h) => waitForSubnetEnv(h, state.processes[h.name] as ProcessRecord, started - 1000)));
     });
+    if (bgp) {
+      await progress.step("the router learnt every host's subnet", () => waitForRoutes({ ...state, bgp }, hostSubnets(state.hosts)), (n) => `${n} route(s)`);
+    }
     if (opts.pods > 0) {
       await progress.step(`${opts.pods} pod(s) per host via 10-flannel.conflist (flannel → bridge + host-local, portmap)`, async () => {
         // Hosts in parallel (each has its own IPAM and CNI state): with IPv6 a host's first ADD waits 1-2 s for the
@@ -174,20 +188,35 @@ async function report(ctx: LabContext, state: LabState): Promise<void> {
   const { print } = ctx;
   print(`\n${await hostsTable(state, state.kubelet ? MANIFEST_HEALTHZ_PORT : LAB_HEALTHZ_PORT, state.kubelet ? await flannelPodsOf(state) : undefined)}`);
   print(`\n${state.kube ? await nodesReport(state) : await leasesReport(state)}`);
+  if (state.bgp) print(`\n${await routerReport({ ...state, bgp: state.bgp })}`);
   if (state.pods.length > 0) {
     print(`\n${podsTable(state.pods, stackFamilies(state.stack))}`);
-    const results = await printMatrices(ctx, state, state.pods);
-    const counts = results.map((r) => `${r.reachable.size - r.failures}/${r.reachable.size}`);
+    // With --bgp the office is one more source: its row shows what the router's routes are worth.
+    const office = state.bgp ? officeSource(state) : undefined;
+    const results = await printMatrices(ctx, state, office ? [...state.pods, office] : state.pods);
+    const fromOffice = (key: string): boolean => key.startsWith(`${OFFICE}>`);
+    const counts = results.map((r) => pairsReachable(r, (key) => !fromOffice(key)));
     // An IPv4 lab keeps the verdict it always printed; with IPv6 each family gets its count.
     print(state.stack === 'v4' ? `\n${counts[0]} pod pairs reachable` : `\npod pairs reachable: ${results.map((r, i) => `IPv${r.family} ${counts[i]}`).join(', ')}`);
+    if (office) {
+      const officeCounts = results.map((r) => pairsReachable(r, fromOffice));
+      print(state.stack === 'v4' ? `office → every pod: ${officeCounts[0]} reachable` : `office → every pod: ${results.map((r, i) => `IPv${r.family} ${officeCounts[i]}`).join(', ')}`);
+    }
   }
   const h1 = state.hosts[0];
   if (h1) {
     const route = state.stack === 'v4' ? 'route' : '-6 route';
     print(`\nlook around: npm run lab -- exec ${h1.name} -- ip ${route} · ip -n ${h1.netns} ${route} · bridge -n ${h1.netns} fdb show`);
     if (state.kube) print(`the cluster: npm run lab -- kubectl${idFlag(state)} -- get nodes -o wide · admin kubeconfig ${join(labDir(state.id), 'kubeconfig')} (from the hub: ${labNetns(state.id, 'hub')})`);
+    if (state.bgp) print(routerHint(state, idFlag(state)));
     print(`daemon logs: ${join(labDir(state.id), '<host>', 'flanneld.log')}${state.kube ? `; control plane logs: ${join(labDir(state.id), '<component>.log')}` : ''}`);
   }
+}
+
+/** `reached/tried` over the pairs of a matrix whose `from>to` key `counted` takes. */
+function pairsReachable(result: MatrixResult, counted: (key: string) => boolean): string {
+  const verdicts = [...result.reachable].filter(([key]) => counted(key)).map(([, ok]) => ok);
+  return `${verdicts.filter(Boolean).length}/${verdicts.length}`;
 }
 
 async function leasesReport(state: LabState): Promise<string> {
@@ -217,10 +246,10 @@ async function printMatrices(ctx: LabContext, state: LabState, sources: readonly
   return results;
 }
 
-/** The namespace `exec` runs in: hub (or etcd), a host or a pod of this lab. */
+/** The namespace `exec` runs in: hub (or etcd), with --bgp the router or the office, a host or a pod of this lab. */
 function resolveNetns(state: LabState, target: string): string {
   const short = target === 'etcd' ? 'hub' : target;
-  const known = ['hub', ...state.hosts.map((h) => h.name), ...state.pods.map((p) => p.name)];
+  const known = ['hub', ...(state.bgp ? [ROUTER, OFFICE] : []), ...state.hosts.map((h) => h.name), ...state.pods.map((p) => p.name)];
   if (!known.includes(short)) throw new Error(`no "${target}" in lab ${state.id} (one of ${known.join(', ')})`);
   return labNetns(state.id, short);
 }
@@ -270,6 +299,10 @@ export async function kill(ctx: LabContext): Promise<void> {
     ctx.print(`${target} killed (pid ${record.pid}); the host's containers and the kube-flannel pod keep running without it`);
     return;
   }
+  if (target === ROUTER) {
+    ctx.print(`the router (BIRD) killed (pid ${record.pid}); the routes it installed stay in its kernel table, every flanneld retries its sessions until it is restarted`);
+    return;
+  }
   ctx.print(isControlPlaneComponent(target)
     ? `${target} killed (pid ${record.pid}); every flanneld keeps its datapath and retries until ${target === 'kube-controller-manager' ? 'the API is' : `${target} is`} back`
     : `flanneld on ${target} killed (pid ${record.pid}); its ${datapathLeft(state)} and ${state.kube ? 'Node annotations' : 'lease'} stay until it is restarted${state.kube ? '' : ' or the lease expires'}`);
@@ -279,7 +312,7 @@ export async function restart(ctx: LabContext): Promise<void> {
   const state = requireLabState(ctx.opts.id);
   const target = ctx.opts.target as string;
   const old = processFor(state, target);
-  const what = isControlPlaneComponent(target) || isKubeletHostProcess(target) ? target : `flanneld on ${target}`;
+  const what = target === ROUTER ? 'the router (BIRD)' : isControlPlaneComponent(target) || isKubeletHostProcess(target) ? target : `flanneld on ${target}`;
   await ctx.progress.step(`restart ${what}`, async () => {
     await stopProcess(old, 'SIGTERM');
     const since = Date.now();
@@ -289,6 +322,7 @@ export async function restart(ctx: LabContext): Promise<void> {
     if (state.kube && isControlPlaneComponent(target)) await waitForComponent(labControlPlane(state), target, record);
     else if (isKubeletHostProcess(target)) await waitForKubeletHostProcess(state, target, record);
     else if (target === 'etcd') await waitForEtcd(labEtcd(state.id, state.stack), record);
+    else if (target === ROUTER) await waitForRouter(state.id, record);
     else await waitForSubnetEnv(findHost(state, target), record, since);
     return record;
   }, (r) => `pid ${r.pid}`);

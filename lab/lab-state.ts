@@ -55,6 +55,12 @@ export interface PodRecord {
   readonly kubePod?: string;
 }
 
+/** What `up --bgp` records: the AS, and the router's neighbours in configuration order (BIRD's n0, n1, …). */
+export interface LabBgp {
+  readonly as: number;
+  readonly neighbors: readonly string[];
+}
+
 export interface LabState {
   readonly id: string;
   readonly networkConfig: string;
@@ -65,9 +71,11 @@ export interface LabState {
   readonly kube?: boolean;
   /** Kubelet mode (`up --kubelet`, implies kube): containerd and a kubelet per host, flannel-ts as the DaemonSet. */
   readonly kubelet?: boolean;
+  /** `up --bgp`: a BIRD router (process `router`) and an office host behind it; every flanneld announces to it. */
+  readonly bgp?: LabBgp;
   readonly hosts: HostRecord[];
   readonly pods: PodRecord[];
-  /** By name: `etcd`, with --kube `kube-apiserver` and `kube-controller-manager`, and the host names (their flanneld). */
+  /** By name: `etcd`, with --bgp `router`, with --kube `kube-apiserver` and `kube-controller-manager`, and the host names (their flanneld). */
   readonly processes: Record<string, ProcessRecord>;
 }
 

@@ -39,3 +39,8 @@ export class Netns {
 export async function skipDad(ns: Netns, dev: string): Promise<void> {
   await ns.exec('sysctl', ['-qw', `net.ipv6.conf.${dev}.accept_dad=0`]);
 }
+
+/** IPv4 and IPv6 forwarding on in `ns`: for namespaces that route (a hub, a router, a node). */
+export async function forwardAll(ns: Netns): Promise<void> {
+  await ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
+}

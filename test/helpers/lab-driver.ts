@@ -4,7 +4,7 @@
  * run left (lab ids are `t<runner pid><letter>`).
  */
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { MOUNT_NS_DIR } from '../../lab/kubelet/node-mounts.js';
@@ -74,11 +74,17 @@ export async function upReaching(id: string, reachable: string, ...args: string[
   return run.out;
 }
 
-/** `down`, then nothing of the lab is left: no namespace, none of its recorded processes, no state dir. */
-export async function downLeavesNothing(id: string): Promise<void> {
+/**
+ * `down`, then nothing of the lab is left: no namespace, none of its recorded processes, no state dir. `lostState`:
+ * the state file is removed first, as a crash might, so `down` has only the namespace names to go by. `summary`: what
+ * down must report.
+ */
+export async function downLeavesNothing(id: string, opts: { lostState?: boolean; summary?: RegExp } = {}): Promise<void> {
   const records = Object.values(stateOf(id).processes);
+  if (opts.lostState) rmSync(join(labDir(id), 'state.json'));
   const down = await lab('down', '--id', id);
   expect(down.code, down.out).toBe(0);
+  if (opts.summary) expect(down.out).toMatch(opts.summary);
   expect(namespacesOf(id)).toEqual([]);
   expect(records.filter(isRunning)).toEqual([]);
   expect(existsSync(labDir(id))).toBe(false);

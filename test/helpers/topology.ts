@@ -12,11 +12,11 @@
 import { formatIp, ipAddress } from '../../flanneld/ip/address.js';
 import { containsNet, formatCidr, parseCidr } from '../../flanneld/ip/cidr.js';
 import { startEtcd, type EtcdServer } from './etcd-server.js';
-import { skipDad } from '../../lab/netns.js';
+import { forwardAll, skipDad } from '../../lab/netns.js';
 import { HUB_IP, HUB_IP6 } from '../../lab/underlay-addresses.js';
 import { sh, type Netns, type NetnsRun } from './netns.js';
 
-export { HUB_IP, HUB_IP6, skipDad };
+export { forwardAll, HUB_IP, HUB_IP6, skipDad };
 
 export const ROUTED_HUB_IP = '198.51.100.254';
 export const HUB_ETCD_ENDPOINT = `http://${HUB_IP}:2379`;
@@ -152,11 +152,6 @@ export async function buildTopology(run: NetnsRun, opts: TopologyOptions): Promi
       return found;
     },
   };
-}
-
-/** Both families forward in a host or the hub (IPv6 forwarding also stops it from taking router advertisements). */
-export async function forwardAll(ns: Netns): Promise<void> {
-  await ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1', 'net.ipv6.conf.all.forwarding=1']);
 }
 
 /** etcd inside the hub, serving clients on the topology's etcdEndpoint so hosts on both segments reach it. */
