@@ -169,6 +169,10 @@ export class BgpConnection {
     if (open.asn !== this.params.remoteAs) throw new BgpProtocolError(ERR_OPEN, SUB_OPEN_BAD_PEER_AS, `the peer says it is AS ${open.asn}, configured as AS ${this.params.remoteAs}`);
     this.peerOpen = open;
     this.families = this.params.open.families.filter((f) => open.families.includes(f));
+    const refused = this.params.open.families.filter((f) => !this.families.includes(f));
+    if (refused.length > 0) {
+      this.params.log.warn({ refused: refused.map((f) => `IPv${f} unicast`) }, `the router does not take ${refused.map((f) => `IPv${f}`).join(' or ')} unicast on this session; those subnets are not announced to it`);
+    }
     this.holdMs = Math.min(this.params.open.holdTimeSec, open.holdTimeSec) * 1000;
     this.transport.write(KEEPALIVE_MESSAGE);
     this.state = 'open-confirm';

@@ -125,6 +125,7 @@ describe('BGP session', () => {
     const r = await h.establish({ ...ROUTER_OPEN, families: [4] });
     await vi.waitFor(() => expect(r.updates()).toHaveLength(2));
     expect(h.session.current().prefixes).toEqual(['10.244.1.0/24']);
+    expect(h.lines.filter((l) => l.level === 40).map((l) => l.msg)).toEqual(['the router does not take IPv6 unicast on this session; those subnets are not announced to it']);
   });
 
   it('sends only the change when the wanted prefixes change', async () => {
