@@ -17,6 +17,8 @@ import { Serial } from '../../flanneld/runtime/serial.js';
 import type { WgCurrentPeers, WgDeviceConfig, WgDeviceState, WgPeerConfig } from './uapi.js';
 import type { WgPeerChanges } from './wg-device.js';
 import { UAPI_SOCKET_DIR, UapiClient, uapiSocketPath } from './uapi-socket.js';
+import { SECOND_GREETING_DELAY_MS, greetingOrder, stillUngreeted } from './wg-greeting.js';
+import { encodeWgKey, wgPublicKey } from './wg-key.js';
 
 export const WIREGUARD_GO = 'wireguard-go';
 /** From spawning to the first answered `get`; wireguard-go is listening within milliseconds when it works at all. */
@@ -223,8 +225,8 @@ class Supervisor implements WireguardGoHandle {
       else await this.uapi.set(desired, await this.uapi.get());
       if (await this.greetIfFresh(desired)) return;
       // A peer that learnt of us before we did of it greeted us in vain, and its next try is REKEY_TIMEOUT (5 s)
-      // away; greeting it now, when both sides know each other, makes the tunnel at once.
-      if (changes && changes.write.length > 0) await this.uapi.kick(changes.write);
+      // away; a greeting now, when both sides know each other, makes the tunnel at once.
+      if (changes && changes.write.length > 0) await this.greet(desired, changes.write);
     });
   }
 
@@ -340,12 +342,27 @@ class Supervisor implements WireguardGoHandle {
     }
   }
 
-  /** True when it greeted every peer. */
+  /** True when it greeted (or will greet) every peer. */
   private async greetIfFresh(desired: WgDeviceConfig): Promise<boolean> {
     if (!this.freshProcess || desired.peers.length === 0) return false;
     this.freshProcess = false;
-    await this.uapi.kick(desired.peers);
+    await this.greet(desired, desired.peers);
     return true;
+  }
+
+  /** Greets the peers it goes first with now, the others a moment later if they have not greeted us (wg-greeting.ts). */
+  private async greet(desired: WgDeviceConfig, peers: readonly WgPeerConfig[]): Promise<void> {
+    const { now, later } = greetingOrder(encodeWgKey(wgPublicKey(Buffer.from(desired.privateKey, 'base64'))), peers);
+    if (now.length > 0) await this.uapi.kick(now);
+    if (later.length === 0) return;
+    void this.options.clock.sleep(SECOND_GREETING_DELAY_MS, this.stopping.signal).then(
+      () => this.serial.run(async () => {
+        const wanted = this.desired?.peers ?? [];
+        const due = stillUngreeted(later, wanted, (await this.uapi.get()).peers);
+        if (due.length > 0) await this.uapi.kick(due);
+      }),
+      () => undefined,
+    ).catch((err: unknown) => this.options.log.debug({ device: this.device, err: errorMessage(err) }, 'cannot greet the peers; traffic will start the handshakes'));
   }
 
   private giveUp(exit: WgExit, err: unknown): void {

@@ -131,8 +131,15 @@ describe('wireguard backend on the real kernel (userspace devices)', () => {
   });
 
   it('lets every pod reach every other pod over IPv4 and IPv6', async () => {
-    expect(pairs(await pingMatrix(cluster.pods, { count: 2, waitSec: 2 }))).toEqual([]);
-    expect(pairs(await pingMatrix(v6Pods(), { count: 2, waitSec: 2 }))).toEqual([]);
+    // On failure, each device's view of its peers (handshakes, bytes) says which side never got a session.
+    const peerViews = async (): Promise<string> => (await Promise.all(['h1', 'h2', 'h3'].flatMap((h) => ['flannel-wg', 'flannel-wg-v6'].map(async (d) => {
+      const state = await device(h, d);
+      return `${h}/${d}: ${state.peers.map((p) => `${p.allowedIps.map(formatCidr).join(',')} hs=${p.lastHandshakeMs === undefined ? '-' : `${Date.now() - p.lastHandshakeMs} ms ago`} rx=${p.rxBytes} tx=${p.txBytes}`).join('; ')}`;
+    })))).join('\n');
+    const v4 = pairs(await pingMatrix(cluster.pods, { count: 2, waitSec: 2 }));
+    expect(v4, v4.length > 0 ? await peerViews() : undefined).toEqual([]);
+    const v6 = pairs(await pingMatrix(v6Pods(), { count: 2, waitSec: 2 }));
+    expect(v6, v6.length > 0 ? await peerViews() : undefined).toEqual([]);
   });
 
   it('puts only UDP between the listen ports on the underlay, and never a pod payload in clear', async () => {

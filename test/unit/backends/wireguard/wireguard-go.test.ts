@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { WgCurrentPeers, WgDeviceConfig, WgDeviceState, WgPeerConfig } from '../../../../backends/wireguard/uapi.js';
+import { SECOND_GREETING_DELAY_MS } from '../../../../backends/wireguard/wg-greeting.js';
+import { encodeWgKey, wgPublicKey } from '../../../../backends/wireguard/wg-key.js';
 import {
   OutputTail, READY_TIMEOUT_MS, STABLE_UP_MS, STOP_GRACE_MS, spawnChild, startWireguardGo,
   type WgExit, type WgProcess, type WireguardGoHandle,
@@ -74,6 +76,8 @@ function fakeHost() {
   const processes: FakeProcess[] = [];
   const sets: { config: WgDeviceConfig; current?: WgCurrentPeers | undefined; remove?: readonly string[] }[] = [];
   const kicks: string[][] = [];
+  /** Peers the device reports a handshake with. */
+  const handshaken: string[] = [];
   const events: string[] = [];
   const live = (): FakeProcess => {
     const proc = processes.at(-1);
@@ -81,7 +85,7 @@ function fakeHost() {
     return proc;
   };
   const host = {
-    clock, lines, plans, spawns, spawnTimes, processes, sets, kicks, events,
+    clock, lines, plans, spawns, spawnTimes, processes, sets, kicks, handshaken, events,
     get current(): FakeProcess {
       return processes.at(-1)!;
     },
@@ -105,7 +109,7 @@ function fakeHost() {
       uapi: () => ({
         get: async () => {
           live();
-          return STATE;
+          return { ...STATE, peers: handshaken.map((publicKey) => ({ publicKey, presharedKey: undefined, endpoint: undefined, persistentKeepalive: 0, allowedIps: [], lastHandshakeMs: 1, rxBytes: 0, txBytes: 0 })) };
         },
         set: async (config: WgDeviceConfig, current?: WgCurrentPeers) => {
           live();
@@ -200,20 +204,33 @@ describe('startWireguardGo', () => {
     expect(host.sets.at(-1)).toEqual({ config: desired, current: undefined });
   });
 
-  it("greets a fresh process's first peers (a keepalive starts a handshake), then each peer as it is added or changed; all again after a restart", async () => {
+  it("greets a fresh process's first peers and each peer added later: at once where our key is lower, after 1 s where the peer's is and it has not greeted us", async () => {
+    const ours = encodeWgKey(wgPublicKey(Buffer.from(PRIVATE, 'base64')));
+    const below = { publicKey: Buffer.alloc(32, 0xf8).toString('base64'), allowedIps: [] }; // "+...": below any key
+    const above = { publicKey: Buffer.alloc(32, 0xcf).toString('base64'), allowedIps: [] }; // "z...": above ours
+    expect([below.publicKey < ours, ours < above.publicKey]).toEqual([true, true]);
     const host = fakeHost();
     const handle = await started(host);
     await handle.configure({ ...CONFIG, peers: [] }, { remove: [], write: [] });
     expect(host.kicks).toEqual([]);
-    const first = { ...CONFIG, peers: [{ publicKey: PEER, allowedIps: [] }] };
-    await handle.configure(first, { remove: [], write: first.peers });
-    const later = { publicKey: Buffer.alloc(32, 0x77).toString('base64'), allowedIps: [] };
-    await handle.configure({ ...CONFIG, peers: [...first.peers, later] }, { remove: [], write: [later] });
-    expect(host.kicks).toEqual([[PEER], [later.publicKey]]);
-    await handle.configure(first, { remove: [later.publicKey], write: [] });
-    expect(host.kicks).toHaveLength(2);
+    // Fresh process, both peers: the one above us at once; the one below us only when it has not greeted us in 1 s.
+    const both = { ...CONFIG, peers: [below, above] };
+    await handle.configure(both, { remove: [], write: both.peers });
+    expect(host.kicks).toEqual([[above.publicKey]]);
+    await advance(host.clock, SECOND_GREETING_DELAY_MS);
+    expect(host.kicks).toEqual([[above.publicKey], [below.publicKey]]);
+    // Added later: the one below us greeted us meanwhile (a handshake on the device), so it is left alone.
+    await handle.configure({ ...CONFIG, peers: [] }, { remove: [below.publicKey, above.publicKey], write: [] });
+    host.handshaken.push(below.publicKey);
+    await handle.configure(both, { remove: [], write: both.peers });
+    await advance(host.clock, SECOND_GREETING_DELAY_MS);
+    expect(host.kicks.slice(2)).toEqual([[above.publicKey]]);
+    // A restart greets everyone again, in the same order.
+    host.handshaken.length = 0;
     await crashAndTimeRestart(host);
-    expect(host.kicks.at(-1)).toEqual([PEER]);
+    expect(host.kicks.at(-1)).toEqual([above.publicKey]);
+    await advance(host.clock, SECOND_GREETING_DELAY_MS);
+    expect(host.kicks.at(-1)).toEqual([below.publicKey]);
   });
 
   it('fails after 5 s without an answer, naming the device and its last output, and stops the process', async () => {
