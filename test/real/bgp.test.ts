@@ -234,14 +234,19 @@ describe.each(['bird', 'frr'] as const)('eBGP with TCP-MD5 to a real %s router',
     for (const h of ['h1', 'h2']) expect(cluster.daemon(h).output()).not.toMatch(/flannel-md5-key|not-the-key/);
   });
 
-  it('gets no session for a node with the wrong password, and names the likely cause', async () => {
+  it('gets no session for a node with the wrong password, names the likely cause, and stays ready', async () => {
     const h2 = cluster.topology.host('h2').ip;
     expect((await router.sessions()).find((s) => s.peer === h2)?.state).not.toBe('Established');
     expect((await router.routes()).filter((r) => r.nextHop === h2)).toEqual([]);
     // The router drops the signed SYNs without a word: the node's connect times out after 10 s and says why.
+    const h2ns = cluster.topology.host('h2').ns;
     await waitFor("h2's session error", async () => {
-      const status = await healthGet(cluster.topology.host('h2').ns, '/status');
+      const status = await healthGet(h2ns, '/status');
       return status.includes('does the router have the same password?') ? true : undefined;
     }, 15_000, 250);
+    // A router it cannot talk to is not a broken node.
+    const ready = await h2ns.exec(process.execPath, ['-e', `fetch('http://127.0.0.1:${HEALTH_PORT}/readyz').then((r) => process.stdout.write(String(r.status)))`]);
+    expect(ready).toBe('200');
+    expect(await healthGet(h2ns, '/metrics')).toContain(`flanneld_bgp_session_state{peer="${ROUTER_IP}",state="established"} 0`);
   });
 });
