@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { benchMain, latencyCells, mb, median, ms, percentile, sleep, table, type BenchContext } from './bench-kit.js';
-import { ROUTER_IP, ROUTER_IP6, startBird, startRouter, type BgpRouter, type BirdDaemon } from '../helpers/bgp-router.js';
+import { ROUTER_IP, ROUTER_IP6, birdSpeakerConfig, startBird, startRouter, type BgpRouter, type BirdDaemon } from '../helpers/bgp-router.js';
 import { startCluster, type Cluster } from '../helpers/cluster.js';
 import { spawnTracked, waitFor, type TrackedProcess } from '../helpers/processes.js';
 
@@ -22,22 +22,6 @@ const MEMORY_SAMPLES = 10;
 const STANDIN_PREFIX = '10.99.0.0/24';
 
 const bgpArgs = (grTime: number): string[] => [`--bgp-as=${AS}`, `--bgp-peers=${ROUTER_IP};as=${AS},${ROUTER_IP6};as=${AS}`, `--bgp-graceful-restart-time=${grTime}`];
-
-/** h3's stand-in speaker: one session, one static route it exports when enabled. */
-const standInConfig = (local: string): string => [
-  `router id ${local};`,
-  'protocol device { }',
-  `protocol static s0 { ipv4; disabled; route ${STANDIN_PREFIX} unreachable; }`,
-  'protocol bgp b0 {',
-  `  local ${local} as ${AS};`,
-  `  neighbor ${ROUTER_IP} as ${AS};`,
-  // Dial at once on `enable`, as flanneld does at start (BIRD's default waits 5 s).
-  '  connect delay time 0;',
-  '  connect retry time 1;',
-  '  ipv4 { import none; export where proto = "s0"; next hop self; };',
-  '}',
-  '',
-].join('\n');
 
 /** The router's kernel route additions, with `ip -ts`'s wall-clock stamps. */
 class RouteMonitor {
@@ -173,7 +157,8 @@ benchMain({
     const monitor = new RouteMonitor(router.ns.name);
     ctx.defer(() => monitor.stop());
     const h3 = hosts[2]!;
-    const standIn = await startBird(h3.ns, standInConfig(h3.ip));
+    // h3's stand-in speaker: one session, one static route it exports when enabled; it dials at once, as flanneld does.
+    const standIn = await startBird(h3.ns, birdSpeakerConfig(h3.ip, [{ neighbor: ROUTER_IP, neighborAs: AS, local: h3.ip, localAs: AS, prefix: STANDIN_PREFIX, announceLater: true }], 0));
     ctx.defer(() => standIn.stop());
 
     ctx.note('memory without BGP');

@@ -319,3 +319,45 @@ async function untilExit<T>(proc: TrackedProcess, name: string, ready: Promise<T
     throw new Error(`${(err as Error).message}\n${name} output:\n${proc.output().slice(-2000)}`, { cause: err });
   }
 }
+
+export interface SpeakerSession {
+  readonly neighbor: string;
+  readonly neighborAs: number;
+  readonly local: string;
+  readonly localAs: number;
+  readonly password?: string;
+  /** The one prefix this session announces, with next hop = `local`. */
+  readonly prefix: string;
+  /** Announce graceful restart (RFC 4724) with this restart time, so the router keeps the routes if we crash. */
+  readonly restartTimeSec?: number;
+  /** Start with the prefix's static protocol disabled, to announce it later with `birdc enable s<i>`. */
+  readonly announceLater?: boolean;
+}
+
+/**
+ * A BIRD config for a node's stand-in speaker (tests and benchmarks): each session `b<i>` exports one unreachable
+ * static route `s<i>`, as a node announces its lease. `connectDelaySec` 0 dials at once on start or `enable`.
+ */
+export function birdSpeakerConfig(routerId: string, sessions: readonly SpeakerSession[], connectDelaySec = 1): string {
+  return [
+    `router id ${routerId};`,
+    'protocol device { }',
+    ...sessions.flatMap((s, i) => {
+      const afi = s.prefix.includes(':') ? 'ipv6' : 'ipv4';
+      return [
+        `protocol static s${i} { ${afi};${s.announceLater ? ' disabled;' : ''} route ${s.prefix} unreachable; }`,
+        `protocol bgp b${i} {`,
+        `  local ${s.local} as ${s.localAs};`,
+        `  neighbor ${s.neighbor} as ${s.neighborAs};`,
+        `  connect delay time ${connectDelaySec};`,
+        '  connect retry time 1;',
+        '  error wait time 1, 5;',
+        ...(s.password !== undefined ? [`  password "${s.password}";`] : []),
+        ...(s.restartTimeSec !== undefined ? ['  graceful restart on;', `  graceful restart time ${s.restartTimeSec};`] : []),
+        `  ${afi} { import none; export where proto = "s${i}"; next hop self; };`,
+        '}',
+      ];
+    }),
+    '',
+  ].join('\n');
+}

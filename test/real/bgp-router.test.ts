@@ -7,7 +7,7 @@
  * cleanly, and gets its sessions back after restart().
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ROUTER_IP, ROUTER_IP6, startBird, startRouter, type BgpRouter, type BirdDaemon, type RouterKind, type RouterRoute, type RouterSession } from '../helpers/bgp-router.js';
+import { ROUTER_IP, ROUTER_IP6, birdSpeakerConfig, startBird, startRouter, type BgpRouter, type BirdDaemon, type RouterKind, type RouterRoute, type RouterSession } from '../helpers/bgp-router.js';
 import { NetnsRun, removeStaleNamespaces } from '../helpers/netns.js';
 import { killStaleTrackedProcesses, waitFor } from '../helpers/processes.js';
 import { addPod, buildTopology, ipJson, ping, type Host, type Pod, type Topology } from '../helpers/topology.js';
@@ -35,42 +35,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await run.cleanup();
 });
-
-interface SpeakerSession {
-  readonly neighbor: string;
-  readonly local: string;
-  readonly localAs: number;
-  readonly password?: string;
-  /** The one prefix this session announces, with next hop = `local`. */
-  readonly prefix: string;
-  /** Announce graceful restart (RFC 4724) with this restart time, so the router keeps the routes if we crash. */
-  readonly restartTimeSec?: number;
-}
-
-/** A node's stand-in: each session exports one unreachable static route, as a node announces its lease. */
-function speakerConfig(routerId: string, sessions: readonly SpeakerSession[]): string {
-  return [
-    `router id ${routerId};`,
-    'protocol device { }',
-    ...sessions.flatMap((s, i) => {
-      const afi = s.prefix.includes(':') ? 'ipv6' : 'ipv4';
-      return [
-        `protocol static s${i} { ${afi}; route ${s.prefix} unreachable; }`,
-        `protocol bgp b${i} {`,
-        `  local ${s.local} as ${s.localAs};`,
-        `  neighbor ${s.neighbor} as ${ROUTER_AS};`,
-        '  connect delay time 1;',
-        '  connect retry time 1;',
-        '  error wait time 1, 5;',
-        ...(s.password !== undefined ? [`  password "${s.password}";`] : []),
-        ...(s.restartTimeSec !== undefined ? ['  graceful restart on;', `  graceful restart time ${s.restartTimeSec};`] : []),
-        `  ${afi} { import none; export where proto = "s${i}"; next hop self; };`,
-        '}',
-      ];
-    }),
-    '',
-  ].join('\n');
-}
 
 interface Case {
   readonly kind: RouterKind;
@@ -114,14 +78,14 @@ describe.each(CASES)('$kind router', ({ kind, h1As, h2As }) => {
     console.info(`${kind}: router up in ${Date.now() - t0} ms`);
     startedAt = Date.now();
     const [h1, h2, h3] = [host('h1'), host('h2'), host('h3')];
-    h1Config = speakerConfig(h1.ip, [
-      { neighbor: ROUTER_IP, local: h1.ip, localAs: h1As, prefix: H1_V4, restartTimeSec: RESTART_TIME_SEC },
-      { neighbor: ROUTER_IP6, local: h1.ip6!, localAs: h1As, prefix: H1_V6, restartTimeSec: RESTART_TIME_SEC },
+    h1Config = birdSpeakerConfig(h1.ip, [
+      { neighbor: ROUTER_IP, neighborAs: ROUTER_AS, local: h1.ip, localAs: h1As, prefix: H1_V4, restartTimeSec: RESTART_TIME_SEC },
+      { neighbor: ROUTER_IP6, neighborAs: ROUTER_AS, local: h1.ip6!, localAs: h1As, prefix: H1_V6, restartTimeSec: RESTART_TIME_SEC },
     ]);
     const started = await Promise.all([
       startBird(h1.ns, h1Config),
-      startBird(h2.ns, speakerConfig(h2.ip, [{ neighbor: ROUTER_IP, local: h2.ip, localAs: h2As, password: KEY, prefix: H2_V4 }])),
-      startBird(h3.ns, speakerConfig(h3.ip, [{ neighbor: ROUTER_IP, local: h3.ip, localAs: h2As, password: 'not-the-key', prefix: H3_V4 }])),
+      startBird(h2.ns, birdSpeakerConfig(h2.ip, [{ neighbor: ROUTER_IP, neighborAs: ROUTER_AS, local: h2.ip, localAs: h2As, password: KEY, prefix: H2_V4 }])),
+      startBird(h3.ns, birdSpeakerConfig(h3.ip, [{ neighbor: ROUTER_IP, neighborAs: ROUTER_AS, local: h3.ip, localAs: h2As, password: 'not-the-key', prefix: H3_V4 }])),
     ]);
     for (const [i, name] of ['h1', 'h2', 'h3'].entries()) speakers.set(name, started[i]!);
   }, 30_000);
