@@ -27,6 +27,7 @@
 #include <linux/filter.h>
 #include <linux/netlink.h>
 #include <node_api.h>
+#include "../common/napi_errors.h"
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -73,26 +74,6 @@ struct nlsock {
   uint8_t *out;
   size_t out_cap;
 };
-
-#define CHECK(env, call)                                                         \
-  do {                                                                           \
-    if ((call) != napi_ok) {                                                     \
-      napi_throw_error((env), NULL, "flannel_netlink: N-API call failed: " #call); \
-      return NULL;                                                               \
-    }                                                                            \
-  } while (0)
-
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char message[256];
-  snprintf(message, sizeof(message), "%s: %s", what, strerror(err));
-  napi_value msg, error, num;
-  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg);
-  napi_create_error(env, NULL, msg, &error);
-  napi_create_int32(env, err, &num);
-  napi_set_named_property(env, error, "errno", num);
-  napi_throw(env, error);
-  return NULL;
-}
 
 /* SO_RCVBUFFORCE ignores net.core.rmem_max but needs CAP_NET_ADMIN; without it, SO_RCVBUF (capped by rmem_max). */
 static int set_buffer(int fd, int forced_opt, int opt, int size, int *forced) {
@@ -374,7 +355,7 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_uv_event_loop(env, &loop));
 
   int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, (int)protocol);
-  if (fd < 0) return throw_errno(env, "netlink socket", errno);
+  if (fd < 0) return throw_errno_error(env, "netlink socket", errno);
   int forced = 0;
   const char *failed = NULL;
   if (rcvbuf > 0 && set_buffer(fd, SO_RCVBUFFORCE, SO_RCVBUF, (int)rcvbuf, &forced) != 0) failed = "SO_RCVBUF";
@@ -393,7 +374,7 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
   if (failed) {
     int err = errno;
     close(fd);
-    return throw_errno(env, failed, err);
+    return throw_errno_error(env, failed, err);
   }
 
   struct nlsock *s = calloc(1, sizeof(struct nlsock));
@@ -414,7 +395,7 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
     free(scratch);
     free(s);
     close(fd);
-    return throw_errno(env, "uv_poll_init", -rc);
+    return throw_errno_error(env, "uv_poll_init", -rc);
   }
   napi_value handle, resource_name;
   /* From here on the struct belongs to the handle: every failure goes through shut(), never free(). */
@@ -435,7 +416,7 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
   rc = uv_poll_start(&s->poll, UV_READABLE, on_poll);
   if (rc < 0) {
     shut(s, 1);
-    return throw_errno(env, "uv_poll_start", -rc);
+    return throw_errno_error(env, "uv_poll_start", -rc);
   }
   return handle;
 }
@@ -481,7 +462,7 @@ static napi_value socket_info(napi_env env, napi_callback_info info) {
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   struct nlsock *s = argc == 1 ? unwrap(env, argv[0]) : NULL;
   if (!s) return NULL;
-  if (s->closed) return throw_errno(env, "netlink socket info", EBADF);
+  if (s->closed) return throw_errno_error(env, "netlink socket info", EBADF);
   int rcv = 0, snd = 0;
   socklen_t l1 = sizeof(rcv), l2 = sizeof(snd);
   struct sockaddr_nl addr;
@@ -489,7 +470,7 @@ static napi_value socket_info(napi_env env, napi_callback_info info) {
   memset(&addr, 0, sizeof(addr));
   if (getsockopt(s->fd, SOL_SOCKET, SO_RCVBUF, &rcv, &l1) != 0 || getsockopt(s->fd, SOL_SOCKET, SO_SNDBUF, &snd, &l2) != 0 ||
       getsockname(s->fd, (struct sockaddr *)&addr, &alen) != 0) {
-    return throw_errno(env, "netlink socket info", errno);
+    return throw_errno_error(env, "netlink socket info", errno);
   }
   napi_value result, v;
   CHECK(env, napi_create_object(env, &result));

@@ -15,27 +15,12 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <node_api.h>
+#include "../common/napi_errors.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#define CHECK(env, call)                                             \
-  do {                                                               \
-    if ((call) != napi_ok) {                                         \
-      napi_throw_error((env), NULL, "flannel_tcp: N-API call failed"); \
-      return NULL;                                                   \
-    }                                                                \
-  } while (0)
-
-static napi_value throw_errno(napi_env env, const char *what, int err) {
-  char code[32], message[160];
-  snprintf(code, sizeof(code), "%d", err);
-  snprintf(message, sizeof(message), "%s: %s", what, strerror(err));
-  napi_throw_error(env, code, message);
-  return NULL;
-}
 
 /* Fills `ss` from raw address bytes; the length must match the family. */
 static int to_sockaddr(int family, const uint8_t *bytes, size_t len, struct sockaddr_storage *ss, socklen_t *sl) {
@@ -95,7 +80,7 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int fd = socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, IPPROTO_TCP);
-  if (fd < 0) return throw_errno(env, "socket", errno);
+  if (fd < 0) return throw_errno_error(env, "socket", errno);
   const char *failed = NULL;
   if (key) {
     struct tcp_md5sig sig;
@@ -113,7 +98,7 @@ static napi_value open_socket(napi_env env, napi_callback_info info) {
   if (failed) {
     int err = errno;
     close(fd);
-    return throw_errno(env, failed, err);
+    return throw_errno_error(env, failed, err);
   }
   napi_value result;
   CHECK(env, napi_create_int32(env, fd, &result));

@@ -28,6 +28,7 @@
 #include <netinet/ip.h>
 #include <netinet/ip_icmp.h>
 #include <node_api.h>
+#include "../common/napi_errors.h"
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -674,14 +675,6 @@ static void *run_from_peers(void *arg) {
 }
 
 /* ---- N-API glue ---- */
-
-#define CHECK(env, call)                                                      \
-  do {                                                                        \
-    if ((call) != napi_ok) {                                                  \
-      napi_throw_error((env), NULL, "flannel_udp: N-API call failed: " #call); \
-      return NULL;                                                            \
-    }                                                                         \
-  } while (0)
 
 /* The errno's own name (EPERM, ENODEV, EBUSY...), so JavaScript can branch on `code` as on Node's system errors. */
 static const char *errno_name(int err) {
