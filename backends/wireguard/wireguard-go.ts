@@ -202,6 +202,7 @@ class Supervisor implements WireguardGoHandle {
    * before starting over; so the first peers a process gets are each sent a keepalive, which starts a handshake.
    */
   private freshProcess = true;
+  private ourKey: { readonly privateKey: string; readonly publicKey: string } | undefined;
   private restarting: Promise<void> = Promise.resolve();
   private stopped: Promise<void> | undefined;
 
@@ -352,7 +353,7 @@ class Supervisor implements WireguardGoHandle {
 
   /** Greets the peers it goes first with now, the others a moment later if they have not greeted us (wg-greeting.ts). */
   private async greet(desired: WgDeviceConfig, peers: readonly WgPeerConfig[]): Promise<void> {
-    const { now, later } = greetingOrder(encodeWgKey(wgPublicKey(Buffer.from(desired.privateKey, 'base64'))), peers);
+    const { now, later } = greetingOrder(this.publicKeyOf(desired.privateKey), peers);
     if (now.length > 0) await this.uapi.kick(now);
     if (later.length === 0) return;
     void this.options.clock.sleep(SECOND_GREETING_DELAY_MS, this.stopping.signal).then(
@@ -363,6 +364,12 @@ class Supervisor implements WireguardGoHandle {
       }),
       () => undefined,
     ).catch((err: unknown) => this.options.log.debug({ device: this.device, err: errorMessage(err) }, 'cannot greet the peers; traffic will start the handshakes'));
+  }
+
+  /** Derived once per key, not on every batch of peer changes. */
+  private publicKeyOf(privateKey: string): string {
+    if (this.ourKey?.privateKey !== privateKey) this.ourKey = { privateKey, publicKey: encodeWgKey(wgPublicKey(Buffer.from(privateKey, 'base64'))) };
+    return this.ourKey.publicKey;
   }
 
   private giveUp(exit: WgExit, err: unknown): void {
