@@ -22,7 +22,7 @@ import { keepLease } from './subnet/lease-keeper.js';
 import { keepRules } from './traffic/keep-rules.js';
 import { repeatEvery } from './runtime/repeat.js';
 import { trafficPlan, type TrafficOptions } from './traffic/plans.js';
-import type { TrafficManager } from './traffic/traffic-manager.js';
+import type { TrafficManager, TrafficPlan } from './traffic/traffic-manager.js';
 import { previousSubnets, renderSubnetEnv } from './subnet/subnet-env.js';
 import type { StoredPublicIPs, SubnetManager } from './subnet/subnet-manager.js';
 import { daemonEvents, type DaemonOps } from './daemon-events.js';
@@ -133,21 +133,12 @@ export async function runDaemon(deps: DaemonDeps, opts: DaemonOptions, signal: A
   const announcing = deps.announcer?.run(phase.signal).catch((err: unknown) => log.warn({ err }, 'BGP speaker stopped'));
 
   // Upstream's order: clean up the other mode, install ours, then write subnet.env (readiness means rules are in).
-  const [rules, other] = config.enableNFTables
-    ? [deps.traffic.nftables, deps.traffic.iptables]
-    : [deps.traffic.iptables, deps.traffic.nftables];
-  const wanted = trafficPlan(config, network.lease, opts);
-  let plan: typeof wanted;
-  try {
-    plan = wanted.fullyRandom && !(await rules.supportsRandomFully(signal)) ? { ...wanted, fullyRandom: false } : wanted;
-    await other.removeAll(signal);
-    await rules.ensure(plan, signal);
-  } catch (err) {
+  const { rules, plan } = await installRules(deps.traffic, config, network.lease, opts, signal).catch(async (err: unknown) => {
     phase.abort(err);
     await announcing;
     signal.removeEventListener('abort', stopPhase);
     throw err;
-  }
+  });
   log.info({ manager: rules.kind, masquerade: plan.masquerade, forward: plan.forward }, 'traffic rules in place');
   events.rulesInPlace(rules.kind, opts.iptablesResyncMs);
 
@@ -281,4 +272,20 @@ function describeNetworks(config: NetworkConfig): string {
     .filter((n) => n !== undefined)
     .map((n) => formatCidr(n))
     .join(',');
+}
+
+/** This mode's rules in place and the other mode's gone; fully-random only where the host can do it. */
+async function installRules(
+  traffic: DaemonDeps['traffic'],
+  config: NetworkConfig,
+  lease: Lease,
+  opts: DaemonOptions,
+  signal: AbortSignal,
+): Promise<{ rules: TrafficManager; plan: TrafficPlan }> {
+  const [rules, other] = config.enableNFTables ? [traffic.nftables, traffic.iptables] : [traffic.iptables, traffic.nftables];
+  const wanted = trafficPlan(config, lease, opts);
+  const plan = wanted.fullyRandom && !(await rules.supportsRandomFully(signal)) ? { ...wanted, fullyRandom: false } : wanted;
+  await other.removeAll(signal);
+  await rules.ensure(plan, signal);
+  return { rules, plan };
 }
